@@ -1,0 +1,98 @@
+"""The Prefect flow: ingest -> tokenize -> pretrain -> finetune (per task) -> evaluate.
+
+Thin on purpose. Each stage is a Prefect task (with retries) that runs `dvc repro -s <stage>`
+in the project, so DVC stays the one judge of what is up to date: a stage whose inputs,
+code and params are unchanged is skipped, and `dvc status` is clean after the flow.
+Running the stage as a subprocess also matters for training: Lightning's multi-process
+strategies re-execute the launching command, which must be the stage CLI, not this flow.
+
+Run once, no server:   python flows/pipeline.py
+Serve on a schedule:   see prefect.yaml and the README.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_DIR))  # so a deployment's worker finds llm_pipeline from a checkout
+
+from llm_pipeline import tracking  # noqa: E402  (after the path fix above)
+from llm_pipeline.stages.base import REPORTS_DIR  # noqa: E402
+
+
+def stage_env(parent_run_id: str | None) -> dict[str, str]:
+    """Env for the stage subprocess: the venv's scripts first on PATH, runs nested under the flow's."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if parent_run_id:
+        env[tracking.PARENT_RUN_ENV] = parent_run_id
+    return env
+
+
+@task(retries=1, retry_delay_seconds=10, task_run_name="{stage}")
+def run_stage(stage: str, project_dir: str, parent_run_id: str | None, force: bool = False) -> dict:
+    """`dvc repro -s <stage>`; returns the stage's small report (metrics), not data."""
+    logger = get_run_logger()
+    cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
+    logger.info("running: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, cwd=project_dir, env=stage_env(parent_run_id), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tail = "\n".join(proc.stdout.strip().splitlines()[-40:])
+    if proc.returncode != 0:
+        raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n{tail}")
+    logger.info(tail)
+    report = Path(project_dir) / REPORTS_DIR / f"{stage.replace('@', '-')}.json"
+    return json.loads(report.read_text()).get("metrics", {}) if report.is_file() else {}
+
+
+def finetune_tasks(project_dir: str) -> list[str]:
+    """Task names from params/finetune.yaml (the same list dvc.yaml's foreach reads)."""
+    import yaml
+
+    params = yaml.safe_load((Path(project_dir) / "params" / "finetune.yaml").read_text())
+    return list(params["tasks"])
+
+
+@flow(name="llm-pipeline", log_prints=True)
+def pipeline(project_dir: str = str(PROJECT_DIR), force: bool = False) -> dict:
+    """One pipeline execution: one parent MLflow run, one nested run per stage that ran."""
+    with in_directory(project_dir):  # tracking defaults (mlflow.db) are relative to the project
+        parent = tracking.start_pipeline_run("pipeline")
+        results: dict[str, dict] = {}
+        try:
+            for stage in ("ingest", "tokenize", "pretrain"):
+                results[stage] = run_stage(stage, project_dir, parent, force)
+            # Sequential on purpose: `dvc repro` holds a repo-wide lock, so concurrent
+            # finetune tasks would fail on it; each task is still its own Prefect task.
+            for name in finetune_tasks(project_dir):
+                results[f"finetune-{name}"] = run_stage(f"finetune@{name}", project_dir, parent, force)
+            results["evaluate"] = run_stage("evaluate", project_dir, parent, force)
+        except BaseException:
+            tracking.end_pipeline_run(parent, status="FAILED")
+            raise
+        tracking.end_pipeline_run(parent, metrics={
+            f"{stage}/{key}": value for stage, metrics in results.items()
+            for key, value in metrics.items() if isinstance(value, (int, float))})
+    return results
+
+
+@contextlib.contextmanager
+def in_directory(path: str):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+if __name__ == "__main__":
+    pipeline()

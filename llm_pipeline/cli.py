@@ -1,0 +1,66 @@
+"""`llm-pipeline <stage> --params params/<stage>.yaml [--set a.b=v ...]`.
+
+Errors in the input (bad params, missing files, mismatched stage outputs) print one line
+naming the file or key and exit 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from llm_pipeline.config import load_config
+from llm_pipeline.errors import PipelineError
+from llm_pipeline.stages.base import STAGES
+
+STAGE_HELP = {
+    "ingest": "fetch/read sources, clean, dedup, split; build task datasets",
+    "tokenize": "train the tokenizer on train split; encode corpus into token shards",
+    "pretrain": "pretrain the decoder LM with Lightning; register it in MLflow",
+    "finetune": "fine-tune the pretrained LM on a downstream task; register it",
+    "evaluate": "perplexity vs unigram, classification vs majority, sample generations",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-pipeline",
+        description="Run one stage of the pipeline: ingest -> tokenize -> pretrain -> finetune -> evaluate.",
+        epilog="Example: llm-pipeline pretrain --params params/pretrain.yaml --set trainer.max_steps=50",
+    )
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for stage in STAGES:
+        p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
+        p.add_argument("--params", default=f"params/{stage}.yaml",
+                       help=f"params YAML (default: params/{stage}.yaml)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a param by dotted key, value parsed as YAML (repeatable)")
+        p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from llm_pipeline.stages.base import config_class, execute
+
+        cfg = load_config(config_class(args.stage), args.params, args.overrides)
+        if args.dry_run:
+            print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+            return 0
+        result = execute(args.stage, cfg)
+    except PipelineError as exc:
+        if args.debug:
+            raise
+        print(f"llm-pipeline {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

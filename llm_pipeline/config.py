@@ -1,0 +1,92 @@
+"""Typed stage configs: load a params YAML, apply `--set a.b=v` overrides, validate.
+
+Every stage config derives from `StageConfig` (pydantic, extra="forbid"), so an unknown
+key or a value of the wrong type is rejected with the key's dotted path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from llm_pipeline.errors import PipelineError
+
+
+class StageConfig(BaseModel):
+    """Base for all configs: strict about unknown keys, validates defaults too."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+
+
+ConfigT = TypeVar("ConfigT", bound=StageConfig)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=3` -> (["a", "b"], 3). The value is parsed as YAML, so `true`, `1e-3`, `[1,2]` work."""
+    if "=" not in item:
+        raise PipelineError(f"--set {item!r}: expected KEY=VALUE, e.g. --set trainer.max_steps=100")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise PipelineError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with each `a.b=v` override set (creating nested dicts)."""
+    out = _deep_copy(data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise PipelineError(f"--set {item!r}: {k!r} is a value, not a section")
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
+    return data
+
+
+def build_config(cls: type[ConfigT], data: dict[str, Any], source: str = "params") -> ConfigT:
+    """Validate `data` into `cls`, turning pydantic's report into one line per bad key."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "<root>"
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}")
+            else:
+                problems.append(f"{key!r}: {err['msg']} (got {err.get('input')!r})")
+        raise PipelineError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_config(cls: type[ConfigT], path: str | Path, overrides: list[str] | None = None) -> ConfigT:
+    data = apply_overrides(load_params(path), overrides or [])
+    return build_config(cls, data, source=str(path))
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}

@@ -1,0 +1,1 @@
+"""Data: source readers, cleaning, dedup, splits, task builders, token shards, datasets."""

@@ -1,0 +1,55 @@
+"""Run models over held-out data: LM perplexity, classifier predictions, sampled text."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader
+
+from llm_pipeline.models.classifier import SequenceClassifier
+from llm_pipeline.models.gpt import GPT
+
+
+@torch.no_grad()
+def compute_lm_perplexity(model: GPT, tokens: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
+    """Perplexity over non-overlapping windows of `block_size`; also returns the targets
+    scored, so a baseline can be scored on exactly the same tokens."""
+    block = model.config.block_size
+    n_windows = (len(tokens) - 1) // block
+    if n_windows == 0:
+        raise ValueError(f"{len(tokens)} tokens: fewer than one window of {block + 1}")
+    usable = np.asarray(tokens[: n_windows * block + 1], dtype=np.int64)
+    x_all = torch.from_numpy(usable[:-1].reshape(n_windows, block))  # (N, T)
+    y_all = torch.from_numpy(usable[1:].reshape(n_windows, block))   # (N, T)
+    total_nll = 0.0
+    for start in range(0, n_windows, batch_size):
+        x, y = x_all[start:start + batch_size], y_all[start:start + batch_size]
+        _, loss = model(x, y)  # mean over the batch's tokens
+        total_nll += float(loss) * y.numel()
+    return math.exp(total_nll / y_all.numel()), usable[1:]
+
+
+@torch.no_grad()
+def predict_classes(model: SequenceClassifier, loader: DataLoader) -> tuple[list[int], list[int]]:
+    preds, gold = [], []
+    for input_ids, lengths, labels in loader:
+        preds += model(input_ids, lengths).argmax(dim=-1).tolist()
+        gold += labels.tolist()
+    return preds, gold
+
+
+@torch.no_grad()
+def generate_continuations(model: GPT, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
+                           temperature: float, top_k: int | None, eos_id: int, seed: int) -> list[dict]:
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for prompt in prompts:
+        ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False).ids])  # (1, T)
+        out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                             eos_id=eos_id, generator=generator)
+        new = [t for t in out[0, ids.size(1):].tolist() if t != eos_id]
+        samples.append({"prompt": prompt, "continuation": tokenizer.decode(new)})
+    return samples

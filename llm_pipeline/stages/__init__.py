@@ -1,0 +1,1 @@
+"""Stages: one module per pipeline stage (`<Stage>Config`, `run(cfg, tracker)`)."""

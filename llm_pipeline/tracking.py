@@ -1,0 +1,191 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+Defaults keep everything inside the project: a sqlite database `mlflow.db` and an artifact
+folder `mlartifacts/`. Override with the usual env vars:
+
+  MLFLOW_TRACKING_URI           e.g. http://127.0.0.1:5000 or sqlite:////abs/path/mlflow.db
+  MLFLOW_EXPERIMENT_NAME        default "llm-pipeline"
+  LLM_PIPELINE_ARTIFACT_ROOT    artifact folder for a newly created experiment
+  LLM_PIPELINE_PARENT_RUN_ID    set by the Prefect flow: stage runs nest under this run
+  LLM_PIPELINE_TRACKING=off     disable tracking (e.g. a GPU box without mlflow)
+
+Training code never imports this module directly; stages pass it a logger. In
+multi-process training only global rank zero talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_EXPERIMENT = "llm-pipeline"
+PARENT_RUN_ENV = "LLM_PIPELINE_PARENT_RUN_ID"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    root = os.environ.get("LLM_PIPELINE_ARTIFACT_ROOT") or str(Path.cwd() / "mlartifacts")
+    return Path(root).resolve().as_uri()
+
+
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+
+def is_global_rank_zero() -> bool:
+    """True unless this process is a non-zero rank of a multi-process launch."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def enabled() -> bool:
+    if os.environ.get("LLM_PIPELINE_TRACKING", "on").lower() in {"off", "0", "false"}:
+        return False
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return False
+    return is_global_rank_zero()
+
+
+def _client():
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def _experiment_id() -> str:
+    client = _client()
+    exp = client.get_experiment_by_name(experiment_name())
+    if exp is not None:
+        return exp.experiment_id
+    return client.create_experiment(experiment_name(), artifact_location=artifact_root())
+
+
+class StageRun:
+    """Handle on one stage's MLflow run (or a no-op when tracking is off)."""
+
+    def __init__(self, run_id: str | None):
+        self.run_id = run_id
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if self.active:
+            import mlflow
+
+            # MLflow caps a param value at 6000 chars; configs never come close.
+            mlflow.log_params({k: str(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self.active:
+            import mlflow
+
+            numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            mlflow.log_metrics(numeric, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if self.active and Path(path).exists():
+            import mlflow
+
+            if Path(path).is_dir():
+                mlflow.log_artifacts(str(path), artifact_path)
+            else:
+                mlflow.log_artifact(str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if self.active:
+            import mlflow
+
+            mlflow.set_tags(dict(tags))
+
+    def lightning_logger(self):
+        """A Lightning MLFlowLogger writing into this run, or None when tracking is off."""
+        if not self.active:
+            return None
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return MLFlowLogger(experiment_name=experiment_name(), tracking_uri=tracking_uri(),
+                            run_id=self.run_id, log_model=False)
+
+    def register_model(self, model, registered_name: str, *, description: str = "") -> str | None:
+        """Log a torch module and register it; returns the new model version (or None).
+
+        Pickle serialization (not the default pt2 export) so the loaded model accepts any
+        sequence length; explicit pip requirements skip MLflow's slow inference of them.
+        """
+        if not self.active:
+            return None
+        import mlflow
+        import torch
+
+        info = mlflow.pytorch.log_model(
+            model, name="model", serialization_format="pickle",
+            registered_model_name=registered_name,
+            pip_requirements=[f"torch>={torch.__version__.split('+')[0]}", "llm-pipeline"],
+        )
+        version = str(info.registered_model_version)
+        if description:
+            _client().update_model_version(registered_name, version, description=description)
+        return version
+
+
+@contextlib.contextmanager
+def stage_run(run_name: str, *, tags: Mapping[str, str] | None = None) -> Iterator[StageRun]:
+    """Open an MLflow run named after the stage, nested under the pipeline run if one is set."""
+    if not enabled():
+        yield StageRun(None)
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    all_tags = {"pipeline.stage": run_name.split("-")[0], **(tags or {})}
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    with mlflow.start_run(experiment_id=_experiment_id(), run_name=run_name, tags=all_tags) as run:
+        yield StageRun(run.info.run_id)
+
+
+def start_pipeline_run(run_name: str, tags: Mapping[str, str] | None = None) -> str | None:
+    """Create the parent run that groups one pipeline execution's stage runs."""
+    if not enabled():
+        return None
+    run = _client().create_run(_experiment_id(), run_name=run_name,
+                               tags={"pipeline.stage": "pipeline", **(tags or {})})
+    return run.info.run_id
+
+
+def end_pipeline_run(run_id: str | None, status: str = "FINISHED",
+                     metrics: Mapping[str, float] | None = None) -> None:
+    if run_id is None:
+        return
+    client = _client()
+    for key, value in (metrics or {}).items():
+        client.log_metric(run_id, key, float(value))
+    client.set_terminated(run_id, status=status)
+
+
+def search_runs(filter_string: str = "") -> list[Any]:
+    """Runs of the project's experiment (used by tests and the report)."""
+    client = _client()
+    exp = client.get_experiment_by_name(experiment_name())
+    return [] if exp is None else client.search_runs([exp.experiment_id], filter_string)
+
+
+def load_registered_model(name: str, version: str | int = "latest"):
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.pytorch.load_model(f"models:/{name}/{version}")
+
+
+def registered_versions(name: str) -> list[Any]:
+    return list(_client().search_model_versions(f"name='{name}'"))

@@ -1,0 +1,1 @@
+"""Training with torch + Lightning: LightningModules, optimizer/schedule helpers, the Trainer."""

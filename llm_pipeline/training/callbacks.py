@@ -1,0 +1,72 @@
+"""Callbacks for behaviour that cuts across training stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from llm_pipeline.io import atomic_path
+
+
+class LossCurveWriter(Callback):
+    """Write loss curves as TSV files for `dvc plots`.
+
+    `path` gets `step<TAB>train_loss`, one row per optimizer step (mean over accumulated
+    micro-batches); `val_path` gets `step<TAB>val_loss` plus any other `val/*` metrics.
+    Each file is rewritten whole through a temporary file every `every_n_steps` and at the
+    end, so a reader never sees a half-written row. Only global rank zero writes.
+    """
+
+    def __init__(self, path: str | Path, val_path: str | Path | None = None, every_n_steps: int = 50) -> None:
+        self.path = Path(path)
+        self.val_path = Path(val_path) if val_path else self.path.with_name(f"{self.path.stem}_val.tsv")
+        self.every_n_steps = every_n_steps
+        self.train_rows: list[tuple[int, float]] = []
+        self.val_rows: list[dict[str, float]] = []
+        self._pending: list[float] = []  # micro-batch losses of the optimizer step in progress
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not trainer.is_global_zero or outputs is None:
+            return
+        # Lightning hands back the loss divided by accumulate_grad_batches; undo that
+        self._pending.append(float(outputs["loss"]) * trainer.accumulate_grad_batches)
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        self.train_rows.append((trainer.global_step, sum(self._pending) / len(self._pending)))
+        self._pending.clear()
+        if trainer.global_step % self.every_n_steps == 0:
+            self._write_all()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.val_rows.append({"step": trainer.global_step, **metrics})
+        self._write_all()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._write_all()
+
+    def _write_all(self) -> None:
+        _write_tsv(self.path, ["step", "train_loss"], [dict(step=s, train_loss=v) for s, v in self.train_rows])
+        if self.val_rows:
+            columns = ["step"] + [f"val_{k}" for k in self.val_rows[0] if k != "step"]
+            rows = [{("step" if k == "step" else f"val_{k}"): v for k, v in r.items()} for r in self.val_rows]
+            _write_tsv(self.val_path, columns, rows)
+
+
+def _write_tsv(path: Path, columns: list[str], rows: list[dict[str, float]]) -> None:
+    lines = ["\t".join(columns)]
+    lines += ["\t".join(_fmt(row.get(c, float("nan"))) for c in columns) for row in rows]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def _fmt(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.6g}"

@@ -1,0 +1,49 @@
+"""AdamW with the usual decay/no-decay split, and the Lightning optimizer config both modules share."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from pydantic import Field
+
+from llm_pipeline.config import StageConfig
+from llm_pipeline.training.schedule import build_warmup_cosine
+
+# weight decay pulls these toward zero for no benefit: a norm's gain should sit near 1,
+# a bias has no scale to control, and an embedding row is only touched when its token occurs
+_NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding)
+
+
+class OptimConfig(StageConfig):
+    """Optimizer and schedule; steps are optimizer steps (after gradient accumulation)."""
+
+    lr: float = Field(1e-3, gt=0, description="peak learning rate")
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = Field(100, ge=0)
+    max_steps: int = Field(1000, gt=0, description="end of the cosine decay; match trainer.max_steps")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a fraction of the peak")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decayed matrices, and biases/norms/embeddings without decay."""
+    no_decay = {id(p) for m in model.modules() if isinstance(m, _NO_DECAY_MODULES) for p in m.parameters()}
+    no_decay |= {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
+    params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
+    return [
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+
+
+def build_adamw(
+    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]
+) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
+
+
+def build_optimizers(model: nn.Module, cfg: OptimConfig) -> dict:
+    """What a LightningModule's configure_optimizers returns: AdamW + per-step warmup-cosine."""
+    optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas)
+    scheduler = build_warmup_cosine(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

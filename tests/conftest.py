@@ -1,0 +1,69 @@
+"""Shared fixtures: telemetry off, MLflow pointed into the test's tmp dir, tiny corpora."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pandas as pd
+import pytest
+
+# Telemetry off before any of these libraries is imported by a test.
+os.environ.update({
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+})
+
+WORDS = ("the package provides a library for parsing data files and tools to convert images "
+         "audio video network server client graphics game editor shell python perl module").split()
+
+
+def make_documents(n: int, seed: int = 0, min_words: int = 20, max_words: int = 60) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))).capitalize() + "."
+            for _ in range(n)]
+
+
+@pytest.fixture
+def tracking_dir(tmp_path, monkeypatch):
+    """MLflow sqlite + artifacts under tmp_path, for tests that exercise tracking."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("LLM_PIPELINE_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    monkeypatch.delenv("LLM_PIPELINE_TRACKING", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def fake_ingest_dir(tmp_path):
+    """An ingest output folder as the ingest stage writes it, made of synthetic text.
+
+    Classification labels are recoverable from the text (a keyword per label), so a tiny
+    model can learn them.
+    """
+    root = tmp_path / "ingest"
+    (root / "corpus").mkdir(parents=True)
+    for split, n in (("train", 300), ("val", 30), ("test", 30)):
+        docs = make_documents(n, seed=len(split) * 7 + n)
+        pd.DataFrame({"doc_id": [f"{split}{i}" for i in range(n)], "source": "synthetic", "text": docs}) \
+            .to_parquet(root / "corpus" / f"{split}.parquet")
+    task = root / "tasks" / "classification"
+    task.mkdir(parents=True)
+    rng = random.Random(1)
+    for split, n in (("train", 120), ("val", 24), ("test", 24)):
+        labels = [rng.choice(["games", "net", "sound"]) for _ in range(n)]
+        texts = [f"{label} {doc}" for label, doc in zip(labels, make_documents(n, seed=n))]
+        pd.DataFrame({"text": texts, "label": labels, "group": [f"g{i}" for i in range(n)]}) \
+            .to_parquet(task / f"{split}.parquet")
+    (root / "manifest.json").write_text('{"stage": "ingest", "mlflow_run_id": null}')
+    return root
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A throwaway Prefect API for flow tests (10-15 s once per session)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield

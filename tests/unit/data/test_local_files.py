@@ -1,0 +1,43 @@
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from llm_pipeline.data.local_files import expand_paths, iter_local_documents
+from llm_pipeline.errors import PipelineError
+
+
+def test_txt_is_one_document_per_file(tmp_path):
+    (tmp_path / "a.txt").write_text("alpha\nbeta")
+    (tmp_path / "b.txt").write_text("gamma")
+    docs = list(iter_local_documents(expand_paths(str(tmp_path / "*.txt")), "txt", "local"))
+    assert [d.text for d in docs] == ["alpha\nbeta", "gamma"]
+
+
+def test_jsonl_reads_field_and_names_bad_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"body": "one"}\n\n{"body": "two"}\n{broken\n')
+    docs = iter_local_documents([path], "jsonl", "local", text_field="body")
+    assert [next(docs).text, next(docs).text] == ["one", "two"]
+    with pytest.raises(PipelineError, match=r"d\.jsonl:4"):
+        next(docs)
+
+
+def test_jsonl_missing_field_names_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"other": "x"}\n')
+    with pytest.raises(PipelineError, match=r"d\.jsonl:1.*'text'"):
+        list(iter_local_documents([path], "jsonl", "local"))
+
+
+def test_parquet_column_and_missing_column(tmp_path):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"content": ["x", None]}), path)
+    docs = list(iter_local_documents([path], "parquet", "local", text_field="content"))
+    assert [d.text for d in docs] == ["x", ""]       # null -> "" so cleaning counts it
+    with pytest.raises(PipelineError, match=r"d\.parquet.*'text'"):
+        list(iter_local_documents([path], "parquet", "local"))
+
+
+def test_glob_without_match_is_an_error(tmp_path):
+    with pytest.raises(PipelineError, match="no files match"):
+        expand_paths(str(tmp_path / "*.jsonl"))

@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from llm_pipeline.errors import PipelineError
+from llm_pipeline.models import GPT, SequenceClassifier, build_gpt_config
+
+VOCAB = 50
+
+
+@pytest.fixture
+def model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(build_gpt_config("tiny", VOCAB, block_size=16)).eval()
+
+
+def test_forward_shapes_and_loss(model):
+    idx = torch.randint(VOCAB, (3, 10))
+    logits, loss = model(idx, idx)
+    assert logits.shape == (3, 10, VOCAB)
+    assert loss.ndim == 0 and loss.item() == pytest.approx(torch.log(torch.tensor(VOCAB)).item(), rel=0.2)
+    assert model(idx)[1] is None
+
+
+def test_attention_is_causal(model):
+    idx = torch.randint(VOCAB, (2, 12))
+    changed = idx.clone()
+    changed[:, 7:] = (changed[:, 7:] + 1) % VOCAB
+    a, b = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :7], b[:, :7])
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_lm_head_tied_to_token_embedding(model):
+    assert model.lm_head.weight is model.transformer.wte.weight
+    untied = sum(p.numel() for p in model.parameters()) + model.lm_head.weight.numel()
+    assert model.num_parameters() == untied - model.lm_head.weight.numel()
+
+
+def test_residual_projections_get_scaled_init():
+    torch.manual_seed(0)
+    model = GPT(build_gpt_config("tiny", VOCAB, n_layer=8, n_embd=64))
+    proj = model.transformer.h[0].mlp.c_proj.weight.std().item()
+    fc = model.transformer.h[0].mlp.c_fc.weight.std().item()
+    assert proj == pytest.approx(0.02 / 4, rel=0.1) and fc == pytest.approx(0.02, rel=0.1)
+
+
+def test_loss_ignores_index_minus_one(model):
+    idx = torch.randint(VOCAB, (2, 8))
+    targets = torch.randint(VOCAB, (2, 8))
+    masked = targets.clone()
+    masked[:, 4:] = -1
+    logits, loss = model(idx, masked)
+    expected = torch.nn.functional.cross_entropy(logits[:, :4].reshape(-1, VOCAB), targets[:, :4].reshape(-1))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_hidden_states_any_length_up_to_block_size(model):
+    for T in (1, 5, 16):
+        assert model.hidden_states(torch.zeros(2, T, dtype=torch.long)).shape == (2, T, 32)
+    with pytest.raises(ValueError, match="block_size"):
+        model.hidden_states(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_generate_length_and_context_crop(model):
+    out = model.generate(torch.zeros(2, 3, dtype=torch.long), max_new_tokens=20, top_k=5)
+    assert out.shape == (2, 23)  # 23 > block_size 16: context was cropped
+
+
+def test_greedy_generation_is_deterministic(model):
+    prompt = torch.randint(VOCAB, (1, 4))
+    a = model.generate(prompt, 8, temperature=0)
+    b = model.generate(prompt, 8, temperature=0)
+    torch.testing.assert_close(a, b)
+    # greedy means each new token is the argmax given its prefix
+    logits = model(a[:, :-1])[0]
+    torch.testing.assert_close(a[:, 4:], logits[:, 3:].argmax(-1))
+
+
+def test_seeded_sampling_repeats(model):
+    prompt = torch.randint(VOCAB, (2, 4))
+    a = model.generate(prompt, 8, generator=torch.Generator().manual_seed(1))
+    b = model.generate(prompt, 8, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b)
+
+
+def test_generate_stops_at_eos(model):
+    prompt = torch.randint(VOCAB, (1, 4))
+    eos = int(model.generate(prompt, 1, temperature=0)[0, -1])  # the first greedy token
+    out = model.generate(prompt, 10, temperature=0, eos_id=eos)
+    assert out.shape == (1, 5) and out[0, -1] == eos
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(PipelineError, match="small-cpu"):
+        build_gpt_config("huge", VOCAB)
+
+
+def test_classifier_shapes_and_padding_is_ignored(model):
+    torch.manual_seed(0)
+    clf = SequenceClassifier(model, num_labels=3).eval()
+    ids = torch.randint(VOCAB, (2, 10))
+    lengths = torch.tensor([6, 10])
+    logits = clf(ids, lengths)
+    assert logits.shape == (2, 3)
+    repadded = ids.clone()
+    repadded[0, 6:] = 0  # different padding after the first text's end
+    torch.testing.assert_close(clf(repadded, lengths), logits)
+    # and the first row's logits equal classifying the unpadded text alone
+    torch.testing.assert_close(clf(ids[:1, :6], torch.tensor([6])), logits[:1])

@@ -1,0 +1,107 @@
+import contextlib
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from llm_pipeline.config import build_config
+from llm_pipeline.data import apt_sources
+from llm_pipeline.errors import PipelineError
+from llm_pipeline.stages.ingest import IngestConfig, run
+
+SPLITS = ("train", "val", "test")
+
+
+def _config(tmp_path, sources, **extra):
+    data = {"output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
+            "progress": False, "sources": sources,
+            "cleaning": {"min_chars": 20, "max_chars": 1000},
+            "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": "t"}, **extra}
+    return build_config(IngestConfig, data)
+
+
+def _read(path):
+    return pq.read_table(path).to_pylist()
+
+
+def test_ingest_local_files_end_to_end(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    rows = [{"text": f"Document number {i} has enough characters to be kept."} for i in range(40)]
+    rows += [{"text": "too short"}, {"text": rows[0]["text"]}]         # two drops
+    (docs / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (docs / "b.txt").write_text("A plain text file with a sentence long enough to keep.")
+    cfg = _config(tmp_path, [{"kind": "local", "path": str(docs / "*.jsonl"), "format": "jsonl"},
+                             {"kind": "local", "path": str(docs / "*.txt"), "format": "txt"}])
+    result = run(cfg)
+
+    out = tmp_path / "out"
+    corpus = {s: _read(out / "corpus" / f"{s}.parquet") for s in SPLITS}
+    assert sum(len(r) for r in corpus.values()) == 41
+    assert all(corpus[s] for s in SPLITS)
+    assert set(corpus["train"][0]) == {"doc_id", "source", "text"}
+    ids = [r["doc_id"] for rows in corpus.values() for r in rows]
+    assert len(set(ids)) == len(ids)
+    quarantine = _read(out / "quarantine.parquet")
+    assert sorted(q["reason"] for q in quarantine) == ["duplicate", "too_short"]
+    assert not (out / "tasks").exists()                # no Debian source, no classification
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [i["path"] for i in manifest["inputs"]] == [str(docs / "a.jsonl"), str(docs / "b.txt")]
+    assert all(len(i["sha256"]) == 64 for i in manifest["inputs"])
+    assert manifest["counts"]["dropped_by_reason"] == {"too_short": 1, "duplicate": 1}
+    assert manifest["counts"]["per_source"][f"local:{docs / '*.jsonl'}"]["kept"] == 40
+    assert result.metrics["corpus/train_documents"] == len(corpus["train"])
+
+
+def _fake_debian(tmp_path, monkeypatch):
+    packages, translation = [], []
+    for i in range(120):
+        section = ["libs", "python", "doc", "games"][i % 4] if i < 119 else "rare"
+        src = f"src{i // 2}"                               # two binaries per source package
+        packages.append(f"Package: pkg{i}\nSource: {src} (1.0)\nSection: {section}\n"
+                        f"Description-md5: m{i}\n")
+        translation.append(f"Package: pkg{i}\nDescription-md5: m{i}\nDescription-en: synopsis {i}\n"
+                           f" Package {i} from {src} is described here at some length.\n")
+    (tmp_path / "Packages").write_text("\n".join(packages))
+    (tmp_path / "Translation-en").write_text("\n".join(translation))
+    files = apt_sources.IndexFiles([tmp_path / "Packages"], [tmp_path / "Translation-en"])
+    monkeypatch.setattr(apt_sources, "fetch_index_files", lambda *a, **k: files)
+    monkeypatch.setattr(apt_sources, "open_index", lambda p: open(p, encoding="utf-8"))
+
+
+def test_ingest_debian_classification_without_leakage(tmp_path, monkeypatch):
+    _fake_debian(tmp_path, monkeypatch)
+    cfg = _config(tmp_path, [{"kind": "debian_descriptions", "max_records": None}],
+                  classification={"top_n_sections": 3})
+    result = run(cfg)
+
+    out = tmp_path / "out"
+    tasks = {s: _read(out / "tasks" / "classification" / f"{s}.parquet") for s in SPLITS}
+    assert {r["label"] for rows in tasks.values() for r in rows} == {"libs", "python", "doc"}
+    groups = {s: {r["group"] for r in rows} for s, rows in tasks.items()}
+    assert not groups["train"] & (groups["val"] | groups["test"])
+    # classification val/test texts never reach the pretraining (train) corpus
+    train_text = {r["text"] for r in _read(out / "corpus" / "train.parquet")}
+    assert not train_text & {r["text"] for s in ("val", "test") for r in tasks[s]}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["classification"]["per_split"] == {s: len(tasks[s]) for s in SPLITS}
+    assert result.metrics["classification/num_labels"] == 3
+    assert 0 < result.metrics["classification/test_majority_fraction"] <= 1
+
+
+def test_ingest_empty_corpus_is_an_error_and_leaves_no_output(tmp_path):
+    (tmp_path / "a.txt").write_text("short")
+    cfg = _config(tmp_path, [{"kind": "local", "path": str(tmp_path / "a.txt"), "format": "txt"}])
+    with pytest.raises(PipelineError, match="no documents left"):
+        run(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_rejects_unknown_kind_and_keys(tmp_path):
+    with pytest.raises(PipelineError, match="sources"):
+        _config(tmp_path, [{"kind": "web", "url": "x"}])
+    with pytest.raises(PipelineError, match="unknown key 'cleaning.min_len'"):
+        build_config(IngestConfig, {"cleaning": {"min_len": 3}})
+    with pytest.raises(PipelineError, match="val_fraction"):
+        build_config(IngestConfig, {"split": {"val_fraction": 0.6, "test_fraction": 0.5}})

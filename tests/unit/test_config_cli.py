@@ -1,0 +1,82 @@
+"""Typed configs, --set overrides and the CLI's one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llm_pipeline.cli import main
+from llm_pipeline.config import apply_overrides, load_config
+from llm_pipeline.errors import PipelineError
+from llm_pipeline.stages.pretrain import PretrainConfig
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_overrides_parse_yaml_values_and_create_sections():
+    out = apply_overrides({"a": {"b": 1}}, ["a.b=2", "a.c=[1, 2]", "d.e=true", "f=0.001"])
+    assert out == {"a": {"b": 2, "c": [1, 2]}, "d": {"e": True}, "f": 0.001}
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(PipelineError, match="expected KEY=VALUE"):
+        apply_overrides({}, ["trainer.max_steps"])
+
+
+def test_unknown_key_is_rejected_by_its_dotted_name(tmp_path):
+    with pytest.raises(PipelineError, match=r"unknown key 'trainer.max_stpes'"):
+        load_config(PretrainConfig, write(tmp_path, "trainer:\n  max_stpes: 5\n"))
+
+
+def test_wrong_type_names_the_key_and_value(tmp_path):
+    with pytest.raises(PipelineError, match=r"'batch_size'.*got 'many'"):
+        load_config(PretrainConfig, write(tmp_path, "batch_size: many\n"))
+
+
+def test_set_override_reaches_the_config(tmp_path):
+    cfg = load_config(PretrainConfig, write(tmp_path, "batch_size: 4\n"), ["trainer.devices=2", "model.preset=tiny"])
+    assert (cfg.batch_size, cfg.trainer.devices, cfg.model.preset) == (4, 2, "tiny")
+
+
+def test_cli_bad_param_exits_2_with_one_line(tmp_path, capsys):
+    code = main(["pretrain", "--params", str(write(tmp_path, "bogus: 1\n"))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "unknown key 'bogus'" in err[0] and "p.yaml" in err[0]
+
+
+def test_cli_missing_params_file(tmp_path, capsys):
+    assert main(["ingest", "--params", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: params file not found" in capsys.readouterr().err
+
+
+def test_cli_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(PipelineError):
+        main(["pretrain", "--params", str(write(tmp_path, "bogus: 1\n")), "--debug"])
+
+
+def test_cli_dry_run_prints_resolved_config(tmp_path, capsys):
+    assert main(["pretrain", "--params", str(write(tmp_path, "{}\n")), "--set", "trainer.max_steps=7", "--dry-run"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["trainer"]["max_steps"] == 7 and resolved["model"]["preset"] == "small-cpu"
+
+
+def test_every_params_file_in_the_repo_validates():
+    from pathlib import Path
+
+    from llm_pipeline.stages.base import STAGES, config_class
+
+    root = Path(__file__).resolve().parents[2]
+    for stage in STAGES:
+        load_config(config_class(stage), root / "params" / f"{stage}.yaml")
+
+
+def test_yaml_exponent_without_dot_still_becomes_a_float(tmp_path):
+    # YAML 1.1 reads 1e-3 as a string; the typed config must still take it as a number
+    cfg = load_config(PretrainConfig, write(tmp_path, "optim:\n  lr: 1e-3\n"))
+    assert cfg.optim.lr == 0.001

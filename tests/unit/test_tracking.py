@@ -1,0 +1,55 @@
+"""MLflow tracking: stage runs nest under the pipeline run; registered models load back."""
+
+from __future__ import annotations
+
+import torch
+
+from llm_pipeline import tracking
+from llm_pipeline.models.gpt import GPT
+from llm_pipeline.models.presets import build_gpt_config
+
+
+def test_stage_runs_nest_under_the_pipeline_run(tracking_dir, monkeypatch):
+    parent = tracking.start_pipeline_run("pipeline")
+    monkeypatch.setenv(tracking.PARENT_RUN_ENV, parent)
+    with tracking.stage_run("tokenize") as run:
+        run.log_params({"vocab_size": 100})
+        run.log_metrics({"tokens/train": 12, "note": "not a number"})
+    tracking.end_pipeline_run(parent, metrics={"tokenize/tokens/train": 12})
+
+    runs = {r.info.run_name: r for r in tracking.search_runs()}
+    assert set(runs) == {"pipeline", "tokenize"}
+    child = runs["tokenize"]
+    assert child.data.tags["mlflow.parentRunId"] == parent
+    assert child.data.tags["pipeline.stage"] == "tokenize"
+    assert child.data.params == {"vocab_size": "100"}
+    assert child.data.metrics == {"tokens/train": 12.0}
+    assert runs["pipeline"].info.status == "FINISHED"
+
+
+def test_registered_model_loads_back_and_takes_any_length(tracking_dir):
+    model = GPT(build_gpt_config("tiny", vocab_size=50)).eval()
+    with tracking.stage_run("pretrain") as run:
+        version = run.register_model(model, "test-gpt", description="tiny")
+    assert version == "1"
+    assert [str(v.version) for v in tracking.registered_versions("test-gpt")] == ["1"]
+    loaded = tracking.load_registered_model("test-gpt", 1)
+    for length in (3, 17):
+        idx = torch.randint(0, 50, (2, length))
+        with torch.no_grad():
+            assert torch.allclose(loaded(idx)[0], model(idx)[0])
+
+
+def test_tracking_off_is_a_no_op(tracking_dir, monkeypatch):
+    monkeypatch.setenv("LLM_PIPELINE_TRACKING", "off")
+    with tracking.stage_run("ingest") as run:
+        run.log_metrics({"a": 1})
+        assert run.lightning_logger() is None and run.register_model(None, "x") is None
+    assert tracking.start_pipeline_run("pipeline") is None
+
+
+def test_non_zero_ranks_do_not_track(tracking_dir, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not tracking.enabled()
+    with tracking.stage_run("pretrain") as run:
+        assert not run.active

@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from llm_pipeline.models import GPT, build_gpt_config
+from llm_pipeline.training.optim import OptimConfig, build_adamw, build_optimizers
+from llm_pipeline.training.schedule import warmup_cosine
+
+
+def test_warmup_cosine_values():
+    f = lambda s: warmup_cosine(s, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)  # noqa: E731
+    assert 0 < f(0) < f(5) < f(9) < 1.0
+    assert f(10) == pytest.approx(1.0)  # peak right after warmup
+    assert f(60) == pytest.approx(0.55)  # halfway down the cosine: (1 + 0.1) / 2
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+
+
+def test_no_weight_decay_on_biases_norms_embeddings():
+    model = GPT(build_gpt_config("tiny", 40))
+    decay, no_decay = build_adamw(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95)).param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    not_decayed = {names[id(p)] for p in no_decay["params"]}
+    assert "transformer.h.0.attn.c_attn.weight" in decayed and "transformer.h.1.mlp.c_proj.weight" in decayed
+    assert {"transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight"} <= not_decayed
+    assert "transformer.h.0.attn.c_attn.bias" in not_decayed
+    assert all(p.ndim == 2 for p in decay["params"])
+    assert len(decayed) + len(not_decayed) == len(list(model.parameters()))  # every param exactly once
+
+
+def test_scheduler_steps_the_learning_rate():
+    model = torch.nn.Linear(2, 2)
+    cfg = OptimConfig(lr=1.0, warmup_steps=2, max_steps=4, min_lr_ratio=0.0)
+    built = build_optimizers(model, cfg)
+    opt, sched = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(5):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1 / 3, 2 / 3, 1.0, 0.5, 0.0])
+    assert built["lr_scheduler"]["interval"] == "step"
