@@ -21,9 +21,17 @@ WORDS = ("the package provides a library for parsing data files and tools to con
 
 
 def make_documents(n: int, seed: int = 0, min_words: int = 20, max_words: int = 60) -> list[str]:
+    """Word chains where each word usually fixes the next (a Markov chain), so a language
+    model that uses context beats a unigram model, as on real text."""
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words))).capitalize() + "."
-            for _ in range(n)]
+    docs = []
+    for _ in range(n):
+        index, words = rng.randrange(len(WORDS)), []
+        for _ in range(rng.randint(min_words, max_words)):
+            words.append(WORDS[index])
+            index = (index * 7 + 3) % len(WORDS) if rng.random() < 0.8 else rng.randrange(len(WORDS))
+        docs.append(" ".join(words).capitalize() + ".")
+    return docs
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, collate_fn=collate)
 
-    optim = cfg.optim if cfg.optim.max_steps else cfg.optim.model_copy(update={"max_steps": cfg.trainer.max_steps})
+    optim = cfg.optim.for_run(cfg.trainer.max_steps)
     module = ClassifierModule(backbone.config, len(labels), optim, cfg.head_dropout)
     module.classifier.backbone.load_state_dict(backbone.state_dict())
 

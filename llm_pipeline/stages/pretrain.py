@@ -60,8 +60,7 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
     train_loader, val_loader = build_lm_dataloaders(
         cfg.data_dir, shards["dtype"], model_config.block_size, cfg.batch_size, cfg.num_workers,
         samples_per_epoch=cfg.trainer.max_steps * cfg.batch_size * cfg.trainer.accumulate_grad_batches)
-    # the schedule decays over the run's real length unless the params say otherwise
-    optim = cfg.optim if cfg.optim.max_steps else cfg.optim.model_copy(update={"max_steps": cfg.trainer.max_steps})
+    optim = cfg.optim.for_run(cfg.trainer.max_steps)
     module = CausalLMModule(model_config, optim)
 
     out = Path(cfg.output_dir)

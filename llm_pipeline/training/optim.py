@@ -21,8 +21,13 @@ class OptimConfig(StageConfig):
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = Field(100, ge=0)
-    max_steps: int = Field(1000, gt=0, description="end of the cosine decay; match trainer.max_steps")
+    max_steps: int | None = Field(
+        None, gt=0, description="end of the cosine decay; None: the stage uses trainer.max_steps")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a fraction of the peak")
+
+    def for_run(self, trainer_max_steps: int) -> "OptimConfig":
+        """This config with the decay length filled in from the trainer when unset."""
+        return self if self.max_steps else self.model_copy(update={"max_steps": trainer_max_steps})
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -45,5 +50,7 @@ def build_adamw(
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> dict:
     """What a LightningModule's configure_optimizers returns: AdamW + per-step warmup-cosine."""
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas)
+    if cfg.max_steps is None:
+        raise ValueError("OptimConfig.max_steps is unset; the stage must fill it from trainer.max_steps")
     scheduler = build_warmup_cosine(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

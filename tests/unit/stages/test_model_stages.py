@@ -55,7 +55,7 @@ def pretrain_config(tok_cfg, tmp_path, **extra):
     return pretrain.PretrainConfig(
         data_dir=tok_cfg.output_dir, tokenizer=f"{tok_cfg.output_dir}/tokenizer.json",
         output_dir=str(tmp_path / "pretrain"), model={"preset": "tiny", "overrides": {"block_size": 32}},
-        batch_size=8, optim={"lr": 3e-3, "warmup_steps": 5}, trainer=TINY_TRAINER,
+        batch_size=16, optim={"lr": 1e-2, "warmup_steps": 10}, trainer=TINY_TRAINER | {"max_steps": 100, "val_check_interval": 50},
         plots_path=str(tmp_path / "plots" / "loss.tsv"), **extra)
 
 
@@ -63,12 +63,12 @@ def test_model_stages_chain(tokenized, fake_ingest_dir, tmp_path):
     tok_cfg, _ = tokenized
     pre_cfg = pretrain_config(tok_cfg, tmp_path)
     pre = pretrain.run(pre_cfg, NO_TRACKING)
-    assert pre.metrics["steps"] == 30
+    assert pre.metrics["steps"] == 100
     assert pre.metrics["val/ppl"] < 300  # below a uniform guess over the vocabulary
     model, meta = load_lm(tmp_path / "pretrain" / "model.pt")
     assert meta["config"]["block_size"] == 32 and model.config.n_layer == 2
     loss_rows = (tmp_path / "plots" / "loss.tsv").read_text().splitlines()
-    assert loss_rows[0] == "step\ttrain_loss" and len(loss_rows) == 31
+    assert loss_rows[0] == "step\ttrain_loss" and len(loss_rows) == 101
     assert not (tmp_path / ".pretrain.partial").exists()
 
     ft_cfg = finetune.FinetuneConfig(
