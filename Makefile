@@ -50,4 +50,4 @@ ui: install
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 clean:
-	rm -rf data reports/*.json reports/plots mlflow.db mlartifacts
+	rm -rf data reports/*.json reports/plots mlflow.db mlartifacts dvc.lock

@@ -39,18 +39,21 @@ def stage_env(parent_run_id: str | None) -> dict[str, str]:
 
 @task(retries=1, retry_delay_seconds=10, task_run_name="{stage}")
 def run_stage(stage: str, project_dir: str, parent_run_id: str | None, force: bool = False) -> dict:
-    """`dvc repro -s <stage>`; returns the stage's small report (metrics), not data."""
+    """`dvc repro -s <stage>`; returns the stage's small report (metrics), not data.
+
+    The stage's own output (progress bars, Lightning logs) goes straight to this process's
+    terminal / the worker's log, so a long stage shows its progress live.
+    """
     logger = get_run_logger()
     cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
     logger.info("running: %s", " ".join(cmd))
-    proc = subprocess.run(cmd, cwd=project_dir, env=stage_env(parent_run_id), text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    tail = "\n".join(proc.stdout.strip().splitlines()[-40:])
+    proc = subprocess.run(cmd, cwd=project_dir, env=stage_env(parent_run_id))
     if proc.returncode != 0:
-        raise RuntimeError(f"stage {stage} failed (exit {proc.returncode}):\n{tail}")
-    logger.info(tail)
+        raise RuntimeError(f"stage {stage} failed: `{' '.join(cmd)}` exited {proc.returncode} (its output is above)")
     report = Path(project_dir) / REPORTS_DIR / f"{stage.replace('@', '-')}.json"
-    return json.loads(report.read_text()).get("metrics", {}) if report.is_file() else {}
+    metrics = json.loads(report.read_text()).get("metrics", {}) if report.is_file() else {}
+    logger.info("%s: %s", stage, json.dumps(metrics))
+    return metrics
 
 
 def finetune_tasks(project_dir: str) -> list[str]:

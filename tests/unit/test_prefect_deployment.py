@@ -1,0 +1,34 @@
+"""prefect.yaml declares a nightly deployment whose entrypoint is the pipeline flow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from cronsim import CronSim
+from datetime import datetime
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_deployment_points_at_the_flow_on_a_nightly_cron():
+    from prefect.flows import load_flow_from_entrypoint
+
+    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    [deployment] = config["deployments"]
+    flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+    assert flow.name == "llm-pipeline"
+    assert set(deployment["parameters"]) <= set(flow.parameters.properties)
+    [schedule] = deployment["schedules"]
+    fires = CronSim(schedule["cron"], datetime(2026, 1, 1))
+    first, second = next(fires), next(fires)
+    assert (second - first).total_seconds() == 24 * 3600  # once a night
+    assert deployment["work_pool"]["name"] == "llm-pipeline"
+
+
+def test_flow_runs_finetune_for_every_task_in_params(tmp_path):
+    from flows.pipeline import finetune_tasks
+
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "finetune.yaml").write_text("tasks: [classification, summarization]\n")
+    assert finetune_tasks(str(tmp_path)) == ["classification", "summarization"]
