@@ -56,12 +56,21 @@ def run_stage(stage: str, project_dir: str, parent_run_id: str | None, force: bo
     return metrics
 
 
-def finetune_tasks(project_dir: str) -> list[str]:
-    """Task names from params/finetune.yaml (the same list dvc.yaml's foreach reads)."""
+def foreach_items(project_dir: str, stage: str, key: str) -> list[str]:
+    """Item names of a foreach stage: `key` of params/<stage>.yaml, as dvc.yaml's foreach reads it
+    (finetune's `tasks` list, tokenize's `tokenizers` mapping -> its names)."""
     import yaml
 
-    params = yaml.safe_load((Path(project_dir) / "params" / "finetune.yaml").read_text())
-    return list(params["tasks"])
+    params = yaml.safe_load((Path(project_dir) / "params" / f"{stage}.yaml").read_text())
+    return list(params[key])
+
+
+def finetune_tasks(project_dir: str) -> list[str]:
+    return foreach_items(project_dir, "finetune", "tasks")
+
+
+def tokenizer_names(project_dir: str) -> list[str]:
+    return foreach_items(project_dir, "tokenize", "tokenizers")
 
 
 @flow(name="llm-pipeline", log_prints=True)
@@ -71,10 +80,12 @@ def pipeline(project_dir: str = str(PROJECT_DIR), force: bool = False) -> dict:
         parent = tracking.start_pipeline_run("pipeline")
         results: dict[str, dict] = {}
         try:
-            for stage in ("ingest", "tokenize", "pretrain"):
-                results[stage] = run_stage(stage, project_dir, parent, force)
+            results["ingest"] = run_stage("ingest", project_dir, parent, force)
             # Sequential on purpose: `dvc repro` holds a repo-wide lock, so concurrent
-            # finetune tasks would fail on it; each task is still its own Prefect task.
+            # foreach items would fail on it; each item is still its own Prefect task.
+            for name in tokenizer_names(project_dir):
+                results[f"tokenize-{name}"] = run_stage(f"tokenize@{name}", project_dir, parent, force)
+            results["pretrain"] = run_stage("pretrain", project_dir, parent, force)
             for name in finetune_tasks(project_dir):
                 results[f"finetune-{name}"] = run_stage(f"finetune@{name}", project_dir, parent, force)
             results["evaluate"] = run_stage("evaluate", project_dir, parent, force)

@@ -38,9 +38,10 @@ def config_class(stage: str) -> type[StageConfig]:
 
 
 def run_name(stage: str, cfg: StageConfig) -> str:
-    """MLflow run name and report file stem: the stage, plus the task for per-task stages."""
-    task = getattr(cfg, "task", None)
-    return f"{stage}-{task}" if task else stage
+    """MLflow run name and report file stem: the stage, plus the item of a per-item stage
+    (finetune's task, tokenize's `only` tokenizer) -- dvc.yaml's `<stage>@<item>` reports."""
+    item = getattr(cfg, "task", None) or getattr(cfg, "only", None)
+    return f"{stage}-{item}" if item else stage
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

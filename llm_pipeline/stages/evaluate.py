@@ -38,7 +38,7 @@ class GenerationConfig(StageConfig):
 
 
 class EvaluateConfig(StageConfig):
-    tokenize_dir: str = "data/tokenize"
+    tokenize_dir: str = "data/tokenize/bpe"
     pretrained: str = "data/pretrain/model.pt"
     tasks_dir: str = "data/ingest/tasks"
     finetune_root: str = "data/finetune"

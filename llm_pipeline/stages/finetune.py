@@ -38,7 +38,7 @@ class FinetuneConfig(StageConfig):
     task: str | None = None                                   # the one this run trains
     tasks_dir: str = "data/ingest/tasks"
     pretrained: str = "data/pretrain/model.pt"
-    tokenizer: str = "data/tokenize/tokenizer.json"
+    tokenizer: str = "data/tokenize/bpe/tokenizer.json"
     output_root: str = "data/finetune"                        # writes <output_root>/<task>/
     max_len: int = Field(128, gt=0, description="tokens kept from the head of each text")
     batch_size: int = Field(32, gt=0)

@@ -2,8 +2,8 @@
 
 Outputs (under output_dir):
   corpus/{train,val,test}.parquet               doc_id, source, text
-  tasks/classification/{train,val,test}.parquet text, label, group   (needs a Debian source)
-  quarantine.parquet                            source, location, reason, text (every drop)
+  tasks/<task>/{train,val,test}.parquet        one folder per enabled task (llm_pipeline/data/tasks/)
+  quarantine.parquet                            source, location, reason, text, detail (every drop)
   manifest.json                                 inputs with sha256, counts, label distributions
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -23,41 +23,54 @@ from tqdm.auto import tqdm
 
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data import apt_sources, bible, debian
-from llm_pipeline.data.cleaning import Document, QuarantineRow, clean_documents, doc_id
-from llm_pipeline.data.local_files import expand_paths, iter_local_documents
-from llm_pipeline.data.splits import SPLITS, assign_split, unit_interval
-from llm_pipeline.data.tasks import Example, build_classification, label_distribution
-from llm_pipeline.errors import PipelineError
+from llm_pipeline.data.cleaning import SAMPLE_CHARS, Document, QuarantineRow, doc_id
+from llm_pipeline.data.corpus import SplitSpec, build_corpus, eval_copies_in_train
+from llm_pipeline.data.dedup import NearDupOptions
+from llm_pipeline.data.mixing import apply_weights, weighted_counts
+from llm_pipeline.data.sources import (FileSourceConfig, HFDatasetSourceConfig, OnError, SourceData,
+                                       SourceOptions, load_files, load_hf_dataset, source_name)
+from llm_pipeline.data.splits import SPLITS, unit_interval
+from llm_pipeline.data.tasks import BuiltTasks, TasksConfig, build_tasks, check_leakage, write_task
 from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json
 from llm_pipeline.stages.base import StageResult
 
 log = logging.getLogger(__name__)
 
 
-class DebianSourceConfig(StageConfig):
+class DebianSourceConfig(SourceOptions):
     kind: Literal["debian_descriptions"]
     max_records: int | None = Field(None, ge=1)  # hash-sampled descriptions; null = all (~61k)
 
 
-class BibleSourceConfig(StageConfig):
+class BibleSourceConfig(SourceOptions):
     kind: Literal["bible_web"]
     max_records: int | None = Field(None, ge=1)  # first N chapters in book order; null = all
 
 
-class LocalSourceConfig(StageConfig):
-    kind: Literal["local"]
-    path: str                                    # file or glob (`**` recurses)
-    format: Literal["txt", "jsonl", "parquet"]   # txt: one document per file
-    text_field: str = "text"                     # jsonl key / parquet column holding the text
-
-
-SourceConfig = Annotated[Union[DebianSourceConfig, BibleSourceConfig, LocalSourceConfig],
-                         Field(discriminator="kind")]
+SourceConfig = Annotated[Union[DebianSourceConfig, BibleSourceConfig, FileSourceConfig,
+                               HFDatasetSourceConfig], Field(discriminator="kind")]
 
 
 class CleaningConfig(StageConfig):
     min_chars: int = Field(40, ge=0)             # shorter normalized texts are quarantined
     max_chars: int = Field(20000, ge=1)          # longer ones too (likely dumps, not prose)
+    strip_markup: bool = True                    # HTML/OSIS tags and &entities; removed
+    max_record_bytes: int = Field(1_000_000, ge=1)  # raw records above this are quarantined
+                                                 # (too_long) by the reader, never held in memory
+
+    @model_validator(mode="after")
+    def _record_fits(self) -> CleaningConfig:
+        if self.max_record_bytes < self.max_chars:
+            raise ValueError("max_record_bytes must be >= max_chars")
+        return self
+
+
+class DedupConfig(StageConfig):
+    # exact dedup (same normalized text) always runs; near-dup uses MinHash LSH on word shingles
+    near: bool = True
+    num_perm: int = Field(128, ge=16)
+    threshold: float = Field(0.8, gt=0, le=1)    # estimated Jaccard similarity that counts as a copy
+    shingle_size: int = Field(5, ge=1)           # words per shingle
 
 
 class SplitConfig(StageConfig):
@@ -72,13 +85,6 @@ class SplitConfig(StageConfig):
         return self
 
 
-class ClassificationConfig(StageConfig):
-    enabled: bool = True                         # built only when a Debian source is listed
-    top_n_sections: int = Field(8, ge=2)         # labels = the N most frequent Sections
-    min_chars: int = Field(40, ge=0)             # shortest description kept as an example
-    max_per_split: int | None = Field(None, ge=1)  # hash-sampled cap per split; null = all
-
-
 def _default_sources() -> list[Any]:
     return [DebianSourceConfig(kind="debian_descriptions"), BibleSourceConfig(kind="bible_web")]
 
@@ -89,19 +95,20 @@ class IngestConfig(StageConfig):
     refresh: bool = False                        # refetch sources even when cached
     progress: bool = True                        # tqdm bars
     sources: list[SourceConfig] = Field(default_factory=_default_sources, min_length=1)
+    on_error: OnError = "fail"                   # a bad record: fail the run, or quarantine it
     cleaning: CleaningConfig = CleaningConfig()
+    dedup: DedupConfig = DedupConfig()
     split: SplitConfig = SplitConfig()
-    classification: ClassificationConfig = ClassificationConfig()
+    tasks: TasksConfig = TasksConfig()          # downstream tasks (llm_pipeline/data/tasks/)
 
-
-@dataclass
-class SourceData:
-    name: str
-    documents: list[Document]
-    inputs: list[Path]
-    dropped: list[QuarantineRow] = field(default_factory=list)
-    descriptions: list[debian.DebianDescription] = field(default_factory=list)
-    sampled_out: int = 0
+    @model_validator(mode="after")
+    def _distinct_source_names(self) -> IngestConfig:
+        # the name is the `source` column and part of doc_id: two sources must not share one
+        names = [source_name(s) for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two sources are named {sorted({n for n in names if names.count(n) > 1})}; "
+                             "give each a distinct `name`")
+        return self
 
 
 def _index_streams(paths: list[Path]) -> Iterator:
@@ -134,23 +141,13 @@ def load_bible(src: BibleSourceConfig, cfg: IngestConfig) -> SourceData:
     return SourceData(bible.SOURCE_NAME, docs, [deb])
 
 
-def load_local(src: LocalSourceConfig, cfg: IngestConfig) -> SourceData:
-    files = expand_paths(src.path)
-    name = f"local:{src.path}"
-    return SourceData(name, list(iter_local_documents(files, src.format, name, src.text_field)), files)
-
-
-_LOADERS = {"debian_descriptions": load_debian, "bible_web": load_bible, "local": load_local}
-
-
-def _split_key(doc: Document, groups: dict[str, str]) -> str:
-    # Debian descriptions split by source package, with the classification task's key and
-    # seed: a description whose package is a classification val/test example sits in the
-    # corpus val/test split, so pretraining never sees fine-tuning eval text (nor the
-    # near-identical sibling descriptions of its source package).
-    if doc.source == debian.SOURCE_NAME:
-        return groups[doc.location]
-    return doc_id(doc.source, doc.text)
+def load_source(src: Any, cfg: IngestConfig) -> SourceData:
+    log.info("reading source %s", source_name(src))
+    if isinstance(src, FileSourceConfig):
+        return load_files(src, cfg.on_error, cfg.cleaning.max_record_bytes)
+    if isinstance(src, HFDatasetSourceConfig):
+        return load_hf_dataset(src, cfg.on_error, cfg.cleaning.max_record_bytes)
+    return {"debian_descriptions": load_debian, "bible_web": load_bible}[src.kind](src, cfg)
 
 
 def _write_table(path: Path, columns: dict[str, list[str]]) -> None:
@@ -163,50 +160,35 @@ def _columns(rows: Iterable[Any], names: list[str]) -> dict[str, list[str]]:
 
 
 def run(cfg: IngestConfig, tracker: Any = None) -> StageResult:
-    loaded: list[SourceData] = []
-    for src in cfg.sources:
-        log.info("reading source %s", src.kind)
-        loaded.append(_LOADERS[src.kind](src, cfg))
-
-    seen: set[str] = set()          # sha1 of kept texts: exact dedup across all sources
-    kept: list[Document] = []
-    quarantine: list[QuarantineRow] = []
-    per_source: dict[str, dict[str, Any]] = {}
-    for data in loaded:
-        docs = tqdm(data.documents, desc=f"clean {data.name}", unit="doc", disable=not cfg.progress)
-        ok, dropped = clean_documents(docs, cfg.cleaning.min_chars, cfg.cleaning.max_chars, seen)
-        kept += ok
-        quarantine += data.dropped + dropped
-        per_source[data.name] = {"read": len(data.documents) + len(data.dropped), "kept": len(ok),
-                                 "sampled_out": data.sampled_out,
-                                 "dropped": dict(Counter(q.reason for q in data.dropped + dropped))}
-    if not kept:
-        raise PipelineError(f"no documents left after cleaning (min_chars={cfg.cleaning.min_chars}, "
-                            f"max_chars={cfg.cleaning.max_chars}); per source: {per_source}")
-
+    loaded = [load_source(src, cfg) for src in cfg.sources]    # file readers stream lazily
+    sp, cl, dd = cfg.split, cfg.cleaning, cfg.dedup
+    built = build_corpus(loaded, min_chars=cl.min_chars, max_chars=cl.max_chars, markup=cl.strip_markup,
+                         split=SplitSpec(sp.val_fraction, sp.test_fraction, sp.seed),
+                         near=NearDupOptions(dd.near, dd.num_perm, dd.threshold, dd.shingle_size),
+                         progress=cfg.progress)
+    corpus, quarantine, per_source = built.splits, built.quarantine, built.per_source
     descriptions = [d for data in loaded for d in data.descriptions]
-    groups = {d.package: d.source for d in descriptions}
-    sp = cfg.split
-    corpus: dict[str, list[Document]] = {s: [] for s in SPLITS}
-    for doc in kept:
-        corpus[assign_split(_split_key(doc, groups), sp.val_fraction, sp.test_fraction, sp.seed)].append(doc)
+    # mixing weights change the written train split only; tasks and val/test see each doc once
+    weights = {source_name(src): src.weight for src in cfg.sources}
+    weighted_train = apply_weights(corpus["train"], weights, sp.seed)
 
-    tasks = None
-    if cfg.classification.enabled and descriptions:
-        tasks = _classification(kept, descriptions, cfg)
+    tasks = build_tasks(cfg.tasks, corpus, descriptions, sp, cache_dir=cfg.cache_dir, refresh=cfg.refresh)
+    leakage = check_leakage(tasks, corpus["train"], descriptions, cfg.tasks.held_out_overlap)
 
     out = Path(cfg.output_dir)
-    counts = _counts(per_source, corpus, quarantine, tasks)
+    counts = _counts(per_source, corpus, quarantine, tasks, leakage)
+    counts["mixing"] = weighted_counts(corpus["train"], weighted_train, weights)
+    counts["dedup"] = {**vars(built.dedup), "eval_docs_with_exact_copy_in_train": eval_copies_in_train(corpus)}
     with atomic_path(out) as tmp:
-        _write_outputs(tmp, corpus, quarantine, tasks)
+        _write_outputs(tmp, {**corpus, "train": weighted_train}, quarantine, tasks)
         manifest = build_manifest(
             "ingest",
-            inputs=describe_inputs([p for data in loaded for p in data.inputs]),
+            inputs=describe_inputs([p for data in loaded for p in data.inputs] + tasks.inputs),
             outputs={"corpus": {s: f"corpus/{s}.parquet" for s in SPLITS},
-                     "classification": tasks and {s: f"tasks/classification/{s}.parquet" for s in SPLITS},
+                     "tasks": {t: {s: f"tasks/{t}/{s}.parquet" for s in SPLITS} for t in tasks.tasks},
                      "quarantine": "quarantine.parquet"},
             counts=counts,
-            extra={"split_keys": {"debian": "source package (same as classification)",
+            extra={"split_keys": {"debian": "source package (Debian-derived tasks keep the corpus split)",
                                   "other": "doc_id"},
                    "mlflow_run_id": getattr(tracker, "run_id", None)},
         )
@@ -217,65 +199,46 @@ def run(cfg: IngestConfig, tracker: Any = None) -> StageResult:
                        artifacts=[out / MANIFEST_NAME])
 
 
-def _classification(kept: list[Document], descriptions: list[debian.DebianDescription],
-                    cfg: IngestConfig) -> dict[str, list[Example]]:
-    """Examples from the Debian descriptions that survived cleaning (normalized text)."""
-    texts = {d.location: d.text for d in kept if d.source == debian.SOURCE_NAME}
-    examples = [Example(texts[d.package], d.section, d.source) for d in descriptions if d.package in texts]
-    c, sp = cfg.classification, cfg.split
-    tasks = build_classification(examples, top_n=c.top_n_sections, min_chars=c.min_chars,
-                                 val_fraction=sp.val_fraction, test_fraction=sp.test_fraction,
-                                 seed=sp.seed, max_per_split=c.max_per_split)
-    if not tasks["train"]:
-        raise PipelineError("classification task is empty: no Debian description passed cleaning "
-                            "and classification.min_chars (or set classification.enabled: false)")
-    return tasks
-
-
 def _write_outputs(tmp: Path, corpus: dict[str, list[Document]], quarantine: list[QuarantineRow],
-                   tasks: dict[str, list[Example]] | None) -> None:
+                   tasks: BuiltTasks) -> None:
     (tmp / "corpus").mkdir(parents=True)
     for split, docs in corpus.items():
         _write_table(tmp / "corpus" / f"{split}.parquet",
                      {"doc_id": [doc_id(d.source, d.text) for d in docs],
                       "source": [d.source for d in docs], "text": [d.text for d in docs]})
-    _write_table(tmp / "quarantine.parquet", _columns(quarantine, ["source", "location", "reason", "text"]))
-    if tasks is not None:
-        (tmp / "tasks" / "classification").mkdir(parents=True)
-        for split, examples in tasks.items():
-            _write_table(tmp / "tasks" / "classification" / f"{split}.parquet",
-                         _columns(examples, ["text", "label", "group"]))
+    quarantine = [replace(q, text=q.text[:SAMPLE_CHARS]) for q in quarantine]
+    _write_table(tmp / "quarantine.parquet", _columns(quarantine, ["source", "location", "reason", "text", "detail"]))
+    for name, task in tasks.tasks.items():
+        write_task(task, tmp / "tasks" / name)
 
 
 def _counts(per_source: dict[str, Any], corpus: dict[str, list[Document]],
-            quarantine: list[QuarantineRow], tasks: dict[str, list[Example]] | None) -> dict[str, Any]:
+            quarantine: list[QuarantineRow], tasks: BuiltTasks, leakage: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, Any] = {
         "per_source": per_source,
         "per_split": {s: {"documents": len(d), "characters": sum(len(x.text) for x in d),
                           "by_source": dict(Counter(x.source for x in d))} for s, d in corpus.items()},
         "dropped_by_reason": dict(Counter(q.reason for q in quarantine)),
     }
-    if tasks is not None:
-        counts["classification"] = {
-            "labels": sorted({e.label for rows in tasks.values() for e in rows}),
-            "per_split": {s: len(rows) for s, rows in tasks.items()},
-            "groups_per_split": {s: len({e.group for e in rows}) for s, rows in tasks.items()},
-            "label_distribution": {s: label_distribution(rows) for s, rows in tasks.items()},
-        }
+    counts["tasks"] = tasks.cards()           # the task cards: sizes, labels, lengths, source
+    counts["tasks_skipped"] = tasks.skipped
+    counts["task_leakage"] = leakage          # task val/test vs corpus train; expected total 0
     return counts
 
 
-def _metrics(corpus: dict[str, list[Document]], tasks: dict[str, list[Example]] | None) -> dict[str, float]:
+def _metrics(corpus: dict[str, list[Document]], tasks: BuiltTasks) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for split, docs in corpus.items():
         metrics[f"corpus/{split}_documents"] = len(docs)
         metrics[f"corpus/{split}_characters"] = sum(len(d.text) for d in docs)
-    if tasks is not None:
-        for split, rows in tasks.items():
-            metrics[f"classification/{split}_examples"] = len(rows)
-        metrics["classification/num_labels"] = len({e.label for rows in tasks.values() for e in rows})
-        test = Counter(e.label for e in tasks["test"])
+    for name, task in tasks.tasks.items():
+        for split, rows in task.splits.items():
+            metrics[f"{name}/{split}_examples"] = len(rows)
+    if "classification" in tasks.tasks:
+        splits = tasks.tasks["classification"].splits
+        metrics["classification/num_labels"] = len({r["label"] for rows in splits.values() for r in rows})
+        test = Counter(r["label"] for r in splits["test"])
         # the accuracy of always guessing the most common label: the floor a model must beat
         metrics["classification/test_majority_fraction"] = (
-            max(test.values()) / len(tasks["test"]) if test else 0.0)
+            max(test.values()) / len(splits["test"]) if test else 0.0)
     return metrics

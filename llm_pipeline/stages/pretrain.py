@@ -1,6 +1,6 @@
 """pretrain: train the GPT-style decoder on the token shards with Lightning; register it.
 
-Inputs : data/tokenize/{train,val}.bin + manifest, data/tokenize/tokenizer.json
+Inputs : data/tokenize/bpe/{train,val}.bin + manifest, data/tokenize/bpe/tokenizer.json
 Outputs: data/pretrain/model.pt, checkpoints/, manifest.json; reports/plots/pretrain_loss*.tsv
 
 Multi-process strategies (ddp) re-execute this CLI once per rank; every rank trains, only
@@ -39,8 +39,8 @@ class ModelSpec(StageConfig):
 
 
 class PretrainConfig(StageConfig):
-    data_dir: str = "data/tokenize"                     # token shards + manifest
-    tokenizer: str = "data/tokenize/tokenizer.json"     # must be the one the shards were made with
+    data_dir: str = "data/tokenize/bpe"                 # token shards + manifest
+    tokenizer: str = "data/tokenize/bpe/tokenizer.json" # must be the one the shards were made with
     output_dir: str = "data/pretrain"
     model: ModelSpec = Field(default_factory=ModelSpec)
     batch_size: int = Field(32, gt=0, description="sequences per device per micro-batch")

@@ -1,21 +1,29 @@
-"""tokenize: train a byte-level BPE on the train split, encode every split into a shard.
+"""tokenize: train each configured tokenizer on the train split, encode every split into a shard.
 
 Inputs : data/ingest/corpus/{train,val,test}.parquet (+ its manifest)
-Outputs: data/tokenize/tokenizer.json, {train,val,test}.bin, manifest.json
+Outputs: data/tokenize/<name>/tokenizer.json, {train,val,test}.bin, manifest.json — one folder per
+         tokenizer in `tokenizers` (dvc.yaml runs one stage per name: `--set only=<name>`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
+from pydantic import Field, ValidationInfo, field_validator
+from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data.shards import encode_batches_to_shard, token_dtype
-from llm_pipeline.data.tokenizer import eot_id, train_byte_bpe
+from llm_pipeline.data.shards import encode_chunks, iter_documents, load_shard, token_dtype, write_shard
+from llm_pipeline.data.tokenizer import (TokenizerSpec, separator_token, special_tokens, token_id,
+                                         train_tokenizer)
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import (MANIFEST_NAME, atomic_path, build_manifest, describe_inputs,
                              read_manifest, sha256_file, write_json)
@@ -23,15 +31,40 @@ from llm_pipeline.stages.base import StageResult
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+LOSSLESS_KINDS = {"bpe"}  # byte-level: any failed round-trip is a bug, so the stage fails
+DEFAULT_TOKENIZERS = {"bpe": {"kind": "bpe"}, "wordpiece": {"kind": "wordpiece"}, "unigram": {"kind": "unigram"}}
 
 
 class TokenizeConfig(StageConfig):
     input_dir: str = "data/ingest"        # ingest's output folder
-    output_dir: str = "data/tokenize"
-    vocab_size: int = 8192                # BPE merges stop here (incl. 256 bytes + EOT)
-    min_frequency: int = 2                # a pair must occur this often to be merged
-    encode_batch_docs: int = 1000         # documents per encode_batch call (bounds memory)
+    output_dir: str = "data/tokenize"     # one sub-folder per tokenizer name
+    tokenizers: dict[str, TokenizerSpec] = Field(default_factory=lambda: dict(DEFAULT_TOKENIZERS))
+    only: str | None = None               # build just this tokenizer (one DVC stage per name)
+    encode_batch_docs: int = Field(1000, ge=1)  # documents per encode call: bounds memory
     progress: bool = True
+
+    @field_validator("tokenizers")
+    @classmethod
+    def _folder_names(cls, tokenizers: dict[str, Any]) -> dict[str, Any]:
+        for name in tokenizers:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f"name {name!r} must be a folder name (letters, digits, _ . -)")
+        return tokenizers
+
+    @field_validator("only")
+    @classmethod
+    def _known(cls, only: str | None, info: ValidationInfo) -> str | None:
+        names = info.data.get("tokenizers") or {}
+        if only is not None and only not in names:
+            raise ValueError(f"not in tokenizers ({', '.join(names)})")
+        return only
+
+
+@dataclass
+class SplitStats:
+    docs: int = 0
+    chars: int = 0
+    tokens: int = 0
 
 
 def iter_text_batches(path: Path, batch_docs: int) -> Iterator[list[str]]:
@@ -43,52 +76,101 @@ def iter_text_batches(path: Path, batch_docs: int) -> Iterator[list[str]]:
         yield batch.column("text").to_pylist()
 
 
-def run(cfg: TokenizeConfig, tracker) -> StageResult:
-    corpus_dir = Path(cfg.input_dir) / "corpus"
-    ingest_manifest = read_manifest(cfg.input_dir)
-    paths = {split: corpus_dir / f"{split}.parquet" for split in SPLITS}
+def encode_split(tokenizer: Tokenizer, parquet: Path, shard: Path, sep: int, dtype: np.dtype,
+                 batch_docs: int, progress: bool = False) -> SplitStats:
+    """parquet text -> shard, one batch of documents in memory at a time."""
+    stats = SplitStats()
+
+    def counted(batches: Iterator[list[str]]) -> Iterator[list[str]]:
+        for texts in batches:
+            stats.docs += len(texts)
+            stats.chars += sum(map(len, texts))
+            yield texts
+
+    n_batches = -(-pq.ParquetFile(parquet).metadata.num_rows // batch_docs)
+    batches = tqdm(iter_text_batches(parquet, batch_docs), desc=f"encode {shard.name}", total=n_batches,
+                   unit="batch", disable=not progress)
+    stats.tokens = write_shard(encode_chunks(tokenizer, counted(batches), sep, dtype), shard)
+    return stats
+
+
+def roundtrip_failures(tokenizer: Tokenizer, parquet: Path, shard: np.ndarray, sep: int,
+                       batch_docs: int) -> tuple[int, int | None]:
+    """(how many, index of the first) documents whose shard tokens do not decode back to their text."""
+    documents = iter_documents(shard, sep)
+    failures, first, index = 0, None, 0
+    for texts in iter_text_batches(parquet, batch_docs):
+        decoded = tokenizer.decode_batch([next(documents).tolist() for _ in texts], skip_special_tokens=True)
+        for got, want in zip(decoded, texts):
+            if got != want:
+                failures, first = failures + 1, index if first is None else first
+            index += 1
+    return failures, first
+
+
+def corpus_paths(input_dir: str) -> dict[str, Path]:
+    paths = {split: Path(input_dir) / "corpus" / f"{split}.parquet" for split in SPLITS}
     for split, path in paths.items():
         if not path.is_file():
             raise PipelineError(f"{path}: missing {split} split (run the ingest stage first)")
+    return paths
+
+
+def build_tokenizer(name: str, spec: TokenizerSpec, cfg: TokenizeConfig, paths: dict[str, Path],
+                    upstream: dict[str, Any], tracker) -> dict[str, float]:
+    """Train one tokenizer, write its folder atomically, return its metrics."""
     train_docs = pq.ParquetFile(paths["train"]).metadata.num_rows
-
-    log.info("training byte-level BPE (vocab %d) on %d train documents", cfg.vocab_size, train_docs)
+    log.info("training %s tokenizer %r (vocab %d) on %d train documents", spec.kind, name, spec.vocab_size, train_docs)
     texts = (t for batch in iter_text_batches(paths["train"], cfg.encode_batch_docs) for t in batch)
-    tokenizer = train_byte_bpe(texts, cfg.vocab_size, cfg.min_frequency, length=train_docs)
+    tokenizer = train_tokenizer(spec, texts, length=train_docs, progress=cfg.progress)
     vocab_size = tokenizer.get_vocab_size()
-    dtype, eot = token_dtype(vocab_size), eot_id(tokenizer)
+    dtype, sep = token_dtype(vocab_size), token_id(tokenizer, separator_token(spec))
 
-    out = Path(cfg.output_dir)
-    tokens: dict[str, int] = {}
+    out = Path(cfg.output_dir) / name
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         tokenizer.save(str(tmp / "tokenizer.json"))
         tokenizer_sha = sha256_file(tmp / "tokenizer.json")
-        for split, path in paths.items():
-            n_docs = pq.ParquetFile(path).metadata.num_rows
-            batches = tqdm(iter_text_batches(path, cfg.encode_batch_docs), desc=f"encode {split}",
-                           total=-(-n_docs // cfg.encode_batch_docs), unit="batch",
-                           disable=not cfg.progress)
-            tokens[split] = encode_batches_to_shard(tokenizer, batches, tmp / f"{split}.bin", dtype, eot)
+        stats = {split: encode_split(tokenizer, path, tmp / f"{split}.bin", sep, dtype, cfg.encode_batch_docs,
+                                     cfg.progress) for split, path in paths.items()}
+        failures, first = roundtrip_failures(tokenizer, paths["test"], load_shard(tmp / "test.bin", dtype),
+                                             sep, cfg.encode_batch_docs)
+        if failures and spec.kind in LOSSLESS_KINDS:
+            raise PipelineError(f"{paths['test']}: record {first} (and {failures - 1} more) does not decode "
+                                f"back to its text with the byte-level tokenizer {name!r}")
         manifest = build_manifest(
             "tokenize",
             inputs=describe_inputs(list(paths.values())),
             outputs={split: f"{split}.bin" for split in SPLITS} | {"tokenizer": "tokenizer.json"},
-            counts={"tokens": tokens},
-            extra={"tokenizer_sha256": tokenizer_sha, "tokenizer_kind": "byte_bpe",
-                   "vocab_size": vocab_size, "dtype": dtype.name, "eot_id": eot,
-                   "upstream_run_id": ingest_manifest.get("mlflow_run_id"),
-                   "mlflow_run_id": tracker.run_id},
+            counts={"tokens": {s: st.tokens for s, st in stats.items()}, "docs": {s: st.docs for s, st in stats.items()}},
+            extra={"name": name, "tokenizer_sha256": tokenizer_sha, "tokenizer_kind": spec.kind,
+                   "spec": spec.model_dump(), "vocab_size": vocab_size, "dtype": dtype.name, "eot_id": sep,
+                   "special_tokens": special_tokens(spec), "extra_ids": getattr(spec, "extra_ids", 0),
+                   "tokens": {s: st.tokens for s, st in stats.items()},
+                   "upstream_run_id": upstream.get("mlflow_run_id"), "mlflow_run_id": tracker.run_id},
         )
         write_json(tmp / MANIFEST_NAME, manifest)
-    tracker.set_tags({"tokenizer_sha256": tokenizer_sha, "upstream.ingest": str(manifest["upstream_run_id"])})
-
-    chars = sum(len(t) for batch in iter_text_batches(paths["val"], cfg.encode_batch_docs) for t in batch)
-    metrics = {
+    tracker.set_tags({f"tokenizer_sha256.{name}": tokenizer_sha})
+    return {
         "vocab_size": vocab_size,
-        **{f"tokens/{split}": n for split, n in tokens.items()},
-        # characters per token on val: how well the merges compress unseen text
-        "val/chars_per_token": chars / max(tokens["val"], 1),
+        **{f"tokens/{split}": st.tokens for split, st in stats.items()},
+        # characters per token on val: how well the tokenizer compresses unseen text
+        "val/chars_per_token": stats["val"].chars / max(stats["val"].tokens - stats["val"].docs, 1),
+        # decode(encode(text)) != text on test documents; 0 by construction for byte-level BPE
+        "test/roundtrip_failures": failures,
     }
-    return StageResult(metrics=metrics, report={"tokenizer_sha256": tokenizer_sha, "dtype": dtype.name},
-                       artifacts=[out / "tokenizer.json", out / MANIFEST_NAME])
+
+
+def run(cfg: TokenizeConfig, tracker) -> StageResult:
+    paths = corpus_paths(cfg.input_dir)
+    upstream = read_manifest(cfg.input_dir)
+    names = [cfg.only] if cfg.only else list(cfg.tokenizers)
+    metrics: dict[str, float] = {}
+    for name in names:
+        built = build_tokenizer(name, cfg.tokenizers[name], cfg, paths, upstream, tracker)
+        metrics |= {f"{name}/{key}": value for key, value in built.items()}
+    tracker.set_tags({"upstream.ingest": str(upstream.get("mlflow_run_id"))})
+    out = Path(cfg.output_dir)
+    report = {name: read_manifest(out / name)["tokenizer_sha256"] for name in names}
+    return StageResult(metrics=metrics, report={"tokenizer_sha256": report},
+                       artifacts=[out / name / f for name in names for f in ("tokenizer.json", MANIFEST_NAME)])

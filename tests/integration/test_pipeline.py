@@ -22,7 +22,8 @@ import yaml
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-STAGE_RUNS = {"ingest", "tokenize", "pretrain", "finetune-classification", "evaluate"}
+STAGE_RUNS = {"ingest", "tokenize-bpe", "tokenize-wordpiece", "tokenize-unigram", "pretrain",
+              "finetune-classification", "evaluate"}
 
 # tiny-but-real: a slice of the real corpus, a 2-layer model, tens of steps
 SMALL_PARAMS = {
@@ -30,8 +31,9 @@ SMALL_PARAMS = {
                "sources": [{"kind": "debian_descriptions", "max_records": 1500},
                            {"kind": "bible_web", "max_records": 120}],
                "split": {"val_fraction": 0.1, "test_fraction": 0.1},
-               "classification": {"top_n_sections": 4}},
-    "tokenize": {"vocab_size": 1024, "progress": False},
+               "tasks": {"classification": {"top_n_sections": 4}}},
+    "tokenize": {"tokenizers": {name: {"vocab_size": 1024} for name in ("bpe", "wordpiece", "unigram")},
+                 "progress": False},
     "pretrain": {"model": {"preset": "tiny", "overrides": {"n_embd": 64, "block_size": 64}},
                  "batch_size": 16, "optim": {"lr": 0.003, "warmup_steps": 10},
                  "trainer": {"max_steps": 80, "val_check_interval": 40, "limit_val_batches": 5,
@@ -123,8 +125,8 @@ def test_mlflow_groups_stage_runs_under_the_pipeline_run(flow_result, mlflow_cli
     history = mlflow_client.get_metric_history(by_name["pretrain"].info.run_id, "train/loss")
     assert len(history) >= 5 and history[-1].value < history[0].value
     assert "val/ppl" in by_name["pretrain"].data.metrics
-    artifacts = {a.path for a in mlflow_client.list_artifacts(by_name["tokenize"].info.run_id)}
-    assert {"tokenizer.json", "manifest.json", "tokenize.json"} <= artifacts
+    artifacts = {a.path for a in mlflow_client.list_artifacts(by_name["tokenize-bpe"].info.run_id)}
+    assert {"tokenizer.json", "manifest.json", "tokenize-bpe.json"} <= artifacts
 
 
 def test_registered_models_load_and_accept_any_length(flow_result, project):

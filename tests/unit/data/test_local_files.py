@@ -1,3 +1,5 @@
+import gzip
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -8,8 +10,8 @@ from llm_pipeline.errors import PipelineError
 
 def test_txt_is_one_document_per_file(tmp_path):
     (tmp_path / "a.txt").write_text("alpha\nbeta")
-    (tmp_path / "b.txt").write_text("gamma")
-    docs = list(iter_local_documents(expand_paths(str(tmp_path / "*.txt")), "txt", "local"))
+    (tmp_path / "b.txt.gz").write_bytes(gzip.compress(b"gamma"))
+    docs = list(iter_local_documents(expand_paths(str(tmp_path / "*.txt*")), "txt", "local"))
     assert [d.text for d in docs] == ["alpha\nbeta", "gamma"]
 
 
@@ -22,19 +24,12 @@ def test_jsonl_reads_field_and_names_bad_line(tmp_path):
         next(docs)
 
 
-def test_jsonl_missing_field_names_line(tmp_path):
-    path = tmp_path / "d.jsonl"
-    path.write_text('{"other": "x"}\n')
-    with pytest.raises(PipelineError, match=r"d\.jsonl:1.*'text'"):
-        list(iter_local_documents([path], "jsonl", "local"))
-
-
-def test_parquet_column_and_missing_column(tmp_path):
+def test_parquet_null_cell_and_missing_column_name_the_place(tmp_path):
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"content": ["x", None]}), path)
-    docs = list(iter_local_documents([path], "parquet", "local", text_field="content"))
-    assert [d.text for d in docs] == ["x", ""]       # null -> "" so cleaning counts it
-    with pytest.raises(PipelineError, match=r"d\.parquet.*'text'"):
+    with pytest.raises(PipelineError, match=r"d\.parquet:row2.*missing_field"):
+        list(iter_local_documents([path], "parquet", "local", text_field="content"))
+    with pytest.raises(PipelineError, match=r"d\.parquet.*no column 'text'"):
         list(iter_local_documents([path], "parquet", "local"))
 
 

@@ -31,8 +31,9 @@ def test_ingest_local_files_end_to_end(tmp_path):
     rows += [{"text": "too short"}, {"text": rows[0]["text"]}]         # two drops
     (docs / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (docs / "b.txt").write_text("A plain text file with a sentence long enough to keep.")
-    cfg = _config(tmp_path, [{"kind": "local", "path": str(docs / "*.jsonl"), "format": "jsonl"},
-                             {"kind": "local", "path": str(docs / "*.txt"), "format": "txt"}])
+    cfg = _config(tmp_path, [{"kind": "jsonl", "path": str(docs / "*.jsonl")},
+                             {"kind": "txt", "path": str(docs / "*.txt")}],
+                  tasks={t: {"enabled": False} for t in ("qa", "nsp", "generation")})
     result = run(cfg)
 
     out = tmp_path / "out"
@@ -44,36 +45,55 @@ def test_ingest_local_files_end_to_end(tmp_path):
     assert len(set(ids)) == len(ids)
     quarantine = _read(out / "quarantine.parquet")
     assert sorted(q["reason"] for q in quarantine) == ["duplicate", "too_short"]
-    assert not (out / "tasks").exists()                # no Debian source, no classification
+    assert not (out / "tasks").exists()                # no Debian source, no Debian tasks
+    assert set(json.loads((out / "manifest.json").read_text())["counts"]["tasks_skipped"]) == {
+        "classification", "summarization", "translation"}
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert [i["path"] for i in manifest["inputs"]] == [str(docs / "a.jsonl"), str(docs / "b.txt")]
     assert all(len(i["sha256"]) == 64 for i in manifest["inputs"])
     assert manifest["counts"]["dropped_by_reason"] == {"too_short": 1, "duplicate": 1}
-    assert manifest["counts"]["per_source"][f"local:{docs / '*.jsonl'}"]["kept"] == 40
+    assert manifest["counts"]["per_source"][f"jsonl:{docs / '*.jsonl'}"]["kept"] == 40
     assert result.metrics["corpus/train_documents"] == len(corpus["train"])
 
 
 def _fake_debian(tmp_path, monkeypatch):
-    packages, translation = [], []
+    packages, translation, german = [], [], []
     for i in range(120):
         section = ["libs", "python", "doc", "games"][i % 4] if i < 119 else "rare"
         src = f"src{i // 2}"                               # two binaries per source package
         packages.append(f"Package: pkg{i}\nSource: {src} (1.0)\nSection: {section}\n"
                         f"Description-md5: m{i}\n")
         translation.append(f"Package: pkg{i}\nDescription-md5: m{i}\nDescription-en: synopsis {i}\n"
-                           f" Package {i} from {src} is described here at some length.\n")
+                           f" Package {i} from {src} is described here at some length. And more.\n")
+        german.append(f"Package: pkg{i}\nDescription-md5: m{i}\nDescription-de: Kurz {i}\n"
+                      f" Paket {i} aus {src} wird hier beschrieben.\n")
     (tmp_path / "Packages").write_text("\n".join(packages))
     (tmp_path / "Translation-en").write_text("\n".join(translation))
-    files = apt_sources.IndexFiles([tmp_path / "Packages"], [tmp_path / "Translation-en"])
+    (tmp_path / "Translation-de").write_text("\n".join(german))
+    files = apt_sources.IndexFiles([tmp_path / "Packages"],
+                                   [tmp_path / "Translation-en", tmp_path / "Translation-de"])
     monkeypatch.setattr(apt_sources, "fetch_index_files", lambda *a, **k: files)
     monkeypatch.setattr(apt_sources, "open_index", lambda p: open(p, encoding="utf-8"))
 
 
-def test_ingest_debian_classification_without_leakage(tmp_path, monkeypatch):
+def _fake_wordnet(tmp_path, monkeypatch):
+    root = tmp_path / "wordnet"
+    (root / "usr/share/wordnet").mkdir(parents=True)
+    (root / "usr/share/wordnet/data.noun").write_text("".join(
+        f"{i:08d} 03 n 01 word{i} 0 000 | meaning number {i}; \"an example\"\n" for i in range(60)))
+    (tmp_path / "wordnet.deb").write_bytes(b"deb")
+    monkeypatch.setattr(apt_sources, "fetch_deb", lambda *a, **k: tmp_path / "wordnet.deb")
+    monkeypatch.setattr(apt_sources, "extract_deb", lambda *a, **k: root)
+
+
+def test_ingest_debian_tasks_without_leakage(tmp_path, monkeypatch):
     _fake_debian(tmp_path, monkeypatch)
+    _fake_wordnet(tmp_path, monkeypatch)
     cfg = _config(tmp_path, [{"kind": "debian_descriptions", "max_records": None}],
-                  classification={"top_n_sections": 3})
+                  tasks={"classification": {"top_n_sections": 3}, "translation": {"languages": ["de"]},
+                         "qa": {"parts_of_speech": ["noun"]}, "nsp": {"min_segment_chars": 5},
+                         "generation": {"prompt_words": 5, "min_continuation_words": 2}})
     result = run(cfg)
 
     out = tmp_path / "out"
@@ -85,14 +105,24 @@ def test_ingest_debian_classification_without_leakage(tmp_path, monkeypatch):
     train_text = {r["text"] for r in _read(out / "corpus" / "train.parquet")}
     assert not train_text & {r["text"] for s in ("val", "test") for r in tasks[s]}
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"]["classification"]["per_split"] == {s: len(tasks[s]) for s in SPLITS}
+    cards = manifest["counts"]["tasks"]
+    assert set(cards) == {"classification", "summarization", "translation", "qa", "nsp", "generation"}
+    for name, card in cards.items():
+        assert card["sizes"] == {s: len(_read(out / "tasks" / name / f"{s}.parquet")) for s in SPLITS}
+        assert sum(card["sizes"].values()) > 0 and card["source"]
+    assert cards["classification"]["label_distribution"]["train"]
+    assert _read(out / "tasks" / "translation" / "train.parquet")[0]["lang"] == "de"
+    assert manifest["counts"]["task_leakage"]["total"] == 0
+    assert manifest["counts"]["task_leakage"]["per_task"]["summarization"]["test"] == {"text": 0, "group": 0}
+    assert str(tmp_path / "Translation-de") in [i["path"] for i in manifest["inputs"]]
     assert result.metrics["classification/num_labels"] == 3
+    assert result.metrics["qa/train_examples"] == cards["qa"]["sizes"]["train"]
     assert 0 < result.metrics["classification/test_majority_fraction"] <= 1
 
 
 def test_ingest_empty_corpus_is_an_error_and_leaves_no_output(tmp_path):
     (tmp_path / "a.txt").write_text("short")
-    cfg = _config(tmp_path, [{"kind": "local", "path": str(tmp_path / "a.txt"), "format": "txt"}])
+    cfg = _config(tmp_path, [{"kind": "txt", "path": str(tmp_path / "a.txt")}])
     with pytest.raises(PipelineError, match="no documents left"):
         run(cfg)
     assert not (tmp_path / "out").exists()

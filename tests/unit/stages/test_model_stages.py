@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,21 +20,29 @@ TINY_TRAINER = {"max_steps": 30, "val_check_interval": 15, "limit_val_batches": 
                 "enable_progress_bar": False, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 5}
 
 
+def bpe_config(ingest_dir, out, vocab_size=300):
+    return tokenize.TokenizeConfig(input_dir=str(ingest_dir), output_dir=str(out), progress=False,
+                                   tokenizers={"bpe": {"kind": "bpe", "vocab_size": vocab_size}})
+
+
+def shard_dir(cfg) -> str:
+    return f"{cfg.output_dir}/bpe"
+
+
 @pytest.fixture
 def tokenized(fake_ingest_dir, tmp_path):
-    cfg = tokenize.TokenizeConfig(input_dir=str(fake_ingest_dir), output_dir=str(tmp_path / "tok"),
-                                  vocab_size=300, progress=False)
+    cfg = bpe_config(fake_ingest_dir, tmp_path / "tok")
     result = tokenize.run(cfg, NO_TRACKING)
     return cfg, result
 
 
 def test_tokenize_writes_shards_that_decode_back_to_the_corpus(tokenized, fake_ingest_dir):
     cfg, result = tokenized
-    manifest = json.loads((tmp := __import__("pathlib").Path(cfg.output_dir) / "manifest.json").read_text())
+    manifest = json.loads((tmp := Path(shard_dir(cfg)) / "manifest.json").read_text())
     assert manifest["dtype"] == "uint16" and manifest["vocab_size"] <= 300
     tokenizer = load_tokenizer(tmp.parent / "tokenizer.json")
     val = np.fromfile(tmp.parent / "val.bin", dtype=np.uint16)
-    assert len(val) == manifest["counts"]["tokens"]["val"] == result.metrics["tokens/val"]
+    assert len(val) == manifest["counts"]["tokens"]["val"] == result.metrics["bpe/tokens/val"]
     # split the shard on EOT: each piece decodes to exactly one val document, in order
     eot = manifest["eot_id"]
     cuts = np.flatnonzero(val == eot)
@@ -45,7 +54,7 @@ def test_tokenize_writes_shards_that_decode_back_to_the_corpus(tokenized, fake_i
 
 def test_tokenize_refuses_a_missing_split(fake_ingest_dir, tmp_path):
     (fake_ingest_dir / "corpus" / "val.parquet").unlink()
-    cfg = tokenize.TokenizeConfig(input_dir=str(fake_ingest_dir), output_dir=str(tmp_path / "tok"), progress=False)
+    cfg = bpe_config(fake_ingest_dir, tmp_path / "tok")
     with pytest.raises(PipelineError, match="val.parquet: missing val split"):
         tokenize.run(cfg, NO_TRACKING)
     assert not (tmp_path / "tok").exists()  # nothing half-written
@@ -53,7 +62,7 @@ def test_tokenize_refuses_a_missing_split(fake_ingest_dir, tmp_path):
 
 def pretrain_config(tok_cfg, tmp_path, **extra):
     return pretrain.PretrainConfig(
-        data_dir=tok_cfg.output_dir, tokenizer=f"{tok_cfg.output_dir}/tokenizer.json",
+        data_dir=shard_dir(tok_cfg), tokenizer=f"{shard_dir(tok_cfg)}/tokenizer.json",
         output_dir=str(tmp_path / "pretrain"), model={"preset": "tiny", "overrides": {"block_size": 32}},
         batch_size=16, optim={"lr": 1e-2, "warmup_steps": 10}, trainer=TINY_TRAINER | {"max_steps": 100, "val_check_interval": 50},
         plots_path=str(tmp_path / "plots" / "loss.tsv"), **extra)
@@ -81,7 +90,7 @@ def test_model_stages_chain(tokenized, fake_ingest_dir, tmp_path):
     assert ft.metrics["val/acc"] > 0.6  # the label word leads every text: learnable in 60 steps
 
     ev_cfg = evaluate.EvaluateConfig(
-        tokenize_dir=tok_cfg.output_dir, pretrained=ft_cfg.pretrained, tasks_dir=ft_cfg.tasks_dir,
+        tokenize_dir=shard_dir(tok_cfg), pretrained=ft_cfg.pretrained, tasks_dir=ft_cfg.tasks_dir,
         finetune_root=ft_cfg.output_root, generation={"prompts": ["The package"], "max_new_tokens": 5})
     ev = evaluate.run(ev_cfg, NO_TRACKING)
     m = ev.metrics
@@ -94,9 +103,8 @@ def test_model_stages_chain(tokenized, fake_ingest_dir, tmp_path):
 
 def test_pretrain_refuses_shards_made_by_another_tokenizer(tokenized, fake_ingest_dir, tmp_path):
     tok_cfg, _ = tokenized
-    other = tokenize.TokenizeConfig(input_dir=str(fake_ingest_dir), output_dir=str(tmp_path / "tok2"),
-                                    vocab_size=280, progress=False)
+    other = bpe_config(fake_ingest_dir, tmp_path / "tok2", vocab_size=280)
     tokenize.run(other, NO_TRACKING)
-    cfg = pretrain_config(tok_cfg, tmp_path).model_copy(update={"tokenizer": f"{other.output_dir}/tokenizer.json"})
-    with pytest.raises(PipelineError, match=r"token shards in .*tok was made with tokenizer sha256 .* but .*tok2/tokenizer.json"):
+    cfg = pretrain_config(tok_cfg, tmp_path).model_copy(update={"tokenizer": f"{shard_dir(other)}/tokenizer.json"})
+    with pytest.raises(PipelineError, match=r"token shards in .*tok/bpe was made with tokenizer sha256 .* but .*tok2/bpe/tokenizer.json"):
         pretrain.run(cfg, NO_TRACKING)

@@ -1,0 +1,67 @@
+"""How much of each task's val/test data the pretraining train split already contains.
+
+An example overlaps when
+- its input column equals a train document or one of its paragraphs (exact, after the
+  corpus normalization): boilerplate like "This package contains the documentation." is
+  shared by many packages, so a test paragraph can be train text of another package;
+- or its group is also in train: a Debian source package with a train description, or a
+  train document id (nsp, generation: an exact duplicate document in two splits).
+Lemma/record groups have no counterpart in the corpus and are not compared.
+With the "drop" policy such examples are removed from val/test (counted); "report" keeps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from llm_pipeline.data.cleaning import Document, doc_id
+from llm_pipeline.data.tasks.base import Row, TaskData
+
+HELD_OUT = ("val", "test")
+OverlapPolicy = Literal["drop", "report"]
+
+
+@dataclass
+class TrainIndex:
+    texts: set[str]                  # train documents and their paragraphs
+    groups: dict[str, set[str]]      # group kind -> train groups of that kind
+
+
+def build_train_index(train: list[Document], package_source: dict[str, str],
+                      debian_source: str) -> TrainIndex:
+    texts = {d.text for d in train} | {p for d in train for p in d.text.split("\n\n")}
+    sources = {package_source[d.location] for d in train
+               if d.source == debian_source and d.location in package_source}
+    return TrainIndex(texts, {"debian_source": sources, "doc_id": {doc_id(d.source, d.text) for d in train}})
+
+
+def _overlap(task: TaskData, index: TrainIndex, row: Row) -> dict[str, bool]:
+    found = {"text": row[task.input_column] in index.texts}
+    groups = index.groups.get(task.group_kind)
+    if groups is not None:
+        found["group"] = row["group"] in groups
+    return found
+
+
+def count_overlap(task: TaskData, index: TrainIndex) -> dict[str, dict[str, int]]:
+    """Per held-out split: how many examples overlap train by text, and by group."""
+    kinds = ["text"] + (["group"] if task.group_kind in index.groups else [])
+    out: dict[str, dict[str, int]] = {}
+    for split in HELD_OUT:
+        counts = dict.fromkeys(kinds, 0)
+        for row in task.splits[split]:
+            for kind, hit in _overlap(task, index, row).items():
+                counts[kind] += hit
+        out[split] = counts
+    return out
+
+
+def drop_overlap(task: TaskData, index: TrainIndex) -> dict[str, int]:
+    """Remove overlapping val/test examples in place; returns how many per split."""
+    removed = {}
+    for split in HELD_OUT:
+        rows = task.splits[split]
+        task.splits[split] = [r for r in rows if not any(_overlap(task, index, r).values())]
+        removed[split] = len(rows) - len(task.splits[split])
+    return removed

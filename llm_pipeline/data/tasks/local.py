@@ -1,0 +1,66 @@
+"""A user's own task data: JSONL or parquet files with named input and target fields.
+
+Declared under `tasks.local` in params/ingest.yaml; read with the same readers as local
+corpus sources (errors name file and line/row), split by a stable hash of the group field
+(default: the input text, so duplicate inputs never straddle splits) with the corpus seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from llm_pipeline.config import StageConfig
+from llm_pipeline.data.local_files import expand_paths, iter_local_documents
+from llm_pipeline.data.tasks.base import Row, SplitParams, TaskData, cap_splits, split_by_hash, string_schema
+from llm_pipeline.errors import PipelineError
+
+# classification tasks use the built-in classification columns, so finetune reads both alike
+COLUMNS = {"seq2seq": ("input", "target"), "classification": ("text", "label")}
+
+
+class LocalTaskConfig(StageConfig):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")   # the folder under tasks/
+    kind: Literal["seq2seq", "classification"]
+    path: str                                    # file or glob (`**` recurses)
+    format: Literal["jsonl", "parquet"]
+    input_field: str = "input"
+    target_field: str = "target"                 # the label, for kind: classification
+    group_field: str | None = None               # rows sharing it stay in one split
+    max_per_split: int | None = Field(None, ge=1)
+
+
+def read_local_rows(cfg: LocalTaskConfig, files: list[Path]) -> tuple[list[Row], int]:
+    """Rows with the task's columns, and how many were skipped for an empty input/target."""
+    fields = [cfg.input_field, cfg.target_field] + ([cfg.group_field] if cfg.group_field else [])
+    # one pass per field with the corpus readers; they yield records in the same order
+    streams = [iter_local_documents(files, cfg.format, f"task:{cfg.name}", f) for f in fields]
+    in_col, out_col = COLUMNS[cfg.kind]
+    rows, skipped = [], 0
+    for docs in zip(*streams, strict=True):
+        if len({d.location for d in docs}) != 1:
+            raise PipelineError(f"{docs[0].location}: fields {fields} not read from one record")
+        values = [d.text.strip() for d in docs]
+        if not values[0] or not values[1]:
+            skipped += 1
+            continue
+        group = values[2] if cfg.group_field else values[0]
+        rows.append({in_col: values[0], out_col: values[1], "group": group})
+    return rows, skipped
+
+
+def build_local_task(cfg: LocalTaskConfig, split: SplitParams) -> tuple[TaskData, list[Path]]:
+    files = expand_paths(cfg.path)
+    rows, skipped = read_local_rows(cfg, files)
+    if not rows:
+        raise PipelineError(f"tasks.local {cfg.name!r}: no rows with a non-empty {cfg.input_field!r} "
+                            f"and {cfg.target_field!r} in {cfg.path}")
+    in_col, out_col = COLUMNS[cfg.kind]
+    task = TaskData(cfg.name, f"local {cfg.format}: {cfg.path}", string_schema(in_col, out_col, "group"),
+                    cap_splits(split_by_hash(rows, split), cfg.max_per_split, split.seed),
+                    group_kind="record", input_column=in_col,
+                    label_column=out_col if cfg.kind == "classification" else None,
+                    notes={"skipped_empty": skipped})
+    return task, files
