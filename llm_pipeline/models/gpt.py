@@ -1,7 +1,7 @@
-"""A GPT-2 style decoder-only transformer, read bottom-up: attention -> MLP -> Block -> GPT.
+"""GPT: a decoder-only causal transformer built from the shared Block, with cached generation.
 
-Shapes in comments: B batch, T time (sequence length), C embedding width (n_embd),
-nh heads, hs head size (C // nh), V vocabulary size.
+Two block styles by config: GPT-2 (learned positions, LayerNorm, GELU; the default) and
+modern (RoPE, RMSNorm, SwiGLU). Shapes: B batch, T time, C n_embd, V vocab size.
 """
 
 from __future__ import annotations
@@ -13,139 +13,130 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-IGNORE_INDEX = -1  # targets with this id add nothing to the loss (padding, prompt tokens)
+from llm_pipeline.models.attention import KVCache, build_attn_mask, positions_from_mask, rope_angles
+from llm_pipeline.models.blocks import IGNORE_INDEX, Block, BlockConfig, build_norm, init_normal
+from llm_pipeline.models.checks import check_sequence_length
+from llm_pipeline.models.sampling import sample_next
+
+POS_EMBEDDINGS = ("learned", "rope")
+__all__ = ["GPT", "GPTConfig", "IGNORE_INDEX"]
 
 
 @dataclass
 class GPTConfig:
     vocab_size: int
-    block_size: int  # longest context the position embedding covers
+    block_size: int  # longest context (positions 0 .. block_size-1), for both position kinds
     n_layer: int
     n_head: int
     n_embd: int
     dropout: float = 0.0
     bias: bool = True  # bias in Linear and LayerNorm layers, as in GPT-2
+    pos_embedding: str = "learned"  # learned (GPT-2) | rope (rotary, applied to q and k)
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    mlp: str = "gelu"  # gelu | gelu_tanh | relu | swiglu
+    mlp_hidden: int | None = None  # None: 4 * n_embd, or for SwiGLU ~8/3 * n_embd (same parameters)
+    norm_eps: float = 1e-5
+    rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.pos_embedding not in POS_EMBEDDINGS:
+            raise ValueError(f"pos_embedding must be one of {', '.join(POS_EMBEDDINGS)}, got {self.pos_embedding!r}")
+        self.block_config()  # validates norm and mlp
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.block_size
+
+    def block_config(self) -> BlockConfig:
+        hidden = self.mlp_hidden
+        if hidden is None:  # SwiGLU has three matrices; 2/3 of 4C keeps the parameter count
+            hidden = 4 * self.n_embd if self.mlp != "swiglu" else 8 * math.ceil(8 * self.n_embd / 3 / 8)
+        return BlockConfig(n_embd=self.n_embd, n_head=self.n_head, mlp_hidden=hidden, bias=self.bias,
+                           dropout=self.dropout, norm=self.norm, norm_eps=self.norm_eps, mlp=self.mlp)
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.n_head = config.n_head
-        self.dropout = config.dropout
-        # one projection for query, key and value of all heads at once
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)  # each (B, T, C)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
-        )  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
-        return self.resid_dropout(self.c_proj(y))
-
-
-class MLP(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C)
-
-
-class Block(nn.Module):
-    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
 
 
 class GPT(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-            )
+        block = config.block_config()
+        layers = dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(block) for _ in range(config.n_layer)]),
+            ln_f=build_norm(block),
         )
+        if config.pos_embedding == "learned":
+            layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        self.transformer = nn.ModuleDict(layers)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying: input embedding and output projection share one matrix (fewer
         # parameters, and rare tokens get gradient from both ends)
         self.transformer.wte.weight = self.lm_head.weight
-        self.apply(self._init_weights)
+        self.apply(init_normal)
         # GPT-2: scale the projections that write into the residual stream by 1/sqrt(2 * n_layer)
         # so the stream's variance does not grow with depth (two such writes per block)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-
     def num_parameters(self, exclude_position_embedding: bool = False) -> int:
         """Parameter count; the tied embedding/head matrix is counted once."""
         n = sum(p.numel() for p in self.parameters())
-        if exclude_position_embedding:
+        if exclude_position_embedding and "wpe" in self.transformer:
             n -= self.transformer.wpe.weight.numel()
         return n
 
-    def hidden_states(self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Final-norm hidden states (B, T, C) for token ids (B, T), any T <= block_size.
+    def new_cache(self) -> list[KVCache]:
+        return [KVCache() for _ in range(self.config.n_layer)]
 
-        Attention is causal only, so with right padding the states of real tokens never see
-        the padding; `attention_mask` is accepted for interface symmetry and is not needed.
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: list[KVCache] | None = None,
+    ) -> torch.Tensor:
+        """Final-norm hidden states (B, T, C) for token ids (B, T).
+
+        attention_mask (B, S) marks real tokens (1) and padding (0) over cached + new tokens,
+        S = cached + T; needed for left padding (with right padding causality already hides
+        the pads from real tokens). position_ids (B, T) default to counting real tokens only.
         """
-        del attention_mask
         B, T = idx.size()
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C) + (T, C)
+        past = len(cache[0]) if cache else 0
+        check_sequence_length(past + T, self.config.block_size, "block_size")
+        if position_ids is None:
+            if attention_mask is None:
+                position_ids = torch.arange(past, past + T, device=idx.device)[None]  # (1, T)
+            else:
+                position_ids = positions_from_mask(attention_mask)[:, -T:]  # (B, T)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        if self.config.pos_embedding == "learned":
+            x = x + self.transformer.wpe(position_ids)  # (B or 1, T, C)
+        else:
+            rope = rope_angles(position_ids, self.config.n_embd // self.config.n_head, self.config.rope_base)
         x = self.transformer.drop(x)
-        for block in self.transformer.h:
-            x = block(x)
+        mask = build_attn_mask(T, past + T, causal=True, key_mask=attention_mask, dtype=x.dtype)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, mask, rope=rope, cache=cache[i] if cache else None)
         return self.transformer.ln_f(x)  # (B, T, C)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) -> logits (B, T, V) and, given targets (B, T), mean cross-entropy."""
-        logits = self.lm_head(self.hidden_states(idx))  # (B, T, V)
+        logits = self.lm_head(self.hidden_states(idx, attention_mask, position_ids))  # (B, T, V)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(
@@ -162,36 +153,51 @@ class GPT(nn.Module):
         top_k: int | None = None,
         eos_id: int | None = None,
         generator: torch.Generator | None = None,
+        *,
+        top_p: float | None = None,
+        stop_ids: list[int] | tuple[int, ...] = (),
+        attention_mask: torch.Tensor | None = None,
+        use_cache: bool = True,
     ) -> torch.Tensor:
-        """Append up to `max_new_tokens` sampled tokens to idx (B, T); returns (B, T + n).
+        """Append up to `max_new_tokens` tokens to idx (B, T); returns (B, T + n).
 
-        temperature 0 picks the most likely token (greedy). With `eos_id`, generation stops
-        once every row has produced it; rows that finished early are padded with `eos_id`.
-        No KV cache: each step re-runs the (cropped) context, fine for short samples.
+        temperature 0 is greedy. A row stops at `eos_id` or any of `stop_ids`; once every row
+        has stopped, generation ends, and rows that stopped early are padded with the first
+        stop id (eos_id if given). For a batch of prompts of different lengths, left-pad them
+        and pass attention_mask (B, T): positions then count real tokens only, so each row
+        generates what it would alone. Contexts longer than block_size keep the last
+        block_size tokens (the cache is rebuilt when that window slides).
         """
+        stops = ([eos_id] if eos_id is not None else []) + [s for s in stop_ids if s != eos_id]
+        stop_tensor = torch.tensor(stops, dtype=idx.dtype, device=idx.device)
+        mask = torch.ones_like(idx) if attention_mask is None else attention_mask.to(idx.dtype)
         done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
+        cache = None
         for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]  # crop to what the positions cover
-            logits, _ = self(context)
-            next_id = self._pick(logits[:, -1, :], temperature, top_k, generator)  # (B, 1)
-            if eos_id is not None:
-                next_id = torch.where(done[:, None], torch.full_like(next_id, eos_id), next_id)
-                done |= next_id[:, 0] == eos_id
+            logits, cache = self._next_logits(idx, mask, cache, use_cache)  # (B, V)
+            next_id = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+            if stops:
+                next_id = torch.where(done[:, None], torch.full_like(next_id, stops[0]), next_id)
+                done |= torch.isin(next_id[:, 0], stop_tensor)
             idx = torch.cat((idx, next_id), dim=1)
-            if eos_id is not None and bool(done.all()):
+            mask = torch.cat((mask, torch.ones_like(next_id)), dim=1)
+            if stops and bool(done.all()):
                 break
         return idx
 
-    @staticmethod
-    def _pick(
-        logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
-    ) -> torch.Tensor:
-        """Choose one token per row from last-position logits (B, V) -> (B, 1)."""
-        if temperature <= 0:
-            return logits.argmax(dim=-1, keepdim=True)
-        logits = logits / temperature
-        if top_k is not None:
-            kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = F.softmax(logits, dim=-1)  # (B, V)
-        return torch.multinomial(probs, num_samples=1, generator=generator)
+    def _next_logits(
+        self, idx: torch.Tensor, mask: torch.Tensor, cache: list[KVCache] | None, use_cache: bool
+    ) -> tuple[torch.Tensor, list[KVCache] | None]:
+        """Last-position logits (B, V) for idx (B, T): feeds only the newest token when cached."""
+        window = self.config.block_size
+        if cache is None or len(cache[0]) + 1 > window:  # first step, no cache, or the window slid
+            cache = self.new_cache() if use_cache else None
+            new = idx[:, -window:]
+        else:
+            new = idx[:, -1:]
+        past = len(cache[0]) if cache else 0
+        keys_mask = mask[:, -(past + new.size(1)):]  # (B, S): cached keys and the new ones
+        positions = positions_from_mask(keys_mask)[:, -new.size(1):]  # (B, T)
+        key_mask = None if bool(keys_mask.all()) else keys_mask  # no padding: SDPA's fast causal path
+        hidden = self.hidden_states(new, key_mask, positions, cache)  # (B, T, C)
+        return self.lm_head(hidden[:, -1]), cache

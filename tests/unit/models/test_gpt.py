@@ -107,3 +107,103 @@ def test_classifier_shapes_and_padding_is_ignored(model):
     torch.testing.assert_close(clf(repadded, lengths), logits)
     # and the first row's logits equal classifying the unpadded text alone
     torch.testing.assert_close(clf(ids[:1, :6], torch.tensor([6])), logits[:1])
+
+
+# --- block styles, KV cache, batched generation, sampling controls, length limit ---
+
+STYLES = ["tiny", "tiny-modern"]
+
+
+def _model(preset: str, **overrides) -> GPT:
+    torch.manual_seed(0)
+    return GPT(build_gpt_config(preset, VOCAB, block_size=16, **overrides)).eval()
+
+
+def test_modern_preset_uses_rope_rmsnorm_swiglu():
+    model = _model("tiny-modern")
+    block = model.transformer.h[0]
+    assert "wpe" not in model.transformer and type(block.ln_1).__name__ == "RMSNorm"
+    assert block.mlp.gated and block.mlp.c_fc.bias is None
+    restyled = GPT(build_gpt_config("tiny", VOCAB, style="modern"))
+    assert restyled.config == build_gpt_config("tiny-modern", VOCAB)
+
+
+@pytest.mark.parametrize("preset", STYLES)
+def test_causal_in_both_styles(preset):
+    model = _model(preset)
+    idx = torch.randint(VOCAB, (2, 12))
+    changed = idx.clone()
+    changed[:, 7:] = (changed[:, 7:] + 1) % VOCAB
+    a, b = model(idx)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :7], b[:, :7])
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+@pytest.mark.parametrize("preset", STYLES)
+def test_cached_steps_give_full_forward_logits(preset):
+    model = _model(preset)
+    idx = torch.randint(VOCAB, (2, 12))
+    full = model(idx)[0]  # (B, T, V)
+    cache = model.new_cache()
+    steps = [model.lm_head(model.hidden_states(idx[:, :5], cache=cache))]  # a prompt, then one token at a time
+    steps += [model.lm_head(model.hidden_states(idx[:, t : t + 1], cache=cache)) for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", STYLES)
+def test_kv_cache_generation_equals_no_cache(preset):
+    model = _model(preset)
+    prompt = torch.randint(VOCAB, (3, 5))
+    # 20 new tokens run past block_size 16: the window slides and the cache is rebuilt
+    cached = model.generate(prompt, 20, temperature=0)
+    uncached = model.generate(prompt, 20, temperature=0, use_cache=False)
+    torch.testing.assert_close(cached, uncached)
+    seeded = [model.generate(prompt, 10, top_k=10, use_cache=c, generator=torch.Generator().manual_seed(3))
+              for c in (True, False)]
+    torch.testing.assert_close(*seeded)
+
+
+@pytest.mark.parametrize("preset", STYLES)
+def test_left_padded_batch_generates_what_each_row_would_alone(preset):
+    model = _model(preset)
+    prompts = [torch.randint(1, VOCAB, (n,)) for n in (3, 6, 4)]
+    width = max(len(p) for p in prompts)
+    batch = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros_like(batch)
+    for row, p in enumerate(prompts):
+        batch[row, width - len(p):], mask[row, width - len(p):] = p, 1
+    out = model.generate(batch, 12, temperature=0, attention_mask=mask)  # 6 + 12 > 16: window slides too
+    for row, p in enumerate(prompts):
+        alone = model.generate(p[None], 12, temperature=0)
+        torch.testing.assert_close(out[row, width - len(p):], alone[0])
+
+
+def test_stop_tokens_end_each_row_and_pad_with_the_first(model):
+    prompt = torch.randint(VOCAB, (2, 4))
+    free = model.generate(prompt, 10, temperature=0)
+    stop = int(free[0, 7])  # a token row 0 generates anyway
+    at = 4 + int((free[0, 4:] == stop).nonzero()[0])  # where row 0 first produces it
+    out = model.generate(prompt, 10, temperature=0, stop_ids=[stop, VOCAB + 1])
+    torch.testing.assert_close(out[0, : at + 1], free[0, : at + 1])
+    assert (out[0, at:] == stop).all()  # after stopping, the row is padded with the first stop id
+    both = model.generate(prompt, 10, temperature=0, stop_ids=free[:, 4].tolist())  # each row's first token
+    assert both.shape == (2, 5)  # every row stopped at once: generation ended
+
+
+def test_top_p_keeps_only_the_nucleus():
+    from llm_pipeline.models.sampling import sample_next
+
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05]])).expand(2000, 4)
+    gen = torch.Generator().manual_seed(0)
+    assert set(sample_next(logits, top_p=0.5, generator=gen).unique().tolist()) == {0}
+    picks = sample_next(logits, top_p=0.85, generator=gen)
+    assert set(picks.unique().tolist()) == {0, 1}
+    assert (picks == 0).float().mean().item() == pytest.approx(0.6 / 0.9, abs=0.05)  # renormalised
+
+
+def test_too_long_sequence_fails_before_running(model):
+    from llm_pipeline.models import SequenceTooLongError
+
+    with pytest.raises(PipelineError, match="block_size=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    assert issubclass(SequenceTooLongError, ValueError)

@@ -1,0 +1,132 @@
+"""Copy our weights into Hugging Face `transformers` reference models of the same shape.
+
+For tests (logits must match) and bench (same-shape baselines) only: `transformers` is not a
+run-time dependency, so it is imported inside each function.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from llm_pipeline.models.bert import BERT
+from llm_pipeline.models.gpt import GPT
+from llm_pipeline.models.t5 import T5
+
+_HF_GPT2_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+
+
+def _qkv(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Our fused c_attn (3C, C) or bias (3C,) -> separate q, k, v."""
+    return weight.chunk(3, dim=0)
+
+
+def _load(hf: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Load `state` into `hf`; every HF parameter must be covered (buffers may be absent)."""
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    params = {name for name, _ in hf.named_parameters(remove_duplicate=False)}
+    uncovered = [name for name in missing if name in params]
+    if uncovered or unexpected:
+        raise ValueError(f"weight conversion incomplete: missing {uncovered}, unexpected {unexpected}")
+    return hf
+
+
+def to_hf_gpt2(model: GPT, attn_implementation: str = "eager") -> nn.Module:
+    """GPT2LMHeadModel with `model`'s weights (GPT-2 style configs only)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.config
+    if (c.pos_embedding, c.norm, c.bias) != ("learned", "layernorm", True) or c.mlp not in _HF_GPT2_ACT:
+        raise ValueError("only the GPT-2 style block (learned positions, LayerNorm with bias, GELU) has a GPT-2 twin")
+    hf_config = GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+        n_inner=c.block_config().mlp_hidden, activation_function=_HF_GPT2_ACT[c.mlp], layer_norm_epsilon=c.norm_eps,
+        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=None,  # GPT-2's 50256 is outside small vocabularies
+        attn_implementation=attn_implementation,
+    )
+    state = {}
+    for name, tensor in model.state_dict().items():
+        # GPT-2's Conv1D stores Linear weights transposed: (in, out)
+        is_conv1d = ".h." in name and name.endswith(".weight") and any(
+            part in name for part in ("c_attn", "c_proj", "c_fc"))
+        state[name] = tensor.t() if is_conv1d else tensor
+    return _load(GPT2LMHeadModel(hf_config), state)
+
+
+def to_hf_bert(model: BERT, attn_implementation: str = "eager") -> nn.Module:
+    """BertForPreTraining with `model`'s weights."""
+    from transformers import BertConfig, BertForPreTraining
+
+    c = model.config
+    hf_config = BertConfig(
+        vocab_size=c.vocab_size, hidden_size=c.n_embd, num_hidden_layers=c.n_layer, num_attention_heads=c.n_head,
+        intermediate_size=c.block_config().mlp_hidden, hidden_act="gelu", hidden_dropout_prob=c.dropout,
+        attention_probs_dropout_prob=c.dropout, max_position_embeddings=c.max_position_embeddings,
+        type_vocab_size=c.type_vocab_size, layer_norm_eps=c.norm_eps, attn_implementation=attn_implementation,
+    )
+    ours = model.state_dict()
+    state = {
+        "bert.embeddings.word_embeddings.weight": ours["embeddings.word.weight"],
+        "bert.embeddings.position_embeddings.weight": ours["embeddings.position.weight"],
+        "bert.embeddings.token_type_embeddings.weight": ours["embeddings.token_type.weight"],
+        "bert.pooler.dense.weight": ours["pooler.weight"], "bert.pooler.dense.bias": ours["pooler.bias"],
+        "cls.predictions.transform.dense.weight": ours["mlm_transform.weight"],
+        "cls.predictions.transform.dense.bias": ours["mlm_transform.bias"],
+        "cls.predictions.decoder.weight": ours["embeddings.word.weight"],  # tied
+        "cls.predictions.decoder.bias": ours["mlm_bias"], "cls.predictions.bias": ours["mlm_bias"],
+        "cls.seq_relationship.weight": ours["nsp_head.weight"], "cls.seq_relationship.bias": ours["nsp_head.bias"],
+    }
+    pairs = [("bert.embeddings.LayerNorm", "embeddings.norm"), ("cls.predictions.transform.LayerNorm", "mlm_norm")]
+    for i in range(c.n_layer):
+        hf, us = f"bert.encoder.layer.{i}", f"layers.{i}"
+        for kind in ("weight", "bias"):
+            q, k, v = _qkv(ours[f"{us}.attn.c_attn.{kind}"])
+            state.update({f"{hf}.attention.self.query.{kind}": q, f"{hf}.attention.self.key.{kind}": k,
+                          f"{hf}.attention.self.value.{kind}": v})
+        pairs += [(f"{hf}.attention.output.dense", f"{us}.attn.c_proj"),
+                  (f"{hf}.attention.output.LayerNorm", f"{us}.ln_1"),
+                  (f"{hf}.intermediate.dense", f"{us}.mlp.c_fc"), (f"{hf}.output.dense", f"{us}.mlp.c_proj"),
+                  (f"{hf}.output.LayerNorm", f"{us}.ln_2")]
+    for hf, us in pairs:
+        state[f"{hf}.weight"], state[f"{hf}.bias"] = ours[f"{us}.weight"], ours[f"{us}.bias"]
+    return _load(BertForPreTraining(hf_config), state)
+
+
+def to_hf_t5(model: T5) -> nn.Module:
+    """T5ForConditionalGeneration (v1.0: ReLU, tied and rescaled embeddings) with `model`'s weights."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    c = model.config
+    if c.mlp != "relu":
+        raise ValueError("only the T5 v1.0 block (ReLU MLP) is converted")
+    hf_config = T5Config(
+        vocab_size=c.vocab_size, d_model=c.n_embd, d_kv=c.n_embd // c.n_head, d_ff=c.block_config(False).mlp_hidden,
+        num_layers=c.n_layer, num_decoder_layers=c.n_decoder_layer or c.n_layer, num_heads=c.n_head,
+        relative_attention_num_buckets=c.num_buckets, relative_attention_max_distance=c.max_distance,
+        dropout_rate=c.dropout, layer_norm_epsilon=c.norm_eps, feed_forward_proj="relu",
+        tie_word_embeddings=True, pad_token_id=c.pad_id, decoder_start_token_id=c.pad_id, eos_token_id=1,
+    )
+    ours = model.state_dict()
+    state = {name: ours["shared.weight"] for name in
+             ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")}
+    for stack in ("encoder", "decoder"):
+        state[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = \
+            ours[f"{stack}.rel_bias.embedding.weight"]
+        state[f"{stack}.final_layer_norm.weight"] = ours[f"{stack}.ln_f.weight"]
+        sublayers = [("SelfAttention", "attn", "ln_1")]
+        if stack == "decoder":
+            sublayers.append(("EncDecAttention", "cross_attn", "ln_cross"))
+        for i in range(len(getattr(model, stack).blocks)):
+            hf, us = f"{stack}.block.{i}.layer", f"{stack}.blocks.{i}"
+            for j, (hf_attn, our_attn, our_norm) in enumerate(sublayers):
+                q, k, v = _qkv(ours[f"{us}.{our_attn}.c_attn.weight"])
+                state.update({f"{hf}.{j}.{hf_attn}.q.weight": q, f"{hf}.{j}.{hf_attn}.k.weight": k,
+                              f"{hf}.{j}.{hf_attn}.v.weight": v,
+                              f"{hf}.{j}.{hf_attn}.o.weight": ours[f"{us}.{our_attn}.c_proj.weight"],
+                              f"{hf}.{j}.layer_norm.weight": ours[f"{us}.{our_norm}.weight"]})
+            ff = len(sublayers)
+            state.update({f"{hf}.{ff}.DenseReluDense.wi.weight": ours[f"{us}.mlp.c_fc.weight"],
+                          f"{hf}.{ff}.DenseReluDense.wo.weight": ours[f"{us}.mlp.c_proj.weight"],
+                          f"{hf}.{ff}.layer_norm.weight": ours[f"{us}.ln_2.weight"]})
+    return _load(T5ForConditionalGeneration(hf_config), state)

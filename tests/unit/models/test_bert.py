@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from llm_pipeline.errors import PipelineError
+from llm_pipeline.models import BERT, build_model
+
+VOCAB = 40
+
+
+@pytest.fixture
+def model() -> BERT:
+    torch.manual_seed(0)
+    return build_model("bert", "tiny", VOCAB, max_position_embeddings=16).eval()
+
+
+def test_heads_shapes_and_tied_decoder(model):
+    ids = torch.randint(VOCAB, (3, 10))
+    mlm, nsp = model(ids, torch.zeros_like(ids), torch.ones_like(ids))
+    assert mlm.shape == (3, 10, VOCAB) and nsp.shape == (3, 2)
+    assert not any(p is model.embeddings.word.weight for n, p in model.named_parameters() if "mlm" in n)
+    with torch.no_grad():  # the MLM decoder reads the word embedding matrix itself
+        model.embeddings.word.weight[5] += 1.0
+    assert not torch.allclose(model(ids)[0][..., 5], mlm[..., 5])
+
+
+def test_attention_is_bidirectional(model):
+    ids = torch.randint(VOCAB, (2, 12))
+    changed = ids.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % VOCAB
+    assert not torch.allclose(model(ids)[0][:, 0], model(changed)[0][:, 0])  # the first token sees the last
+
+
+def test_padding_does_not_change_real_positions(model):
+    ids = torch.randint(VOCAB, (2, 8))
+    padded = torch.cat((ids, torch.zeros(2, 4, dtype=torch.long)), dim=1)
+    mask = torch.cat((torch.ones(2, 8), torch.zeros(2, 4)), dim=1).long()
+    mlm, nsp = model(ids)
+    mlm_p, nsp_p = model(padded, attention_mask=mask)
+    torch.testing.assert_close(mlm_p[:, :8], mlm, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(nsp_p, nsp, atol=1e-5, rtol=1e-5)
+
+
+def test_segments_change_the_output(model):
+    ids = torch.randint(VOCAB, (1, 8))
+    types = torch.tensor([[0] * 4 + [1] * 4])
+    assert not torch.allclose(model(ids, types)[1], model(ids)[1])
+
+
+def test_too_long_sequence_fails_before_running(model):
+    with pytest.raises(PipelineError, match="max_position_embeddings=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
