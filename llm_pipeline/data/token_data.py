@@ -55,14 +55,18 @@ class TokenWindowDataset(Dataset):
         return self.samples_per_epoch if self.random else self.num_windows
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        window = self.window(index)  # (T + 1,)
+        return window[:-1], window[1:]  # x (T,), y (T,)
+
+    def window(self, index: int) -> torch.Tensor:
+        """The block_size + 1 raw tokens of item `index`, int64."""
         if self._tokens is None:
             self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
         start = (index % self.num_windows) * self.block_size
         if self.random:
             jitter = int(torch.randint(self.block_size, (1,)))
             start = min(start + jitter, self.num_tokens - self.block_size - 1)
-        window = torch.from_numpy(self._tokens[start : start + self.block_size + 1].astype(np.int64))
-        return window[:-1], window[1:]  # x (T,), y (T,)
+        return torch.from_numpy(self._tokens[start : start + self.block_size + 1].astype(np.int64))
 
 
 def _count_tokens(path: Path, dtype: np.dtype) -> int:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch.nn as nn
 from lightning.pytorch.callbacks import Callback
 
 from llm_pipeline.io import atomic_path
@@ -59,6 +60,24 @@ class LossCurveWriter(Callback):
             columns = ["step"] + [f"val_{k}" for k in self.val_rows[0] if k != "step"]
             rows = [{("step" if k == "step" else f"val_{k}"): v for k, v in r.items()} for r in self.val_rows]
             _write_tsv(self.val_path, columns, rows)
+
+
+class CompileModel(Callback):
+    """torch.compile the LightningModule's `.model` in place before fit/validate.
+
+    `nn.Module.compile` keeps parameter names (no `_orig_mod.` prefix), so checkpoints and
+    saved state dicts load into an uncompiled model. The first steps are slow while it compiles.
+    """
+
+    def __init__(self, **compile_kwargs: Any) -> None:
+        self.compile_kwargs = compile_kwargs  # e.g. backend="eager" in tests, mode="max-autotune"
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        model = getattr(pl_module, "model", None)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{type(pl_module).__name__} has no `.model` to compile")
+        if getattr(model, "_compiled_call_impl", None) is None:
+            model.compile(**self.compile_kwargs)
 
 
 def _write_tsv(path: Path, columns: list[str], rows: list[dict[str, float]]) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 from pydantic import Field
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.training.schedule import build_warmup_cosine
+from llm_pipeline.training.schedule import build_schedule
 
 # weight decay pulls these toward zero for no benefit: a norm's gain should sit near 1,
-# a bias has no scale to control, and an embedding row is only touched when its token occurs
-_NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding)
+# a bias has no scale to control, and an embedding row is only touched when its token occurs.
+# Norms and biases are the 1-D parameters (any norm class, e.g. RMSNorm); embeddings go by module.
+_NO_DECAY_MODULES = (nn.Embedding,)
 
 
 class OptimConfig(StageConfig):
@@ -24,6 +27,9 @@ class OptimConfig(StageConfig):
     max_steps: int | None = Field(
         None, gt=0, description="end of the cosine decay; None: the stage uses trainer.max_steps")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a fraction of the peak")
+    schedule: Literal["cosine", "wsd"] = Field(
+        "cosine", description="cosine: warmup then cosine decay; wsd: warmup, stable at the peak, linear decay")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: the last fraction of max_steps that decays")
 
     def for_run(self, trainer_max_steps: int) -> "OptimConfig":
         """This config with the decay length filled in from the trainer when unset."""
@@ -33,7 +39,7 @@ class OptimConfig(StageConfig):
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: decayed matrices, and biases/norms/embeddings without decay."""
     no_decay = {id(p) for m in model.modules() if isinstance(m, _NO_DECAY_MODULES) for p in m.parameters()}
-    no_decay |= {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
+    no_decay |= {id(p) for p in model.parameters() if p.ndim < 2}  # biases, norm gains
     params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
     return [
         {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
@@ -48,9 +54,12 @@ def build_adamw(
 
 
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> dict:
-    """What a LightningModule's configure_optimizers returns: AdamW + per-step warmup-cosine."""
+    """What a LightningModule's configure_optimizers returns: AdamW + the per-step schedule."""
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas)
     if cfg.max_steps is None:
         raise ValueError("OptimConfig.max_steps is unset; the stage must fill it from trainer.max_steps")
-    scheduler = build_warmup_cosine(optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+    kwargs = dict(warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, min_lr_ratio=cfg.min_lr_ratio)
+    if cfg.schedule == "wsd":
+        kwargs["decay_steps"] = round(cfg.decay_fraction * cfg.max_steps)
+    scheduler = build_schedule(optimizer, cfg.schedule, **kwargs)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

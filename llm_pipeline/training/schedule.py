@@ -1,4 +1,10 @@
-"""Learning-rate schedule: linear warmup, then cosine decay to a floor."""
+"""Learning-rate schedules as multipliers of the peak rate, per optimizer step.
+
+warmup_cosine: linear warmup, then a half cosine down to a floor.
+warmup_stable_decay (WSD): linear warmup, a long plateau at the peak, then a short linear
+decay to the floor at the end (Hägele et al. 2024); a run can be extended from a plateau
+checkpoint without restarting the schedule.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +29,24 @@ def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: fl
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_warmup_cosine(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, min_lr_ratio: float
-) -> LambdaLR:
-    multiplier = functools.partial(
-        warmup_cosine, warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio
-    )
-    return LambdaLR(optimizer, multiplier)
+def warmup_stable_decay(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float,
+                        decay_steps: int) -> float:
+    """Multiplier at `step`: warmup as in warmup_cosine, 1.0 until `max_steps - decay_steps`,
+    then a straight line down to `min_lr_ratio` at `max_steps`, and the floor after."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    decay_start = max(warmup_steps, max_steps - decay_steps)
+    if step < decay_start:
+        return 1.0
+    if step >= max_steps:
+        return min_lr_ratio
+    progress = (step - decay_start) / max(1, max_steps - decay_start)  # 0 -> 1
+    return 1.0 - (1.0 - min_lr_ratio) * progress
+
+
+SCHEDULES = {"cosine": warmup_cosine, "wsd": warmup_stable_decay}
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, name: str, **kwargs: float) -> LambdaLR:
+    """A per-step LambdaLR following SCHEDULES[name] with its keyword arguments."""
+    return LambdaLR(optimizer, functools.partial(SCHEDULES[name], **kwargs))

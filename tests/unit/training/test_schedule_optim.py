@@ -3,7 +3,7 @@ import torch
 
 from llm_pipeline.models import GPT, build_gpt_config
 from llm_pipeline.training.optim import OptimConfig, build_adamw, build_optimizers
-from llm_pipeline.training.schedule import warmup_cosine
+from llm_pipeline.training.schedule import warmup_cosine, warmup_stable_decay
 
 
 def test_warmup_cosine_values():
@@ -40,3 +40,33 @@ def test_scheduler_steps_the_learning_rate():
         sched.step()
     assert lrs == pytest.approx([1 / 3, 2 / 3, 1.0, 0.5, 0.0])
     assert built["lr_scheduler"]["interval"] == "step"
+
+
+def test_warmup_stable_decay_values():
+    f = lambda s: warmup_stable_decay(s, warmup_steps=10, max_steps=110, min_lr_ratio=0.1, decay_steps=20)  # noqa: E731
+    assert 0 < f(0) < f(9) < 1.0
+    assert f(10) == f(50) == f(89) == 1.0  # the plateau
+    assert f(90) == 1.0 and f(100) == pytest.approx(0.55) and f(109) < f(100)  # linear decay
+    assert f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+
+
+def test_optim_config_selects_the_schedule():
+    model = torch.nn.Linear(2, 2)
+    built = build_optimizers(model, OptimConfig(lr=1.0, warmup_steps=0, max_steps=10, min_lr_ratio=0.0,
+                                                schedule="wsd", decay_fraction=0.5))
+    opt, sched = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([1.0] * 5 + [1.0, 0.8, 0.6, 0.4, 0.2])
+
+
+def test_no_weight_decay_on_rmsnorm_of_the_modern_block():
+    model = GPT(build_gpt_config("tiny-modern", 40))
+    decay, no_decay = build_adamw(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95)).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    norms = {n for n, p in model.named_parameters() if p.ndim == 1}
+    assert norms and norms <= {names[id(p)] for p in no_decay["params"]}
+    assert all(p.ndim == 2 for p in decay["params"])

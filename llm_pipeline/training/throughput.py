@@ -1,0 +1,90 @@
+"""Training throughput (tokens/s) and model FLOPs utilization (MFU), logged by a callback.
+
+MFU = model FLOPs per second / the device's peak. Model FLOPs count the useful work only
+(6 per parameter per token for forward + backward, plus attention), not recomputation or
+padding, so MFU compares fairly across implementations (PaLM, appendix B).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+# dense bf16 tensor-core peak per device, FLOP/s, from the vendor data sheets. Matched in order
+# against torch.cuda.get_device_name(), so the more specific names come first.
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM, e.g. "NVIDIA H100 80GB HBM3"
+    ("GH200", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+)
+
+
+def lookup_peak_flops(device_name: str) -> float | None:
+    """Peak dense bf16 FLOP/s of a CUDA device by its name; None if not in the table."""
+    for key, flops in PEAK_BF16_FLOPS:
+        if key in device_name:
+            return flops
+    return None
+
+
+def compute_transformer_flops(n_params: int, n_layer: int, n_embd: int, seq_len: int, tokens: int) -> float:
+    """Forward + backward FLOPs for `tokens` tokens: 6 per parameter per token (2 forward, 4
+    backward) plus attention scores and weighted sum, 12 * n_layer * n_embd * seq_len per token."""
+    return tokens * (6 * n_params + 12 * n_layer * n_embd * seq_len)
+
+
+class ThroughputMonitor(Callback):
+    """Log train/tokens_per_sec (and train/mfu on a known GPU) every `every_n_steps` optimizer steps.
+
+    The LightningModule says what a batch is worth through `count_tokens(batch)` and
+    `count_flops(batch)` (PretrainModule has both; for a module without them this logs
+    nothing). The clock covers data loading, forward, backward and optimizer steps, but not
+    validation.
+    """
+
+    def __init__(self, every_n_steps: int = 10) -> None:
+        self.every_n_steps = every_n_steps
+        self.peak_flops: float | None = None
+        self._reset(time.perf_counter())
+
+    def _reset(self, now: float) -> None:
+        self._started, self._paused, self._tokens, self._flops = now, 0.0, 0, 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            self.peak_flops = lookup_peak_flops(torch.cuda.get_device_name(pl_module.device))
+        self._reset(time.perf_counter())
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not hasattr(pl_module, "count_tokens"):
+            return
+        self._tokens += pl_module.count_tokens(batch)
+        if self.peak_flops:
+            self._flops += pl_module.count_flops(batch)
+        if (batch_idx + 1) % trainer.accumulate_grad_batches or trainer.global_step % self.every_n_steps:
+            return
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)  # kernels are asynchronous: wait before reading the clock
+        now = time.perf_counter()
+        seconds = max(now - self._started - self._paused, 1e-9)
+        # per device: every rank logs its own rate (rank zero's reaches the logger)
+        pl_module.log("train/tokens_per_sec", self._tokens / seconds, on_step=True, on_epoch=False)
+        if self.peak_flops:
+            pl_module.log("train/mfu", self._flops / seconds / self.peak_flops, on_step=True, on_epoch=False)
+        self._reset(now)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_started = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._paused += time.perf_counter() - self._validation_started
