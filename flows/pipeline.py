@@ -85,7 +85,8 @@ def pipeline(project_dir: str = str(PROJECT_DIR), force: bool = False) -> dict:
             # foreach items would fail on it; each item is still its own Prefect task.
             for name in tokenizer_names(project_dir):
                 results[f"tokenize-{name}"] = run_stage(f"tokenize@{name}", project_dir, parent, force)
-            results["pretrain"] = run_stage("pretrain", project_dir, parent, force)
+            for name in foreach_items(project_dir, "pretrain", "families"):
+                results[f"pretrain-{name}"] = run_stage(f"pretrain@{name}", project_dir, parent, force)
             for name in finetune_tasks(project_dir):
                 results[f"finetune-{name}"] = run_stage(f"finetune@{name}", project_dir, parent, force)
             results["evaluate"] = run_stage("evaluate", project_dir, parent, force)

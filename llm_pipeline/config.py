@@ -65,7 +65,8 @@ def load_params(path: str | Path) -> dict[str, Any]:
         raise PipelineError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise PipelineError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
-    return data
+    # top-level keys starting with "_" only hold YAML anchors shared by other blocks
+    return {k: v for k, v in data.items() if not str(k).startswith("_")}
 
 
 def build_config(cls: type[ConfigT], data: dict[str, Any], source: str = "params") -> ConfigT:

@@ -64,6 +64,12 @@ def fake_ingest_dir(tmp_path):
         texts = [f"{label} {doc}" for label, doc in zip(labels, make_documents(n, seed=n))]
         pd.DataFrame({"text": texts, "label": labels, "group": [f"g{i}" for i in range(n)]}) \
             .to_parquet(task / f"{split}.parquet")
+    nsp = root / "tasks" / "nsp"
+    nsp.mkdir(parents=True)
+    for split, n in (("train", 64), ("val", 16), ("test", 16)):
+        docs = make_documents(2 * n, seed=n + 1, min_words=8, max_words=16)
+        pd.DataFrame({"text_a": docs[:n], "text_b": docs[n:], "is_next": [i % 2 for i in range(n)],
+                      "group": [f"d{i}" for i in range(n)]}).to_parquet(nsp / f"{split}.parquet")
     (root / "manifest.json").write_text('{"stage": "ingest", "mlflow_run_id": null}')
     return root
 

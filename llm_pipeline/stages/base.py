@@ -39,8 +39,8 @@ def config_class(stage: str) -> type[StageConfig]:
 
 def run_name(stage: str, cfg: StageConfig) -> str:
     """MLflow run name and report file stem: the stage, plus the item of a per-item stage
-    (finetune's task, tokenize's `only` tokenizer) -- dvc.yaml's `<stage>@<item>` reports."""
-    item = getattr(cfg, "task", None) or getattr(cfg, "only", None)
+    (finetune's task, tokenize's `only` tokenizer, pretrain's family) -- dvc.yaml's `<stage>@<item>` reports."""
+    item = getattr(cfg, "task", None) or getattr(cfg, "only", None) or getattr(cfg, "family", None)
     return f"{stage}-{item}" if item else stage
 
 

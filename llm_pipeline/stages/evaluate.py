@@ -2,6 +2,8 @@
 
 - language model: test-split perplexity vs an add-one unigram model fitted on train tokens
 - each fine-tuned classifier: test accuracy and macro-F1 vs always predicting the majority label
+- every pretrained family (gpt, bert, t5): its final validation metrics, read from the
+  pretrain manifest (loss/ppl; bert MLM and NSP accuracy; t5 span-corruption loss)
 - a few sampled continuations of fixed prompts, to read
 
 Writes reports/evaluate.json (through the stage runner); metric keys eval/<task>/<metric>.
@@ -39,10 +41,12 @@ class GenerationConfig(StageConfig):
 
 class EvaluateConfig(StageConfig):
     tokenize_dir: str = "data/tokenize/bpe"
-    pretrained: str = "data/pretrain/model.pt"
+    pretrained: str = "data/pretrain/gpt/model.pt"
     tasks_dir: str = "data/ingest/tasks"
     finetune_root: str = "data/finetune"
     tasks: list[str] = Field(default_factory=lambda: ["classification"])
+    pretrain_root: str = "data/pretrain"
+    families: list[str] = Field(default_factory=lambda: ["gpt", "bert", "t5"])
     batch_size: int = Field(32, gt=0)
     max_test_tokens: int | None = Field(None, gt=0, description="cap on test tokens scored (CPU time)")
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
@@ -80,6 +84,17 @@ def evaluate_classifier(cfg: EvaluateConfig, task: str, tokenizer) -> dict[str, 
             f"{prefix}/test_examples": len(gold), f"{prefix}/unknown_label_examples": unknown}
 
 
+def collect_family_metrics(cfg: EvaluateConfig) -> dict[str, float]:
+    """eval/<family>/val_<metric> from each family's pretrain manifest (its last full validation)."""
+    metrics = {}
+    for family in cfg.families:
+        counts = read_manifest(Path(cfg.pretrain_root) / family)["counts"]
+        for key, value in counts.items():
+            if key.startswith("val/"):
+                metrics[f"eval/{family}/val_{key.removeprefix('val/')}"] = value
+    return metrics
+
+
 def run(cfg: EvaluateConfig, tracker) -> StageResult:
     torch.manual_seed(cfg.generation.seed)
     shards = read_manifest(cfg.tokenize_dir)
@@ -89,7 +104,7 @@ def run(cfg: EvaluateConfig, tracker) -> StageResult:
     check_tokenizer(tokenizer_path, shards["tokenizer_sha256"], f"the token shards in {cfg.tokenize_dir}")
     tokenizer = load_tokenizer(tokenizer_path)
 
-    metrics = evaluate_lm(cfg, model, shards)
+    metrics = evaluate_lm(cfg, model, shards) | collect_family_metrics(cfg)
     for task in cfg.tasks:
         metrics |= evaluate_classifier(cfg, task, tokenizer)
     gen = cfg.generation

@@ -37,7 +37,7 @@ class FinetuneConfig(StageConfig):
     tasks: list[str] = Field(default_factory=lambda: ["classification"])  # dvc.yaml fans out over these
     task: str | None = None                                   # the one this run trains
     tasks_dir: str = "data/ingest/tasks"
-    pretrained: str = "data/pretrain/model.pt"
+    pretrained: str = "data/pretrain/gpt/model.pt"
     tokenizer: str = "data/tokenize/bpe/tokenizer.json"
     output_root: str = "data/finetune"                        # writes <output_root>/<task>/
     max_len: int = Field(128, gt=0, description="tokens kept from the head of each text")

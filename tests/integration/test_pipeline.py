@@ -22,8 +22,9 @@ import yaml
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-STAGE_RUNS = {"ingest", "tokenize-bpe", "tokenize-wordpiece", "tokenize-unigram", "pretrain",
-              "finetune-classification", "evaluate"}
+STAGE_RUNS = {"ingest", "tokenize-bpe", "tokenize-wordpiece", "tokenize-unigram", "pretrain-gpt",
+              "pretrain-bert", "pretrain-t5", "finetune-classification", "evaluate"}
+QUICK_TRAINER = {"val_check_interval": 10, "limit_val_batches": 3, "enable_progress_bar": False}
 
 # tiny-but-real: a slice of the real corpus, a 2-layer model, tens of steps
 SMALL_PARAMS = {
@@ -34,10 +35,13 @@ SMALL_PARAMS = {
                "tasks": {"classification": {"top_n_sections": 4}}},
     "tokenize": {"tokenizers": {name: {"vocab_size": 1024} for name in ("bpe", "wordpiece", "unigram")},
                  "progress": False},
-    "pretrain": {"model": {"preset": "tiny", "overrides": {"n_embd": 64, "block_size": 64}},
-                 "batch_size": 16, "optim": {"lr": 0.003, "warmup_steps": 10},
-                 "trainer": {"max_steps": 80, "val_check_interval": 40, "limit_val_batches": 5,
-                             "enable_progress_bar": False}},
+    "pretrain": {"families": {
+        "gpt": {"model": {"preset": "tiny", "overrides": {"n_embd": 64, "block_size": 64}},
+                "optim": {"lr": 0.003, "warmup_steps": 10},
+                "trainer": QUICK_TRAINER | {"max_steps": 80, "val_check_interval": 40, "limit_val_batches": 5}},
+        "bert": {"model": {"preset": "tiny"}, "data": {"seq_len": 64}, "trainer": QUICK_TRAINER | {"max_steps": 20}},
+        "t5": {"model": {"preset": "tiny"}, "data": {"seq_len": 64, "batch_size": 8},
+               "trainer": QUICK_TRAINER | {"max_steps": 20}}}},
     "finetune": {"max_len": 64, "batch_size": 16,
                  "trainer": {"max_steps": 40, "val_check_interval": 20, "enable_progress_bar": False}},
     "evaluate": {"max_test_tokens": 4000, "generation": {"max_new_tokens": 8}},
@@ -105,10 +109,11 @@ def test_flow_runs_every_stage_and_reports(flow_result, project):
     assert m["eval/lm/ppl"] < m["eval/lm/unigram_ppl"]
     assert 0 < m["eval/classification/accuracy"] <= 1
     assert m["eval/classification/test_examples"] > 0
+    assert {"eval/bert/val_mlm_acc", "eval/bert/val_nsp_acc", "eval/t5/val_loss", "eval/gpt/val_ppl"} <= set(m)
     assert len(report["generations"]) == 4
     manifest = json.loads((project / "data" / "ingest" / "manifest.json").read_text())
     assert all(len(entry["sha256"]) == 64 for entry in manifest["inputs"])
-    assert (project / "reports" / "plots" / "pretrain_loss.tsv").read_text().startswith("step\ttrain_loss")
+    assert (project / "reports" / "plots" / "pretrain-gpt_loss.tsv").read_text().startswith("step\ttrain_loss")
 
 
 def test_mlflow_groups_stage_runs_under_the_pipeline_run(flow_result, mlflow_client):
@@ -122,9 +127,12 @@ def test_mlflow_groups_stage_runs_under_the_pipeline_run(flow_result, mlflow_cli
         assert run.info.status == "FINISHED", name
         assert run.data.tags["mlflow.parentRunId"] == parent, name
     # Lightning logged per-step training loss into the pretrain stage's run
-    history = mlflow_client.get_metric_history(by_name["pretrain"].info.run_id, "train/loss")
+    history = mlflow_client.get_metric_history(by_name["pretrain-gpt"].info.run_id, "train/loss")
     assert len(history) >= 5 and history[-1].value < history[0].value
-    assert "val/ppl" in by_name["pretrain"].data.metrics
+    assert "val/ppl" in by_name["pretrain-gpt"].data.metrics
+    assert {"val/mlm_acc", "val/nsp_acc"} <= set(by_name["pretrain-bert"].data.metrics)
+    for family in ("gpt", "bert", "t5"):
+        assert by_name[f"pretrain-{family}"].data.tags["model.family"] == family
     artifacts = {a.path for a in mlflow_client.list_artifacts(by_name["tokenize-bpe"].info.run_id)}
     assert {"tokenizer.json", "manifest.json", "tokenize-bpe.json"} <= artifacts
 
@@ -137,6 +145,12 @@ def test_registered_models_load_and_accept_any_length(flow_result, project):
     for length in (5, 40):
         logits, _ = gpt(torch.randint(0, 100, (1, length)))
         assert logits.shape[:2] == (1, length)
+    bert = mlflow.pytorch.load_model("models:/llm-pipeline-bert/1")
+    mlm_logits, nsp_logits = bert(torch.randint(5, 100, (2, 20)))
+    assert mlm_logits.shape[:2] == (2, 20) and nsp_logits.shape == (2, 2)
+    t5 = mlflow.pytorch.load_model("models:/llm-pipeline-t5/1")
+    logits, _ = t5(torch.randint(5, 100, (2, 24)), decoder_input_ids=torch.zeros(2, 7, dtype=torch.long))
+    assert logits.shape[:2] == (2, 7)
     classifier = mlflow.pytorch.load_model("models:/llm-pipeline-classification/1")
     out = classifier(torch.randint(0, 100, (2, 30)), torch.tensor([30, 12]))
     assert out.shape == (2, 4)
@@ -148,6 +162,6 @@ def test_dvc_agrees_the_flow_left_everything_up_to_date(flow_result, project):
 
 
 def test_a_pretrain_param_change_reruns_only_what_depends_on_it(flow_result, project):
-    set_params(project, "pretrain", {"trainer": {"max_steps": 60}})
-    assert stages_run(dvc(project, "repro")) == {"pretrain", "finetune@classification", "evaluate"}
+    set_params(project, "pretrain", {"families": {"gpt": {"trainer": {"max_steps": 60}}}})
+    assert stages_run(dvc(project, "repro")) == {"pretrain@gpt", "finetune@classification", "evaluate"}
     assert json.loads(dvc(project, "status", "--json")) == {}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from llm_pipeline.checkpoints import load_classifier, load_lm
+from llm_pipeline.checkpoints import load_classifier, load_lm, load_pretrained
 from llm_pipeline.data.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.stages import evaluate, finetune, pretrain, tokenize
@@ -60,12 +61,12 @@ def test_tokenize_refuses_a_missing_split(fake_ingest_dir, tmp_path):
     assert not (tmp_path / "tok").exists()  # nothing half-written
 
 
-def pretrain_config(tok_cfg, tmp_path, **extra):
-    return pretrain.PretrainConfig(
-        data_dir=shard_dir(tok_cfg), tokenizer=f"{shard_dir(tok_cfg)}/tokenizer.json",
-        output_dir=str(tmp_path / "pretrain"), model={"preset": "tiny", "overrides": {"block_size": 32}},
-        batch_size=16, optim={"lr": 1e-2, "warmup_steps": 10}, trainer=TINY_TRAINER | {"max_steps": 100, "val_check_interval": 50},
-        plots_path=str(tmp_path / "plots" / "loss.tsv"), **extra)
+def pretrain_config(tok_cfg, tmp_path, family="gpt", tokenizer="bpe", **family_cfg):
+    block = {"tokenizer": tokenizer, "model": {"preset": "tiny", "overrides": {"block_size": 32}},
+             "data": {"batch_size": 16}, "optim": {"lr": 1e-2, "warmup_steps": 10},
+             "trainer": TINY_TRAINER | {"max_steps": 100, "val_check_interval": 50}} | family_cfg
+    return pretrain.PretrainConfig(family=family, families={family: block}, tokenize_root=tok_cfg.output_dir,
+                                   output_root=str(tmp_path / "pretrain"), plots_dir=str(tmp_path / "plots"))
 
 
 def test_model_stages_chain(tokenized, fake_ingest_dir, tmp_path):
@@ -74,15 +75,15 @@ def test_model_stages_chain(tokenized, fake_ingest_dir, tmp_path):
     pre = pretrain.run(pre_cfg, NO_TRACKING)
     assert pre.metrics["steps"] == 100
     assert pre.metrics["val/ppl"] < 300  # below a uniform guess over the vocabulary
-    model, meta = load_lm(tmp_path / "pretrain" / "model.pt")
+    model, meta = load_lm(tmp_path / "pretrain" / "gpt" / "model.pt")
     assert meta["config"]["block_size"] == 32 and model.config.n_layer == 2
-    loss_rows = (tmp_path / "plots" / "loss.tsv").read_text().splitlines()
+    loss_rows = (tmp_path / "plots" / "pretrain-gpt_loss.tsv").read_text().splitlines()
     assert loss_rows[0] == "step\ttrain_loss" and len(loss_rows) == 101
-    assert not (tmp_path / ".pretrain.partial").exists()
+    assert not (tmp_path / "pretrain" / ".gpt.partial").exists()
 
     ft_cfg = finetune.FinetuneConfig(
-        task="classification", tasks_dir=str(fake_ingest_dir / "tasks"), pretrained=pre_cfg.output_dir + "/model.pt",
-        tokenizer=pre_cfg.tokenizer, output_root=str(tmp_path / "finetune"), max_len=32, batch_size=16,
+        task="classification", tasks_dir=str(fake_ingest_dir / "tasks"), pretrained=f"{pre_cfg.output_root}/gpt/model.pt",
+        tokenizer=f"{shard_dir(tok_cfg)}/tokenizer.json", output_root=str(tmp_path / "finetune"), max_len=32, batch_size=16,
         optim={"lr": 3e-3, "warmup_steps": 5}, trainer=TINY_TRAINER | {"max_steps": 60, "val_check_interval": 30})
     ft = finetune.run(ft_cfg, NO_TRACKING)
     classifier, ft_meta = load_classifier(tmp_path / "finetune" / "classification" / "model.pt")
@@ -91,12 +92,13 @@ def test_model_stages_chain(tokenized, fake_ingest_dir, tmp_path):
 
     ev_cfg = evaluate.EvaluateConfig(
         tokenize_dir=shard_dir(tok_cfg), pretrained=ft_cfg.pretrained, tasks_dir=ft_cfg.tasks_dir,
-        finetune_root=ft_cfg.output_root, generation={"prompts": ["The package"], "max_new_tokens": 5})
+        finetune_root=ft_cfg.output_root, pretrain_root=pre_cfg.output_root, families=["gpt"], generation={"prompts": ["The package"], "max_new_tokens": 5})
     ev = evaluate.run(ev_cfg, NO_TRACKING)
     m = ev.metrics
     assert m["eval/lm/ppl"] < m["eval/lm/unigram_ppl"]
     assert m["eval/classification/accuracy"] > m["eval/classification/majority_accuracy"]
     assert 0 <= m["eval/classification/macro_f1"] <= 1
+    assert m["eval/gpt/val_ppl"] == pytest.approx(pre.metrics["val/ppl"])
     assert ev.report["generations"][0]["prompt"] == "The package"
     assert isinstance(ev.report["generations"][0]["continuation"], str)
 
@@ -105,6 +107,33 @@ def test_pretrain_refuses_shards_made_by_another_tokenizer(tokenized, fake_inges
     tok_cfg, _ = tokenized
     other = bpe_config(fake_ingest_dir, tmp_path / "tok2", vocab_size=280)
     tokenize.run(other, NO_TRACKING)
-    cfg = pretrain_config(tok_cfg, tmp_path).model_copy(update={"tokenizer": f"{shard_dir(other)}/tokenizer.json"})
-    with pytest.raises(PipelineError, match=r"token shards in .*tok/bpe was made with tokenizer sha256 .* but .*tok2/bpe/tokenizer.json"):
-        pretrain.run(cfg, NO_TRACKING)
+    shutil.copy(f"{shard_dir(other)}/tokenizer.json", f"{shard_dir(tok_cfg)}/tokenizer.json")
+    with pytest.raises(PipelineError, match=r"token shards in .*tok/bpe was made with tokenizer sha256 .* but .*tok/bpe/tokenizer.json"):
+        pretrain.run(pretrain_config(tok_cfg, tmp_path), NO_TRACKING)
+
+
+def test_pretrain_needs_a_configured_family(tokenized, tmp_path):
+    tok_cfg, _ = tokenized
+    cfg = pretrain_config(tok_cfg, tmp_path)
+    with pytest.raises(PipelineError, match="no family given"):
+        pretrain.run(cfg.model_copy(update={"family": None}), NO_TRACKING)
+    with pytest.raises(PipelineError, match="family 't5' has no block"):
+        pretrain.run(cfg.model_copy(update={"family": "t5"}), NO_TRACKING)
+
+
+@pytest.mark.parametrize("family, kind, expected", [
+    ("bert", "wordpiece", {"val/mlm_acc", "val/nsp_acc", "val/loss"}),
+    ("t5", "unigram", {"val/loss", "val/ppl"}),
+])
+def test_pretrain_bert_and_t5_through_the_stage(fake_ingest_dir, tmp_path, family, kind, expected):
+    tok_cfg = tokenize.TokenizeConfig(input_dir=str(fake_ingest_dir), output_dir=str(tmp_path / "tok"), progress=False,
+                                      tokenizers={kind: {"kind": kind, "vocab_size": 400}})
+    tokenize.run(tok_cfg, NO_TRACKING)
+    cfg = pretrain_config(tok_cfg, tmp_path, family=family, tokenizer=kind,
+                          model={"preset": "tiny", "overrides": {}},
+                          data={"batch_size": 8, "seq_len": 32, "tasks_dir": str(fake_ingest_dir / "tasks")},
+                          trainer=TINY_TRAINER | {"max_steps": 6, "val_check_interval": 3})
+    result = pretrain.run(cfg, NO_TRACKING)
+    assert expected <= set(result.metrics) and result.metrics["steps"] == 6
+    model, meta = load_pretrained(tmp_path / "pretrain" / family / "model.pt")
+    assert meta["kind"] == family and type(model).__name__ == {"bert": "BERT", "t5": "T5"}[family]
