@@ -9,7 +9,7 @@ import pytest
 from llm_pipeline.cli import main
 from llm_pipeline.config import apply_overrides, load_config
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.stages.pretrain import PretrainConfig
+from llm_pipeline.stages.finetune import FinetuneConfig
 
 
 def write(tmp_path, text: str):
@@ -30,17 +30,17 @@ def test_override_without_equals_is_rejected():
 
 def test_unknown_key_is_rejected_by_its_dotted_name(tmp_path):
     with pytest.raises(PipelineError, match=r"unknown key 'trainer.max_stpes'"):
-        load_config(PretrainConfig, write(tmp_path, "trainer:\n  max_stpes: 5\n"))
+        load_config(FinetuneConfig, write(tmp_path, "trainer:\n  max_stpes: 5\n"))
 
 
 def test_wrong_type_names_the_key_and_value(tmp_path):
     with pytest.raises(PipelineError, match=r"'batch_size'.*got 'many'"):
-        load_config(PretrainConfig, write(tmp_path, "batch_size: many\n"))
+        load_config(FinetuneConfig, write(tmp_path, "batch_size: many\n"))
 
 
 def test_set_override_reaches_the_config(tmp_path):
-    cfg = load_config(PretrainConfig, write(tmp_path, "batch_size: 4\n"), ["trainer.devices=2", "model.preset=tiny"])
-    assert (cfg.batch_size, cfg.trainer.devices, cfg.model.preset) == (4, 2, "tiny")
+    cfg = load_config(FinetuneConfig, write(tmp_path, "batch_size: 4\n"), ["trainer.devices=2", "task=classification"])
+    assert (cfg.batch_size, cfg.trainer.devices, cfg.task) == (4, 2, "classification")
 
 
 def test_cli_bad_param_exits_2_with_one_line(tmp_path, capsys):
@@ -61,9 +61,9 @@ def test_cli_debug_shows_the_traceback(tmp_path):
 
 
 def test_cli_dry_run_prints_resolved_config(tmp_path, capsys):
-    assert main(["pretrain", "--params", str(write(tmp_path, "{}\n")), "--set", "trainer.max_steps=7", "--dry-run"]) == 0
+    assert main(["finetune", "--params", str(write(tmp_path, "{}\n")), "--set", "trainer.max_steps=7", "--dry-run"]) == 0
     resolved = json.loads(capsys.readouterr().out)
-    assert resolved["trainer"]["max_steps"] == 7 and resolved["model"]["preset"] == "small-cpu"
+    assert resolved["trainer"]["max_steps"] == 7 and resolved["max_len"] == 128
 
 
 def test_every_params_file_in_the_repo_validates():
@@ -78,5 +78,11 @@ def test_every_params_file_in_the_repo_validates():
 
 def test_yaml_exponent_without_dot_still_becomes_a_float(tmp_path):
     # YAML 1.1 reads 1e-3 as a string; the typed config must still take it as a number
-    cfg = load_config(PretrainConfig, write(tmp_path, "optim:\n  lr: 1e-3\n"))
+    cfg = load_config(FinetuneConfig, write(tmp_path, "optim:\n  lr: 1e-3\n"))
     assert cfg.optim.lr == 0.001
+
+
+def test_anchor_holder_keys_are_ignored_and_anchors_resolve(tmp_path):
+    text = "_shared: &shared {lr: 0.5}\noptim: {<<: *shared, warmup_steps: 3}\n"
+    cfg = load_config(FinetuneConfig, write(tmp_path, text))
+    assert (cfg.optim.lr, cfg.optim.warmup_steps) == (0.5, 3)
