@@ -18,7 +18,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 .PHONY: run test install ui repro clean help
 
 help:
-	@echo "make run    - whole pipeline end to end on the default corpus (~20 min on 2 CPU cores)"
+	@echo "make run    - whole pipeline end to end on the default corpus (~23 min on 2 CPU cores)"
 	@echo "make test   - unit + integration tests"
 	@echo "make ui     - MLflow dashboard on http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make repro  - the same pipeline through plain 'dvc repro'"
