@@ -8,7 +8,10 @@ import torch.nn as nn
 from llm_pipeline.data.token_data import build_lm_dataloaders
 from llm_pipeline.models import IGNORE_INDEX, build_gpt_config
 from llm_pipeline.training.callbacks import CompileModel, LossCurveWriter
-from llm_pipeline.training.lm_module import CausalLMModule, OptimConfig
+from llm_pipeline.models.gpt import GPT
+from llm_pipeline.training.objectives import CausalLM
+from llm_pipeline.training.optim import OptimConfig
+from llm_pipeline.training.pretrain_module import PretrainModule
 from llm_pipeline.training.objectives import MaskedLMWithNSP
 from llm_pipeline.training.throughput import ThroughputMonitor, compute_transformer_flops, lookup_peak_flops
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
@@ -19,7 +22,7 @@ def lm_setup(tmp_path, max_steps):
     np.tile(pattern, 100).tofile(tmp_path / "train.bin")
     np.tile(pattern, 10).tofile(tmp_path / "val.bin")
     loaders = build_lm_dataloaders(tmp_path, "uint16", block_size=16, batch_size=4, samples_per_epoch=200)
-    module = CausalLMModule(build_gpt_config("tiny", vocab_size=10, block_size=16),
+    module = PretrainModule(GPT(build_gpt_config("tiny", vocab_size=10, block_size=16)), CausalLM(),
                             OptimConfig(warmup_steps=1, max_steps=max_steps))
     return module, *loaders
 

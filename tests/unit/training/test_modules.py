@@ -14,7 +14,10 @@ from llm_pipeline.errors import PipelineError
 from llm_pipeline.models import build_gpt_config
 from llm_pipeline.training.callbacks import LossCurveWriter
 from llm_pipeline.training.classifier_module import ClassifierModule
-from llm_pipeline.training.lm_module import CausalLMModule, OptimConfig
+from llm_pipeline.models.gpt import GPT
+from llm_pipeline.training.objectives import CausalLM
+from llm_pipeline.training.optim import OptimConfig
+from llm_pipeline.training.pretrain_module import PretrainModule
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 
@@ -29,9 +32,8 @@ def test_lm_module_learns_a_repeating_stream(tmp_path):
     np.tile(pattern, 300).tofile(tmp_path / "train.bin")
     np.tile(pattern, 20).tofile(tmp_path / "val.bin")
     train, val = build_lm_dataloaders(tmp_path, "uint16", block_size=32, batch_size=8, samples_per_epoch=160)
-    module = CausalLMModule(
-        build_gpt_config("tiny", vocab_size=10, block_size=32), OptimConfig(lr=3e-3, warmup_steps=5, max_steps=40)
-    )
+    config = build_gpt_config("tiny", vocab_size=10, block_size=32)
+    module = PretrainModule(GPT(config), CausalLM(), OptimConfig(lr=3e-3, warmup_steps=5, max_steps=40))
     curves = LossCurveWriter(tmp_path / "train.tsv", tmp_path / "val.tsv", every_n_steps=10)
     trainer = build_trainer(quick_trainer_config(max_steps=40, val_check_interval=20), tmp_path, callbacks=[curves])
     before = trainer.validate(module, val, verbose=False)[0]["val/loss"]
@@ -45,8 +47,10 @@ def test_lm_module_learns_a_repeating_stream(tmp_path):
     assert float(rows[-1].split("\t")[1]) < float(rows[1].split("\t")[1])
     val_rows = (tmp_path / "val.tsv").read_text().splitlines()
     assert val_rows[0].split("\t")[:2] == ["step", "val_loss"] and [r.split("\t")[0] for r in val_rows[1:]] == ["0", "20", "40"]  # validate() before fit adds step 0
-    reloaded = CausalLMModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
-    assert reloaded.model.config == module.model.config
+    reloaded = PretrainModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt",
+                                                   model=GPT(config), objective=CausalLM())
+    for name, weight in module.model.state_dict().items():
+        assert torch.equal(reloaded.model.state_dict()[name], weight), name
 
 
 def test_classifier_module_separates_a_toy_set(tmp_path):
