@@ -32,8 +32,8 @@ from pathlib import Path  # noqa: E402
 import tokenizers  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llm_pipeline.data.shards import token_dtype  # noqa: E402
-from llm_pipeline.data.tokenizer import EOT, load_tokenizer  # noqa: E402
+from llm_pipeline.data.tokenization.shards import token_dtype  # noqa: E402
+from llm_pipeline.data.tokenization.tokenizer import EOT, load_tokenizer  # noqa: E402
 from llm_pipeline.stages.tokenize import SPLITS, encode_split, iter_text_batches  # noqa: E402
 
 STAGE_CHILD = """

@@ -3,11 +3,14 @@
     .venv/bin/python bench/train_step.py                      # gpt, bert, t5 at small-cpu, fp32, 2 threads
     .venv/bin/python bench/train_step.py --family gpt --preset gpt2-124m --seq-len 1024 --batch 8 \\
         --device cuda --bf16                                  # on a GPU: adds MFU
+    .venv/bin/python bench/train_step.py --family gpt --preset small-cpu-modern   # vs LlamaForCausalLM
 
 One step = forward + loss + backward + AdamW step + zero_grad. Ours goes through the engine's
-own loss path (the family's Objective.compute); theirs is GPT2LMHeadModel / BertForPreTraining /
-T5ForConditionalGeneration with the same shape, the same weights (llm_pipeline.models.hf_convert),
-SDPA attention where HF has it, the same batch and thread count. Both models live in one
+own loss path (the registry's objective for the family: `get_family(f).objective().compute`;
+our models return logits only); theirs is GPT2LMHeadModel (LlamaForCausalLM for a modern GPT
+preset) / BertForPreTraining / T5ForConditionalGeneration computing its own loss, with the same
+shape, the same weights (llm_pipeline.models.hf_convert), SDPA attention where HF has it, the
+same batch and thread count. Both models live in one
 process and alternate, --reps times --steps timed steps (after --warmup), and the medians are
 compared. Peak memory per step: each side runs alone in a fresh child process; the peak RSS
 (VmHWM, reset just before the first step) minus the RSS at that moment, i.e. what the steps
@@ -37,12 +40,12 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from llm_pipeline.data.masking import MaskingConfig, compute_mlm_masking  # noqa: E402
-from llm_pipeline.data.span_corruption import SpanCorruptionConfig, compute_raw_length, corrupt_spans  # noqa: E402
-from llm_pipeline.data.span_data import collate_span_corruption  # noqa: E402
-from llm_pipeline.models import IGNORE_INDEX, build_model  # noqa: E402
-from llm_pipeline.models.hf_convert import to_hf_bert, to_hf_gpt2, to_hf_t5  # noqa: E402
-from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP, SpanCorruption  # noqa: E402
+from llm_pipeline.data.loaders.masking import MaskingConfig, compute_mlm_masking  # noqa: E402
+from llm_pipeline.data.loaders.span_masking import SpanCorruptionConfig, compute_raw_length, corrupt_spans  # noqa: E402
+from llm_pipeline.data.loaders.span_corruption import collate_span_corruption  # noqa: E402
+from llm_pipeline.models import IGNORE_INDEX  # noqa: E402
+from llm_pipeline.models.hf_convert import to_hf_bert, to_hf_gpt, to_hf_t5  # noqa: E402
+from llm_pipeline.registry import build_model, get_family  # noqa: E402
 from llm_pipeline.training.throughput import lookup_peak_flops  # noqa: E402
 
 HF_IGNORE = -100  # transformers' label id for "no loss here"
@@ -70,19 +73,23 @@ def make_batch(family: str, batch: int, seq_len: int, vocab: int, g: torch.Gener
 
 def build_pair(family: str, preset: str, vocab: int) -> tuple[nn.Module, nn.Module]:
     ours = build_model(family, preset, vocab)
-    if family == "gpt":
-        return ours, to_hf_gpt2(ours, attn_implementation="sdpa")
+    if family == "gpt":  # GPT-2 style -> GPT2LMHeadModel, modern -> LlamaForCausalLM
+        return ours, to_hf_gpt(ours, attn_implementation="sdpa")
     if family == "bert":
         return ours, to_hf_bert(ours, attn_implementation="sdpa")
     return ours, to_hf_t5(ours)  # T5's relative position bias: HF has eager attention only
 
 
+def objective_batch(family: str, batch: dict):
+    """The batch as the family's objective takes it: (x, y) for the causal LM, else the dict."""
+    return (batch["x"], batch["y"]) if family == "gpt" else batch
+
+
 def loss_fn(family: str, side: str, model: nn.Module, batch: dict) -> torch.Tensor:
-    if side == "ours":
-        objective = {"gpt": CausalLM(), "bert": MaskedLMWithNSP(), "t5": SpanCorruption()}[family]
-        return objective.compute(model, (batch["x"], batch["y"]) if family == "gpt" else batch)[0]
+    if side == "ours":  # the model gives logits; the family's objective computes the loss
+        return get_family(family).objective().compute(model, objective_batch(family, batch))[0]
     hf_labels = lambda t: t.masked_fill(t == IGNORE_INDEX, HF_IGNORE)  # noqa: E731
-    if family == "gpt":  # HF shifts labels itself: inputs are their own labels
+    if family == "gpt":  # HF shifts labels itself (GPT-2 and Llama): inputs are their own labels
         return model(input_ids=batch["x"], labels=batch["x"]).loss
     if family == "bert":
         return model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
@@ -154,8 +161,7 @@ def bench_speed(args: argparse.Namespace, family: str) -> dict:
 
 
 def models_flops(family: str, model: nn.Module, batch: dict) -> float:
-    objective = {"gpt": CausalLM(), "bert": MaskedLMWithNSP(), "t5": SpanCorruption()}[family]
-    return objective.count_flops(model, (batch["x"], batch["y"]) if family == "gpt" else batch)
+    return get_family(family).objective().count_flops(model, objective_batch(family, batch))
 
 
 def peak_memory_child(args: argparse.Namespace, family: str, side: str) -> int:

@@ -1,11 +1,15 @@
 """Save/load the stage model files (`model.pt`) and check tokenizer lineage.
 
-A model file carries the architecture config and the sha256 of the tokenizer it was trained
-with, so a later stage can refuse a tokenizer or shards that do not belong to it.
+A model file carries its family (a name in llm_pipeline.registry), the architecture config and
+the sha256 of the tokenizer it was trained with, so a later stage rebuilds it through the
+registry and can refuse a tokenizer or shards that do not belong to it. A fine-tuned
+classifier's file also carries its labels and input length.
 """
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +19,9 @@ import torch.nn as nn
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import sha256_file
 from llm_pipeline.models.classifier import SequenceClassifier
-from llm_pipeline.models.gpt import GPT, GPTConfig
-from llm_pipeline.models.presets import model_from_config
+from llm_pipeline.registry import family_of, get_family
 
-FAMILIES = ("gpt", "bert", "t5")
+PRETRAINED, CLASSIFIER = "pretrained", "classifier"  # the two kinds of model file
 
 
 def check_tokenizer(tokenizer_path: str | Path, expected_sha: str, what: str) -> str:
@@ -34,42 +37,55 @@ def check_tokenizer(tokenizer_path: str | Path, expected_sha: str, what: str) ->
     return actual
 
 
-def save_pretrained(path: str | Path, family: str, model: nn.Module, tokenizer_sha256: str) -> None:
-    torch.save({"kind": family, "config": model.config.to_dict(), "state_dict": model.state_dict(),
-                "tokenizer_sha256": tokenizer_sha256}, path)
-
-
-def _load(path: str | Path, kinds: tuple[str, ...]) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: model file not found (has its stage run?)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("kind") not in kinds:
-        raise PipelineError(f"{path}: expected a {' or '.join(kinds)} model file, found {payload.get('kind')!r}")
-    return payload
-
-
-def load_pretrained(path: str | Path, family: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """A pretrained model of any family (or only `family`), in eval mode, with its metadata."""
-    payload = _load(path, (family,) if family else FAMILIES)
-    model = model_from_config(payload["kind"], payload["config"])
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), payload
-
-
-def load_lm(path: str | Path) -> tuple[GPT, dict[str, Any]]:
-    return load_pretrained(path, "gpt")
+def save_pretrained(path: str | Path, model: nn.Module, tokenizer_sha256: str) -> None:
+    torch.save({"kind": PRETRAINED, "family": family_of(model).name, "config": model.config.to_dict(),
+                "state_dict": model.state_dict(), "tokenizer_sha256": tokenizer_sha256}, path)
 
 
 def save_classifier(path: str | Path, model: SequenceClassifier, labels: list[str],
                     max_len: int, tokenizer_sha256: str) -> None:
-    torch.save({"kind": "classifier", "config": model.backbone.config.to_dict(), "labels": labels,
-                "max_len": max_len, "state_dict": model.state_dict(),
+    torch.save({"kind": CLASSIFIER, "family": family_of(model).name, "config": model.backbone.config.to_dict(),
+                "labels": labels, "max_len": max_len, "state_dict": model.state_dict(),
                 "tokenizer_sha256": tokenizer_sha256}, path)
 
 
-def load_classifier(path: str | Path) -> tuple[SequenceClassifier, dict[str, Any]]:
-    payload = _load(path, ("classifier",))
-    model = SequenceClassifier(GPT(GPTConfig(**payload["config"])), len(payload["labels"]))
-    model.load_state_dict(payload["state_dict"])
+def load_pretrained(path: str | Path, family: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A pretrained model of any family (or only `family`), in eval mode, with its metadata."""
+    payload = _read(path, PRETRAINED)
+    if family is not None and payload["family"] != family:
+        raise PipelineError(f"{path}: expected a {family} model, found a {payload['family']} model")
+    model = get_family(payload["family"]).model_from_config(payload["config"], where=str(path))
+    _load_weights(model, payload, path)
     return model.eval(), payload
+
+
+def load_classifier(path: str | Path) -> tuple[SequenceClassifier, dict[str, Any]]:
+    payload = _read(path, CLASSIFIER)
+    backbone = get_family(payload["family"]).model_from_config(payload["config"], where=str(path))
+    model = SequenceClassifier(backbone, len(payload["labels"]))
+    _load_weights(model, payload, path)
+    return model.eval(), payload
+
+
+def _read(path: str | Path, kind: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: model file not found (has its stage run?)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PipelineError(f"{path}: not a readable model file, corrupt or truncated ({reason}); "
+                            "rerun the stage that writes it") from None
+    if not isinstance(payload, dict) or payload.get("kind") != kind or "family" not in payload:
+        found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
+        raise PipelineError(f"{path}: expected a {kind} model file, found {found!r}")
+    return payload
+
+
+def _load_weights(model: nn.Module, payload: dict[str, Any], path: str | Path) -> None:
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise PipelineError(f"{path}: weights do not fit the saved {payload['family']} config ({first})") from None

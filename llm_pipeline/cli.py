@@ -18,8 +18,8 @@ from llm_pipeline.stages.base import STAGES
 STAGE_HELP = {
     "ingest": "fetch/read sources, clean, dedup, split; build task datasets",
     "tokenize": "train the tokenizer on train split; encode corpus into token shards",
-    "pretrain": "pretrain the decoder LM with Lightning; register it in MLflow",
-    "finetune": "fine-tune the pretrained LM on a downstream task; register it",
+    "pretrain": "pretrain one model family (a key of `families` in the params) with Lightning; register it",
+    "finetune": "fine-tune a pretrained model (any family) on a downstream task; register it",
     "evaluate": "perplexity vs unigram, classification vs majority, sample generations",
 }
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-pipeline",
         description="Run one stage of the pipeline: ingest -> tokenize -> pretrain -> finetune -> evaluate.",
-        epilog="Example: llm-pipeline pretrain --params params/pretrain.yaml --set trainer.max_steps=50",
+        epilog="Example: llm-pipeline pretrain --set family=gpt --set families.gpt.trainer.max_steps=500 --dry-run",
     )
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for stage in STAGES:

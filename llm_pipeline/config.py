@@ -34,7 +34,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
-        raise PipelineError(f"--set {item!r}: value is not valid YAML ({exc})") from None
+        raise PipelineError(f"--set {item!r}: value is not valid YAML ({_one_line(exc)})") from None
     return key.strip().split("."), value
 
 
@@ -59,10 +59,17 @@ def load_params(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: params file not found")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise PipelineError(f"{path}: not UTF-8 text: byte offset {exc.start} (line {line}) is "
+                            f"{raw[exc.start:exc.start + 1]!r}; save the file as UTF-8") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+        raise PipelineError(f"{path}: not valid YAML: {_one_line(exc)}") from None
     if not isinstance(data, dict):
         raise PipelineError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
     # top-level keys starting with "_" only hold YAML anchors shared by other blocks
@@ -79,14 +86,27 @@ def build_config(cls: type[ConfigT], data: dict[str, Any], source: str = "params
             key = ".".join(str(p) for p in err["loc"]) or "<root>"
             if err["type"] == "extra_forbidden":
                 problems.append(f"unknown key {key!r}")
+            elif isinstance(err.get("input"), dict):  # a whole section's check: its message names the keys
+                problems.append(f"{key!r}: {_message(err)}")
             else:
-                problems.append(f"{key!r}: {err['msg']} (got {err.get('input')!r})")
+                problems.append(f"{key!r}: {_message(err)} (got {err.get('input')!r})")
         raise PipelineError(f"{source}: " + "; ".join(problems)) from None
 
 
 def load_config(cls: type[ConfigT], path: str | Path, overrides: list[str] | None = None) -> ConfigT:
     data = apply_overrides(load_params(path), overrides or [])
     return build_config(cls, data, source=str(path))
+
+
+def _one_line(exc: Exception) -> str:
+    """PyYAML's messages span lines (problem, then a quoted context); the CLI prints one."""
+    return " ".join(str(exc).split())
+
+
+def _message(err: dict[str, Any]) -> str:
+    """pydantic's message, without the "Value error, " it puts before a validator's own text."""
+    msg = err["msg"]
+    return msg.removeprefix("Value error, ") if err["type"] == "value_error" else msg
 
 
 def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,8 @@ folder `mlartifacts/`. Override with the usual env vars:
   MLFLOW_EXPERIMENT_NAME        default "llm-pipeline"
   LLM_PIPELINE_ARTIFACT_ROOT    artifact folder for a newly created experiment
   LLM_PIPELINE_PARENT_RUN_ID    set by the Prefect flow: stage runs nest under this run
-  LLM_PIPELINE_TRACKING=off     disable tracking (e.g. a GPU box without mlflow)
+  LLM_PIPELINE_TRACKING=off     disable tracking (e.g. a GPU box without mlflow); without it,
+                                a missing or broken mlflow is an error
 
 Training code never imports this module directly; stages pass it a logger. In
 multi-process training only global rank zero talks to MLflow.
@@ -20,6 +21,8 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from llm_pipeline.errors import PipelineError
 
 DEFAULT_EXPERIMENT = "llm-pipeline"
 PARENT_RUN_ENV = "LLM_PIPELINE_PARENT_RUN_ID"
@@ -44,13 +47,19 @@ def is_global_rank_zero() -> bool:
 
 
 def enabled() -> bool:
+    """Whether this process tracks. Tracking is on unless switched off explicitly: a missing or
+    broken mlflow is an error, not a silent run that records nothing."""
     if os.environ.get("LLM_PIPELINE_TRACKING", "on").lower() in {"off", "0", "false"}:
+        return False
+    if not is_global_rank_zero():
         return False
     try:
         import mlflow  # noqa: F401
-    except ImportError:
-        return False
-    return is_global_rank_zero()
+    except Exception as exc:  # ImportError, or a broken install failing at import time
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise PipelineError(f"mlflow cannot be imported ({type(exc).__name__}: {reason}); install it "
+                            "or set LLM_PIPELINE_TRACKING=off") from None
+    return True
 
 
 def _client():
@@ -92,7 +101,11 @@ class StageRun:
             mlflow.log_metrics(numeric, step=step)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        if self.active and Path(path).exists():
+        """Log a file or folder; one that is missing is an error (the stage promised it)."""
+        if self.active:
+            if not Path(path).exists():
+                raise PipelineError(f"{path}: artifact to log does not exist "
+                                    "(the stage listed it but did not write it)")
             import mlflow
 
             if Path(path).is_dir():

@@ -6,18 +6,19 @@ import math
 
 import numpy as np
 import torch
+import torch.nn as nn
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from llm_pipeline.models.classifier import SequenceClassifier
-from llm_pipeline.models.gpt import GPT
+from llm_pipeline.training.objectives import lengths_to_mask, token_cross_entropy
 
 
 @torch.no_grad()
-def compute_lm_perplexity(model: GPT, tokens: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
-    """Perplexity over non-overlapping windows of `block_size`; also returns the targets
-    scored, so a baseline can be scored on exactly the same tokens."""
-    block = model.config.block_size
+def compute_lm_perplexity(model: nn.Module, tokens: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
+    """Perplexity of a causal LM over non-overlapping windows of its maximum length; also
+    returns the targets scored, so a baseline can be scored on exactly the same tokens."""
+    block = model.config.max_seq_len
     n_windows = (len(tokens) - 1) // block
     if n_windows == 0:
         raise ValueError(f"{len(tokens)} tokens: fewer than one window of {block + 1}")
@@ -27,7 +28,7 @@ def compute_lm_perplexity(model: GPT, tokens: np.ndarray, batch_size: int) -> tu
     total_nll = 0.0
     for start in range(0, n_windows, batch_size):
         x, y = x_all[start:start + batch_size], y_all[start:start + batch_size]
-        _, loss = model(x, y)  # mean over the batch's tokens
+        loss = token_cross_entropy(model(x).logits, y)  # mean over the batch's tokens
         total_nll += float(loss) * y.numel()
     return math.exp(total_nll / y_all.numel()), usable[1:]
 
@@ -36,20 +37,21 @@ def compute_lm_perplexity(model: GPT, tokens: np.ndarray, batch_size: int) -> tu
 def predict_classes(model: SequenceClassifier, loader: DataLoader) -> tuple[list[int], list[int]]:
     preds, gold = [], []
     for input_ids, lengths, labels in loader:
-        preds += model(input_ids, lengths).argmax(dim=-1).tolist()
+        logits = model(input_ids, lengths_to_mask(lengths, input_ids.size(1))).logits  # (B, K)
+        preds += logits.argmax(dim=-1).tolist()
         gold += labels.tolist()
     return preds, gold
 
 
 @torch.no_grad()
-def generate_continuations(model: GPT, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
+def generate_continuations(model: nn.Module, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
                            temperature: float, top_k: int | None, eos_id: int, seed: int) -> list[dict]:
     generator = torch.Generator().manual_seed(seed)
     samples = []
     for prompt in prompts:
         ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False).ids])  # (1, T)
         out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                             eos_id=eos_id, generator=generator)
-        new = [t for t in out[0, ids.size(1):].tolist() if t != eos_id]
+                             stop_ids=(eos_id,), generator=generator)  # (1, n): new tokens only
+        new = [t for t in out[0].tolist() if t != eos_id]
         samples.append({"prompt": prompt, "continuation": tokenizer.decode(new)})
     return samples

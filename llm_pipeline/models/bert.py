@@ -7,14 +7,24 @@ weights give the same logits. Shapes: B batch, T time, C n_embd, V vocab size.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from llm_pipeline.models.attention import build_attn_mask
+from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.blocks import Block, BlockConfig, init_normal
 from llm_pipeline.models.checks import check_sequence_length
+from llm_pipeline.models.flops import compute_transformer_flops
+from llm_pipeline.models.output import ModelOutput
+
+BERT_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=32, max_position_embeddings=64),
+    "small-cpu": dict(n_layer=4, n_head=4, n_embd=192, max_position_embeddings=128),
+    "bert-base": dict(n_layer=12, n_head=12, n_embd=768, max_position_embeddings=512),
+}
 
 
 @dataclass
@@ -28,6 +38,8 @@ class BertConfig:
     type_vocab_size: int = 2  # segments A and B
     dropout: float = 0.0
     norm_eps: float = 1e-12
+
+    max_seq_len_key: ClassVar[str] = "max_position_embeddings"  # the field that bounds the input length
 
     def __post_init__(self) -> None:
         self.block_config()  # validates head/width divisibility
@@ -63,7 +75,7 @@ class BertEmbeddings(nn.Module):
         return self.drop(self.norm(x))
 
 
-class BERT(nn.Module):
+class BERT(FamilyModel):
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.config = config
@@ -77,9 +89,6 @@ class BERT(nn.Module):
         self.mlm_norm = nn.LayerNorm(C, eps=config.norm_eps)
         self.mlm_bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.apply(init_normal)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
     def hidden_states(
         self,
@@ -103,12 +112,30 @@ class BERT(nn.Module):
         input_ids: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> mlm_logits (B, T, V) over every position, nsp_logits (B, 2) (class meaning is the objective's)."""
+        mlm_positions: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """-> MLM logits (B, T, V), or (M, V) at the M True places of mlm_positions (B, T) only
+        (the vocabulary projection is most of the head's work: skip the unmasked positions);
+        sequence_logits (B, 2) from the NSP head (the class meaning is the objective's)."""
         h = self.hidden_states(input_ids, token_type_ids, attention_mask)  # (B, T, C)
-        return self.mlm_logits(h), self.nsp_head(torch.tanh(self.pooler(h[:, 0])))
+        selected = h if mlm_positions is None else h[mlm_positions]  # (B, T, C) or (M, C)
+        return ModelOutput(self.mlm_logits(selected), sequence_logits=self.nsp_head(self.pooled(h)))
+
+    def pooled(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, C) -> tanh(W h_[CLS] + b) (B, C): BERT's sentence vector."""
+        return torch.tanh(self.pooler(h[:, 0]))
+
+    def sequence_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One vector per sequence (B, C) for a classification head: the pooled [CLS] state."""
+        return self.pooled(self.hidden_states(input_ids, attention_mask=attention_mask))
+
+    def count_flops(self, input_tokens: int, input_len: int, target_tokens: int = 0, target_len: int = 0) -> float:
+        """Forward + backward model FLOPs for `input_tokens` real tokens in rows of `input_len`."""
+        c = self.config
+        non_position = self.num_parameters() - self.embeddings.position.weight.numel()
+        return compute_transformer_flops(non_position, c.n_layer, c.n_embd, input_len, input_tokens)
 
     def mlm_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Hidden states (..., C) -> vocabulary logits (..., V); pass only masked positions to save work."""
+        """Hidden states (..., C) -> vocabulary logits (..., V)."""
         h = self.mlm_norm(F.gelu(self.mlm_transform(h)))
         return F.linear(h, self.embeddings.word.weight, self.mlm_bias)

@@ -19,3 +19,8 @@ def check_sequence_length(length: int, maximum: int | None, key: str, what: str 
             f"{what} {length} exceeds the model's maximum {key}={maximum}; "
             f"shorten the input or build the model with a larger {key}"
         )
+
+
+def check_config_seq_len(config, seq_len: int, what: str = "sequence length") -> None:
+    """Fail before training when `seq_len` exceeds what a model config's positions cover."""
+    check_sequence_length(seq_len, config.max_seq_len, config.max_seq_len_key, what)

@@ -1,29 +1,34 @@
-"""Sequence classification on top of a pretrained GPT backbone."""
+"""Sequence classification on top of any pretrained family's backbone."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from llm_pipeline.models.gpt import GPT
+from llm_pipeline.models.output import ModelOutput
 
 
 class SequenceClassifier(nn.Module):
-    """Linear head over the hidden state of each sequence's last real token.
+    """A linear head over the backbone's one vector per sequence.
 
-    Inputs are right-padded. The backbone's attention is causal, so the state at
-    index `length - 1` has seen the whole text and none of the padding after it.
+    The backbone decides which vector that is (`sequence_features(input_ids, attention_mask)`):
+    GPT the last real token (under causal attention the only one that read the whole text),
+    BERT its pooled [CLS] state, T5 the mean of its encoder states.
     """
 
-    def __init__(self, backbone: GPT, num_labels: int, dropout: float = 0.1) -> None:
+    def __init__(self, backbone: nn.Module, num_labels: int, dropout: float = 0.1) -> None:
         super().__init__()
+        if not callable(getattr(backbone, "sequence_features", None)):
+            raise TypeError(f"{type(backbone).__name__} has no sequence_features(input_ids, attention_mask)")
         self.backbone = backbone
+        self.config = backbone.config  # what the backbone is; FLOPs and checkpoints read it
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.config.n_embd, num_labels)
 
-    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """input_ids (B, T), lengths (B,) -> logits (B, num_labels)."""
-        hidden = self.backbone.hidden_states(input_ids)  # (B, T, C)
-        rows = torch.arange(hidden.size(0), device=hidden.device)  # (B,)
-        last = hidden[rows, lengths.to(hidden.device) - 1]  # (B, C)
-        return self.head(self.dropout(last))  # (B, num_labels)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ModelOutput:
+        """input_ids, attention_mask (B, T) (1 real, 0 pad) -> class logits (B, num_labels)."""
+        features = self.backbone.sequence_features(input_ids, attention_mask)  # (B, C)
+        return ModelOutput(self.head(self.dropout(features)))
+
+    def count_flops(self, input_tokens: int, input_len: int, target_tokens: int = 0, target_len: int = 0) -> float:
+        return self.backbone.count_flops(input_tokens, input_len, target_tokens, target_len)

@@ -14,6 +14,16 @@ from llm_pipeline.models.gpt import GPT
 from llm_pipeline.models.t5 import T5
 
 _HF_GPT2_ACT = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+_GPT2_STYLE = ("learned", "layernorm", True)  # (pos_embedding, norm, bias); mlp: one of _HF_GPT2_ACT
+_LLAMA_STYLE = ("rope", "rmsnorm", "swiglu")  # (pos_embedding, norm, mlp); bias either way
+
+
+def _is_gpt2_style(c) -> bool:
+    return (c.pos_embedding, c.norm, c.bias) == _GPT2_STYLE and c.mlp in _HF_GPT2_ACT
+
+
+def _is_llama_style(c) -> bool:
+    return (c.pos_embedding, c.norm, c.mlp) == _LLAMA_STYLE
 
 
 def _qkv(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -21,13 +31,17 @@ def _qkv(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return weight.chunk(3, dim=0)
 
 
-def _load(hf: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Load `state` into `hf`; every HF parameter must be covered (buffers may be absent)."""
+def _load(hf: nn.Module, state: dict[str, torch.Tensor], model: nn.Module) -> nn.Module:
+    """Load `state` into `hf`; every HF parameter must be covered (buffers may be absent), and
+    every parameter of our `model` must reach the twin (tensors in `state` are views of ours)."""
     missing, unexpected = hf.load_state_dict(state, strict=False)
     params = {name for name, _ in hf.named_parameters(remove_duplicate=False)}
     uncovered = [name for name in missing if name in params]
-    if uncovered or unexpected:
-        raise ValueError(f"weight conversion incomplete: missing {uncovered}, unexpected {unexpected}")
+    used = {tensor.untyped_storage().data_ptr() for tensor in state.values()}
+    unused = [name for name, p in model.named_parameters() if p.untyped_storage().data_ptr() not in used]
+    if uncovered or unexpected or unused:
+        raise ValueError(f"weight conversion incomplete: missing {uncovered}, unexpected {unexpected}, "
+                         f"unused of ours {unused}")
     return hf
 
 
@@ -36,7 +50,7 @@ def to_hf_gpt2(model: GPT, attn_implementation: str = "eager") -> nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     c = model.config
-    if (c.pos_embedding, c.norm, c.bias) != ("learned", "layernorm", True) or c.mlp not in _HF_GPT2_ACT:
+    if not _is_gpt2_style(c):
         raise ValueError("only the GPT-2 style block (learned positions, LayerNorm with bias, GELU) has a GPT-2 twin")
     hf_config = GPT2Config(
         vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
@@ -51,7 +65,63 @@ def to_hf_gpt2(model: GPT, attn_implementation: str = "eager") -> nn.Module:
         is_conv1d = ".h." in name and name.endswith(".weight") and any(
             part in name for part in ("c_attn", "c_proj", "c_fc"))
         state[name] = tensor.t() if is_conv1d else tensor
-    return _load(GPT2LMHeadModel(hf_config), state)
+    return _load(GPT2LMHeadModel(hf_config), state, model)
+
+
+def to_hf_llama(model: GPT, attn_implementation: str = "eager") -> nn.Module:
+    """LlamaForCausalLM with `model`'s weights (modern configs: RoPE, RMSNorm, SwiGLU).
+
+    Same shape: tied embeddings, one key/value head per query head (no grouping), the same
+    RMSNorm eps and RoPE base. With bias=True, Llama's attention_bias and mlp_bias hold ours.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    c = model.config
+    if not _is_llama_style(c):
+        raise ValueError("only the modern block (RoPE, RMSNorm, SwiGLU) has a Llama twin")
+    hidden = c.block_config().mlp_hidden
+    hf_config = LlamaConfig(
+        vocab_size=c.vocab_size, hidden_size=c.n_embd, intermediate_size=hidden, num_hidden_layers=c.n_layer,
+        num_attention_heads=c.n_head, num_key_value_heads=c.n_head, head_dim=c.n_embd // c.n_head,
+        hidden_act="silu", max_position_embeddings=c.block_size, rms_norm_eps=c.norm_eps,
+        # transformers 5 reads the RoPE base from rope_parameters (rope_theta alone is folded in there)
+        rope_parameters={"rope_type": "default", "rope_theta": float(c.rope_base)},
+        attention_bias=c.bias, mlp_bias=c.bias, attention_dropout=c.dropout, tie_word_embeddings=True,
+        bos_token_id=None, eos_token_id=None, pad_token_id=None, attn_implementation=attn_implementation,
+    )
+    ours = model.state_dict()
+    state = {"model.embed_tokens.weight": ours["transformer.wte.weight"],
+             "lm_head.weight": ours["lm_head.weight"],  # tied
+             "model.norm.weight": ours["transformer.ln_f.weight"]}
+    kinds = ("weight", "bias") if c.bias else ("weight",)
+    for i in range(c.n_layer):
+        hf, us = f"model.layers.{i}", f"transformer.h.{i}"
+        state[f"{hf}.input_layernorm.weight"] = ours[f"{us}.ln_1.weight"]
+        state[f"{hf}.post_attention_layernorm.weight"] = ours[f"{us}.ln_2.weight"]
+        for kind in kinds:
+            q, k, v = _qkv(ours[f"{us}.attn.c_attn.{kind}"])
+            gate, up = ours[f"{us}.mlp.c_fc.{kind}"].chunk(2, dim=0)  # our SwiGLU: silu(first half) * second half
+            state.update({
+                f"{hf}.self_attn.q_proj.{kind}": q, f"{hf}.self_attn.k_proj.{kind}": k,
+                f"{hf}.self_attn.v_proj.{kind}": v, f"{hf}.self_attn.o_proj.{kind}": ours[f"{us}.attn.c_proj.{kind}"],
+                f"{hf}.mlp.gate_proj.{kind}": gate, f"{hf}.mlp.up_proj.{kind}": up,
+                f"{hf}.mlp.down_proj.{kind}": ours[f"{us}.mlp.c_proj.{kind}"],
+            })
+    return _load(LlamaForCausalLM(hf_config), state, model)
+
+
+def to_hf_gpt(model: GPT, attn_implementation: str = "eager") -> nn.Module:
+    """The reference twin of a GPT: GPT2LMHeadModel for the GPT-2 style block, LlamaForCausalLM
+    for the modern one. Other mixes (e.g. RoPE with LayerNorm) have no twin: ValueError."""
+    c = model.config
+    if _is_gpt2_style(c):
+        return to_hf_gpt2(model, attn_implementation)
+    if _is_llama_style(c):
+        return to_hf_llama(model, attn_implementation)
+    raise ValueError(
+        f"GPT block pos_embedding={c.pos_embedding!r}, norm={c.norm!r}, mlp={c.mlp!r}, bias={c.bias} has no "
+        f"transformers twin: GPT2LMHeadModel needs learned positions, LayerNorm with bias and one of "
+        f"{', '.join(_HF_GPT2_ACT)}; LlamaForCausalLM needs RoPE, RMSNorm and SwiGLU")
 
 
 def to_hf_bert(model: BERT, attn_implementation: str = "eager") -> nn.Module:
@@ -90,7 +160,7 @@ def to_hf_bert(model: BERT, attn_implementation: str = "eager") -> nn.Module:
                   (f"{hf}.output.LayerNorm", f"{us}.ln_2")]
     for hf, us in pairs:
         state[f"{hf}.weight"], state[f"{hf}.bias"] = ours[f"{us}.weight"], ours[f"{us}.bias"]
-    return _load(BertForPreTraining(hf_config), state)
+    return _load(BertForPreTraining(hf_config), state, model)
 
 
 def to_hf_t5(model: T5) -> nn.Module:
@@ -129,4 +199,4 @@ def to_hf_t5(model: T5) -> nn.Module:
             state.update({f"{hf}.{ff}.DenseReluDense.wi.weight": ours[f"{us}.mlp.c_fc.weight"],
                           f"{hf}.{ff}.DenseReluDense.wo.weight": ours[f"{us}.mlp.c_proj.weight"],
                           f"{hf}.{ff}.layer_norm.weight": ours[f"{us}.ln_2.weight"]})
-    return _load(T5ForConditionalGeneration(hf_config), state)
+    return _load(T5ForConditionalGeneration(hf_config), state, model)

@@ -10,15 +10,26 @@ Shapes: B batch, S source length, T target length, C n_embd, nh heads, V vocab s
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from llm_pipeline.models.attention import Attention, KVCache, build_attn_mask
+from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.blocks import IGNORE_INDEX, Block, BlockConfig, RMSNorm
-from llm_pipeline.models.sampling import sample_next
+from llm_pipeline.models.decoding import decode_tokens
+from llm_pipeline.models.flops import compute_transformer_flops
+from llm_pipeline.models.output import ModelOutput
+
+T5_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=32, num_buckets=8, max_distance=16),
+    # encoder and decoder together cost about what the 4-layer GPT does per token
+    "small-cpu": dict(n_layer=2, n_decoder_layer=2, n_head=4, n_embd=192),
+    "t5-small": dict(n_layer=6, n_head=8, n_embd=512, mlp_hidden=2048),
+}
 
 
 @dataclass
@@ -36,8 +47,15 @@ class T5Config:
     max_distance: int = 128  # offsets beyond this share the last bucket
     pad_id: int = 0  # also the decoder start token, as in T5
 
+    max_seq_len_key: ClassVar[str] = ""  # the field that bounds the input length (none: relative positions)
+
     def __post_init__(self) -> None:
         self.block_config(cross_attention=False)  # validates widths and mlp
+        # the log-spaced buckets start at num_buckets // 2 (bidirectional: // 4); a smaller
+        # max_distance makes their log ratio negative and the bucket ids run below zero
+        if self.max_distance <= self.num_buckets // 2:
+            raise ValueError(f"max_distance ({self.max_distance}) must exceed num_buckets // 2 "
+                             f"({self.num_buckets // 2})")
 
     @property
     def max_seq_len(self) -> None:
@@ -122,7 +140,7 @@ class T5Stack(nn.Module):
         return self.drop(self.ln_f(x))
 
 
-class T5(nn.Module):
+class T5(FamilyModel):
     def __init__(self, config: T5Config) -> None:
         super().__init__()
         self.config = config
@@ -150,9 +168,6 @@ class T5(nn.Module):
         elif isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=module.weight.size(1) ** -0.5)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def new_cache(self) -> list[tuple[KVCache, KVCache]]:
         return [(KVCache(), KVCache()) for _ in self.decoder.blocks]
 
@@ -175,53 +190,62 @@ class T5(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor,
+        decoder_input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """-> logits (B, T, V) and, given labels (B, T) (IGNORE_INDEX where none), mean cross-entropy.
+    ) -> ModelOutput:
+        """input_ids (B, S) with attention_mask (B, S), decoder_input_ids (B, T) (teacher forcing:
+        `shift_right(labels)`) -> target logits (B, T, V)."""
+        return ModelOutput(self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask))
 
-        Without decoder_input_ids they are labels shifted right.
-        """
-        if decoder_input_ids is None:
-            if labels is None:
-                raise ValueError("T5.forward needs decoder_input_ids or labels")
-            decoder_input_ids = self.shift_right(labels)
-        logits = self.decode(decoder_input_ids, self.encode(input_ids, attention_mask), attention_mask)
-        if labels is None:
-            return logits, None
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1), ignore_index=IGNORE_INDEX)
-        return logits, loss
+    def sequence_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One vector per sequence (B, C) for a classification head: the mean encoder state over real tokens."""
+        h = self.encode(input_ids, attention_mask)  # (B, S, C)
+        weights = attention_mask.to(h.dtype)[..., None]  # (B, S, 1)
+        return (h * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+    def count_flops(self, input_tokens: int, input_len: int, target_tokens: int = 0, target_len: int = 0) -> float:
+        """Forward + backward model FLOPs: input tokens pass the encoder; target tokens the
+        decoder (self-attention over the target, cross-attention over the input) and the LM head."""
+        c = self.config
+        encoder = compute_transformer_flops(_count(self.encoder), c.n_layer, c.n_embd, input_len, input_tokens)
+        decoder = compute_transformer_flops(_count(self.decoder) + self.shared.weight.numel(),
+                                            c.n_decoder_layer or c.n_layer, c.n_embd, target_len + input_len,
+                                            target_tokens)
+        return encoder + decoder
 
     @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
         max_new_tokens: int,
+        *,
         attention_mask: torch.Tensor | None = None,
-        eos_id: int | None = None,
         temperature: float = 0.0,
         top_k: int | None = None,
         top_p: float | None = None,
+        stop_ids: Sequence[int] = (),
         generator: torch.Generator | None = None,
         use_cache: bool = True,
     ) -> torch.Tensor:
-        """Decoder ids (B, 1 + n): the start token then up to max_new_tokens (greedy by default).
+        """Up to `max_new_tokens` target tokens (B, n) for input_ids (B, S); greedy at temperature 0.
 
-        Rows that reached eos_id are padded with pad_id; generation ends when all have.
+        The decoder starts from pad_id (T5's start token); a row stops at any of `stop_ids`
+        (see decode_tokens). The encoder runs once; with the cache each step feeds only the newest token.
         """
         memory = self.encode(input_ids, attention_mask)  # (B, S, C), once
-        out = torch.full_like(input_ids[:, :1], self.config.pad_id)  # (B, 1)
-        done = torch.zeros(out.size(0), dtype=torch.bool, device=out.device)
+        decoded = torch.full_like(input_ids[:, :1], self.config.pad_id)  # (B, 1): the start token
         cache = self.new_cache() if use_cache else None
-        for _ in range(max_new_tokens):
-            new = out[:, -1:] if cache else out  # cached: only the newest token runs
-            logits = self.decode(new, memory, attention_mask, cache)[:, -1]  # (B, V)
-            next_id = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
-            next_id = next_id.masked_fill(done[:, None], self.config.pad_id)
-            if eos_id is not None:
-                done |= next_id[:, 0] == eos_id
-            out = torch.cat((out, next_id), dim=1)
-            if bool(done.all()):
-                break
-        return out
+
+        def next_logits(new: torch.Tensor | None) -> torch.Tensor:
+            nonlocal decoded
+            if new is not None:
+                decoded = torch.cat((decoded, new), dim=1)
+            step = decoded[:, -1:] if cache is not None else decoded  # cached: only the newest token runs
+            return self.decode(step, memory, attention_mask, cache)[:, -1]  # (B, V)
+
+        return decode_tokens(next_logits, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                             stop_ids=stop_ids, generator=generator)
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,8 +1,9 @@
-"""finetune: start from the pretrained decoder, add a task head, train on a downstream task.
+"""finetune: start from a pretrained model of any family, add a task head, train on a downstream task.
 
 One run per task (`--set task=classification`); dvc.yaml fans out over `tasks`.
-Inputs : data/ingest/tasks/<task>/{train,val}.parquet, data/pretrain/model.pt, tokenizer
-Outputs: data/finetune/<task>/model.pt + manifest.json; registered as llm-pipeline-<task>
+Inputs : <tasks_dir>/<task>/{train,val}.parquet, the `pretrained` model file, its `tokenizer`
+Outputs: <output_root>/<task>/model.pt + manifest.json; registered as <register_prefix><task>
+The loss is the task's objective, run by the same TrainingModule and Trainer as pretraining.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ import lightning as L
 from pydantic import Field
 from torch.utils.data import DataLoader
 
-from llm_pipeline.checkpoints import check_tokenizer, load_lm, save_classifier
+from llm_pipeline.checkpoints import check_tokenizer, load_pretrained, save_classifier
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data.task_data import build_classification_dataset, load_task_split
-from llm_pipeline.data.text_classification import collate_classification
-from llm_pipeline.data.tokenizer import eot_id, load_tokenizer
+from llm_pipeline.data.loaders.classification import collate_classification
+from llm_pipeline.data.loaders.classification import build_classification_dataset
+from llm_pipeline.data.tasks.loading import load_task_split
+from llm_pipeline.data.tokenization.tokenizer import eot_id, load_tokenizer
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json
+from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.stages.base import StageResult
-from llm_pipeline.training.classifier_module import ClassifierModule
+from llm_pipeline.training.module import TrainingModule
+from llm_pipeline.training.objectives import SequenceClassification
 from llm_pipeline.training.optim import OptimConfig
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
@@ -37,8 +41,8 @@ class FinetuneConfig(StageConfig):
     tasks: list[str] = Field(default_factory=lambda: ["classification"])  # dvc.yaml fans out over these
     task: str | None = None                                   # the one this run trains
     tasks_dir: str = "data/ingest/tasks"
-    pretrained: str = "data/pretrain/gpt/model.pt"
-    tokenizer: str = "data/tokenize/bpe/tokenizer.json"
+    pretrained: str                                           # a pretrain stage's model.pt (any family)
+    tokenizer: str                                            # the tokenizer.json that model was trained with
     output_root: str = "data/finetune"                        # writes <output_root>/<task>/
     max_len: int = Field(128, gt=0, description="tokens kept from the head of each text")
     batch_size: int = Field(32, gt=0)
@@ -54,15 +58,15 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
         raise PipelineError("finetune: no task given; use --set task=<name> (one of params 'tasks')")
     if task not in SUPPORTED_TASKS:
         raise PipelineError(f"finetune: task {task!r} is not supported yet (supported: {SUPPORTED_TASKS})")
-    backbone, lm_meta = load_lm(cfg.pretrained)
+    L.seed_everything(cfg.trainer.seed, workers=True)  # before the head is built: its init draws from it
+    backbone, lm_meta = load_pretrained(cfg.pretrained)
     tokenizer_sha = check_tokenizer(cfg.tokenizer, lm_meta["tokenizer_sha256"], f"the model {cfg.pretrained}")
     tokenizer = load_tokenizer(cfg.tokenizer)
-    L.seed_everything(cfg.trainer.seed, workers=True)
 
     train_df = load_task_split(cfg.tasks_dir, task, "train", ("text", "label"))
     val_df = load_task_split(cfg.tasks_dir, task, "val", ("text", "label"))
     labels = sorted(train_df["label"].unique())
-    max_len = min(cfg.max_len, backbone.config.block_size)
+    max_len = min(cfg.max_len, backbone.config.max_seq_len or cfg.max_len)
     train_set, _ = build_classification_dataset(tokenizer, train_df, labels, max_len)
     val_set, val_unknown = build_classification_dataset(tokenizer, val_df, labels, max_len)
     collate = functools.partial(collate_classification, pad_id=eot_id(tokenizer))
@@ -70,8 +74,8 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, collate_fn=collate)
 
     optim = cfg.optim.for_run(cfg.trainer.max_steps)
-    module = ClassifierModule(backbone.config, len(labels), optim, cfg.head_dropout)
-    module.classifier.backbone.load_state_dict(backbone.state_dict())
+    classifier = SequenceClassifier(backbone.train(), len(labels), cfg.head_dropout)
+    module = TrainingModule(classifier, SequenceClassification(), optim)
 
     out = Path(cfg.output_root) / task
     logger = tracker.lightning_logger()
@@ -79,7 +83,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
     with atomic_path(out) as tmp:
         trainer = build_trainer(cfg.trainer, tmp, loggers=[logger] if logger else [])
         trainer.fit(module, train_loader, val_loader)
-        model = module.classifier.cpu().eval()
+        model = classifier.cpu().eval()
         save_classifier(tmp / "model.pt", model, labels, max_len, tokenizer_sha)
         metrics = {
             "val/loss": float(trainer.callback_metrics["val/loss"]),
@@ -97,7 +101,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
             outputs={"model": "model.pt"}, counts=metrics,
             extra={"labels": labels, "tokenizer_sha256": tokenizer_sha, "mlflow_run_id": tracker.run_id}))
 
-    tracker.set_tags({"task": task, "model.family": "gpt", "tokenizer_sha256": tokenizer_sha})
+    tracker.set_tags({"task": task, "model.family": lm_meta["family"], "tokenizer_sha256": tokenizer_sha})
     version = tracker.register_model(model, f"{cfg.register_prefix}{task}",
                                      description=f"{task}: {len(labels)} labels, val acc {metrics['val/acc']:.3f}")
     return StageResult(metrics=metrics, report={"labels": labels, "version": version},

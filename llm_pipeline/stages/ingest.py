@@ -11,44 +11,29 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
-from tqdm.auto import tqdm
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data import apt_sources, bible, debian
-from llm_pipeline.data.cleaning import SAMPLE_CHARS, Document, QuarantineRow, doc_id
-from llm_pipeline.data.corpus import SplitSpec, build_corpus, eval_copies_in_train
-from llm_pipeline.data.dedup import NearDupOptions
-from llm_pipeline.data.mixing import apply_weights, weighted_counts
-from llm_pipeline.data.sources import (FileSourceConfig, HFDatasetSourceConfig, OnError, SourceData,
-                                       SourceOptions, load_files, load_hf_dataset, source_name)
-from llm_pipeline.data.splits import SPLITS, unit_interval
-from llm_pipeline.data.tasks import BuiltTasks, TasksConfig, build_tasks, check_leakage, write_task
+from llm_pipeline.data.corpus.build import SplitSpec, build_corpus, eval_copies_in_train
+from llm_pipeline.data.corpus.dedup import NearDupOptions
+from llm_pipeline.data.corpus.mixing import apply_weights, weighted_counts
+from llm_pipeline.data.corpus.splits import SPLITS
+from llm_pipeline.data.records import SAMPLE_CHARS, Document, QuarantineRow, doc_id
+from llm_pipeline.data.sources.registry import (BibleSourceConfig, DebianSourceConfig, LoadContext, OnError,
+                                                SourceConfig, SourceData, load_source, source_name)
+from llm_pipeline.data.tasks.base import write_task
+from llm_pipeline.data.tasks.build import BuiltTasks, TasksConfig, build_tasks, check_leakage
 from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json
 from llm_pipeline.stages.base import StageResult
 
 log = logging.getLogger(__name__)
-
-
-class DebianSourceConfig(SourceOptions):
-    kind: Literal["debian_descriptions"]
-    max_records: int | None = Field(None, ge=1)  # hash-sampled descriptions; null = all (~61k)
-
-
-class BibleSourceConfig(SourceOptions):
-    kind: Literal["bible_web"]
-    max_records: int | None = Field(None, ge=1)  # first N chapters in book order; null = all
-
-
-SourceConfig = Annotated[Union[DebianSourceConfig, BibleSourceConfig, FileSourceConfig,
-                               HFDatasetSourceConfig], Field(discriminator="kind")]
 
 
 class CleaningConfig(StageConfig):
@@ -111,43 +96,15 @@ class IngestConfig(StageConfig):
         return self
 
 
-def _index_streams(paths: list[Path]) -> Iterator:
-    for path in paths:
-        with apt_sources.open_index(path) as stream:
-            yield stream
-
-
-def load_debian(src: DebianSourceConfig, cfg: IngestConfig) -> SourceData:
-    files = apt_sources.fetch_index_files(cfg.cache_dir, refresh=cfg.refresh)
-    records, dropped = debian.read_descriptions(_index_streams(files.packages),
-                                                _index_streams(files.translations))
-    kept = records
-    if src.max_records is not None and len(records) > src.max_records:
-        # a hash-ordered sample: the files are alphabetical, so the first N would be all "lib*"
-        chosen = set(sorted(range(len(records)),
-                            key=lambda i: unit_interval(records[i].md5, cfg.split.seed))[:src.max_records])
-        kept = [r for i, r in enumerate(records) if i in chosen]
-    docs = [Document(debian.SOURCE_NAME, r.package, r.long_description) for r in kept]
-    return SourceData(debian.SOURCE_NAME, docs, [*files.packages, *files.translations], dropped,
-                      kept, sampled_out=len(records) - len(kept))
-
-
-def load_bible(src: BibleSourceConfig, cfg: IngestConfig) -> SourceData:
-    deb = apt_sources.fetch_deb(bible.DEB_PACKAGE, cfg.cache_dir, refresh=cfg.refresh)
-    root = apt_sources.extract_deb(deb, Path(cfg.cache_dir) / bible.DEB_PACKAGE, refresh=cfg.refresh)
-    chapters = tqdm(bible.iter_chapters(root / "usr/share/sword"), desc="read bible",
-                    unit="chapter", disable=not cfg.progress)
-    docs = [d for _, d in zip(range(src.max_records or 10**9), chapters)]
-    return SourceData(bible.SOURCE_NAME, docs, [deb])
-
-
-def load_source(src: Any, cfg: IngestConfig) -> SourceData:
-    log.info("reading source %s", source_name(src))
-    if isinstance(src, FileSourceConfig):
-        return load_files(src, cfg.on_error, cfg.cleaning.max_record_bytes)
-    if isinstance(src, HFDatasetSourceConfig):
-        return load_hf_dataset(src, cfg.on_error, cfg.cleaning.max_record_bytes)
-    return {"debian_descriptions": load_debian, "bible_web": load_bible}[src.kind](src, cfg)
+def load_sources(cfg: IngestConfig) -> list[SourceData]:
+    """Every configured source, through the source registry (file readers stream lazily)."""
+    ctx = LoadContext(cfg.cache_dir, cfg.refresh, cfg.progress, cfg.on_error,
+                      cfg.cleaning.max_record_bytes, cfg.split.seed)
+    loaded = []
+    for src in cfg.sources:
+        log.info("reading source %s", source_name(src))
+        loaded.append(load_source(src, ctx))
+    return loaded
 
 
 def _write_table(path: Path, columns: dict[str, list[str]]) -> None:
@@ -160,7 +117,7 @@ def _columns(rows: Iterable[Any], names: list[str]) -> dict[str, list[str]]:
 
 
 def run(cfg: IngestConfig, tracker: Any = None) -> StageResult:
-    loaded = [load_source(src, cfg) for src in cfg.sources]    # file readers stream lazily
+    loaded = load_sources(cfg)
     sp, cl, dd = cfg.split, cfg.cleaning, cfg.dedup
     built = build_corpus(loaded, min_chars=cl.min_chars, max_chars=cl.max_chars, markup=cl.strip_markup,
                          split=SplitSpec(sp.val_fraction, sp.test_fraction, sp.seed),

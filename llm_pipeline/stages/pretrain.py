@@ -1,4 +1,4 @@
-"""pretrain: pretrain one model family (gpt | bert | t5) with the one Lightning engine; register it.
+"""pretrain: pretrain one model family (any in llm_pipeline.registry) with the one Lightning engine; register it.
 
 One run per family (`--set family=gpt`); dvc.yaml fans out over the `families` mapping.
 Inputs : data/tokenize/<tokenizer>/ (shards, tokenizer.json, manifest); bert also reads
@@ -16,30 +16,36 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import lightning as L
-from pydantic import Field
+import torch.nn as nn
+from pydantic import Field, field_validator
+from torch.utils.data import DataLoader
 
 from llm_pipeline.checkpoints import check_tokenizer, save_pretrained
 from llm_pipeline.config import StageConfig
+from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
+from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.io import MANIFEST_NAME, build_manifest, describe_inputs, write_json
+from llm_pipeline.io import MANIFEST_NAME, build_manifest, describe_inputs, read_manifest, write_json
+from llm_pipeline.models.checks import check_config_seq_len
+from llm_pipeline.registry import FAMILIES, FamilySpec, get_family
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.tracking import is_global_rank_zero
 from llm_pipeline.training.callbacks import LossCurveWriter
-from llm_pipeline.training.families import FamilyDataConfig, build_pretrain_setup
+from llm_pipeline.training.module import TrainingModule
+from llm_pipeline.training.objectives import Objective
 from llm_pipeline.training.optim import OptimConfig
-from llm_pipeline.training.pretrain_module import PretrainModule
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 log = logging.getLogger(__name__)
-Family = Literal["gpt", "bert", "t5"]
 
 
-class ModelSpec(StageConfig):
-    preset: str = "small-cpu"     # a name from llm_pipeline/models/presets.py
+class ModelChoice(StageConfig):
+    preset: str = "small-cpu"     # a name from the family's presets (e.g. GPT_PRESETS in models/gpt.py)
     overrides: dict[str, int | float | bool | str] = Field(default_factory=dict)  # e.g. {n_layer: 6}
 
 
@@ -47,19 +53,62 @@ class FamilyConfig(StageConfig):
     """Everything one family's pretraining run needs; each family has its own block in params."""
 
     tokenizer: str                                  # folder name under tokenize_root: bpe | wordpiece | unigram
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    data: FamilyDataConfig = Field(default_factory=FamilyDataConfig)
+    model: ModelChoice = Field(default_factory=ModelChoice)
+    data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     register_as: str | None = None                  # MLflow registered model; default llm-pipeline-<family>
 
 
 class PretrainConfig(StageConfig):
-    families: dict[Family, FamilyConfig]            # dvc.yaml runs one stage per key
-    family: Family | None = None                    # the one this run trains
+    families: dict[str, FamilyConfig]               # dvc.yaml runs one stage per key (registry names)
+    family: str | None = None                       # the one this run trains
     tokenize_root: str = "data/tokenize"
     output_root: str = "data/pretrain"              # writes <output_root>/<family>/
     plots_dir: str = "reports/plots"
+
+    @field_validator("families")
+    @classmethod
+    def _registered(cls, families: dict[str, FamilyConfig]) -> dict[str, FamilyConfig]:
+        unknown = [name for name in families if name not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown model families {unknown}; known families: {', '.join(FAMILIES)}")
+        return families
+
+
+@dataclass
+class PretrainSetup:
+    model: nn.Module
+    objective: Objective
+    train_loader: DataLoader
+    val_loader: DataLoader
+    seq_len: int  # tokens per input sequence (gpt window, bert pair, t5 encoder input)
+    tokenizer_manifest: dict[str, Any]
+
+
+def build_pretrain_setup(spec: FamilySpec, tokenizer_dir: str | Path, fam: FamilyConfig) -> PretrainSetup:
+    """Model, objective and loaders for one family from `<tokenizer_dir>/{manifest.json, tokenizer.json, *.bin}`.
+
+    Everything a user can get wrong (tokenizer kind, vocab size, sequence length, missing
+    sentinels or special tokens) fails here with a PipelineError, before any training starts.
+    """
+    tokenizer_dir = Path(tokenizer_dir)
+    manifest = read_manifest(tokenizer_dir)
+    kind = manifest.get("tokenizer_kind")
+    if kind is not None and kind != spec.tokenizer_kind:
+        raise PipelineError(f"{tokenizer_dir / MANIFEST_NAME}: tokenizer_kind is {kind!r}, but {spec.name} "
+                            f"pretrains with a {spec.tokenizer_kind!r} tokenizer")
+    overrides = dict(fam.model.overrides)
+    if "vocab_size" in overrides and overrides.pop("vocab_size") != manifest["vocab_size"]:
+        raise PipelineError(f"{spec.name} model override vocab_size does not match the tokenizer's "
+                            f"vocab_size {manifest['vocab_size']}; leave it out, it is taken from the tokenizer")
+    corpus = TokenizedCorpus(tokenizer_dir, manifest, load_tokenizer(tokenizer_dir / "tokenizer.json"))
+    fixed = spec.tokenizer_fields(corpus.tokenizer, str(corpus.tokenizer_path))
+    model = spec.build_model(fam.model.preset, manifest["vocab_size"], **{**fixed, **overrides})
+    seq_len = spec.seq_len(model.config, fam.data.seq_len)
+    check_config_seq_len(model.config, seq_len, "data.seq_len")
+    train, val = spec.build_loaders(corpus, fam.data, seq_len)
+    return PretrainSetup(model, spec.objective(), train, val, seq_len, manifest)
 
 
 def run(cfg: PretrainConfig, tracker) -> StageResult:
@@ -71,12 +120,12 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
                             f"(configured: {', '.join(cfg.families)})")
     fam = cfg.families[family]
     tokenizer_dir = Path(cfg.tokenize_root) / fam.tokenizer
-    setup = build_pretrain_setup(family, tokenizer_dir, fam.model.preset, fam.model.overrides, fam.data)
+    L.seed_everything(fam.trainer.seed, workers=True)  # before the model is built: its init draws from it
+    setup = build_pretrain_setup(get_family(family), tokenizer_dir, fam)
     shards = setup.tokenizer_manifest
     tokenizer_sha = check_tokenizer(tokenizer_dir / "tokenizer.json", shards["tokenizer_sha256"],
                                     f"the token shards in {tokenizer_dir}")
-    L.seed_everything(fam.trainer.seed, workers=True)
-    module = PretrainModule(setup.model, setup.objective, fam.optim.for_run(fam.trainer.max_steps))
+    module = TrainingModule(setup.model, setup.objective, fam.optim.for_run(fam.trainer.max_steps))
 
     out = Path(cfg.output_root) / family
     staging = out.with_name(f".{out.name}.partial")  # same name on every rank; renamed when done
@@ -93,7 +142,7 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
         return StageResult(metrics={})
 
     model = module.model.cpu().eval()
-    save_pretrained(staging / "model.pt", family, model, tokenizer_sha)
+    save_pretrained(staging / "model.pt", model, tokenizer_sha)
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics = {**val, "params": sum(p.numel() for p in model.parameters()), "steps": trainer.global_step,
                "seq_len": setup.seq_len, "train_seconds": seconds}

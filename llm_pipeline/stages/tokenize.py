@@ -21,9 +21,9 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data.shards import encode_chunks, iter_documents, load_shard, token_dtype, write_shard
-from llm_pipeline.data.tokenizer import (TokenizerSpec, separator_token, special_tokens, token_id,
-                                         train_tokenizer)
+from llm_pipeline.data.tokenization.shards import encode_chunks, iter_documents, load_shard, token_dtype, write_shard
+from llm_pipeline.data.tokenization.tokenizer import (TokenizerSpec, separator_token, special_tokens, token_id,
+                                                      train_tokenizer)
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import (MANIFEST_NAME, atomic_path, build_manifest, describe_inputs,
                              read_manifest, sha256_file, write_json)

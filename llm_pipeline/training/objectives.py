@@ -1,8 +1,10 @@
-"""Pretraining objectives: what one batch costs (loss), what it is worth (metrics, tokens, FLOPs).
+"""Objectives: every loss of the pipeline, pretraining and fine-tuning alike.
 
-The training loop (PretrainModule) is the same for every family; an objective is the only
-family-specific piece. `compute` returns the loss to minimize and named metrics, each with
-the weight it carries in a validation mean (tokens for a per-token loss, pairs for NSP).
+The training loop (TrainingModule) is the same for every family and task; an objective is the
+only model-specific piece. `compute` runs the model, returns the loss to minimize and named
+metrics, each with the weight it carries in a validation mean (tokens for a per-token loss,
+pairs or examples for a sequence-level one). Models return logits (ModelOutput); the losses
+live here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llm_pipeline.models.blocks import IGNORE_INDEX
-from llm_pipeline.training.throughput import compute_transformer_flops
 
 Metrics = dict[str, tuple[torch.Tensor, torch.Tensor | int]]  # name -> (batch mean, weight)
 
@@ -32,14 +33,17 @@ class Objective:
         raise NotImplementedError
 
     def count_flops(self, model: nn.Module, batch: Any) -> float:
-        """Model FLOPs of forward + backward on this batch (see llm_pipeline.training.throughput)."""
-        seq_len = _first_tensor(batch).size(-1)
-        return compute_transformer_flops(_num_params(model), model.config.n_layer, model.config.n_embd,
-                                         seq_len, self.count_tokens(batch))
+        """Model FLOPs of forward + backward on this batch; the model counts them (`model.count_flops`)."""
+        return model.count_flops(self.count_tokens(batch), _first_tensor(batch).size(-1))
 
     def summarize(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Validation metrics from the weighted means: adds ppl = exp(loss) by default."""
         return {**means, "ppl": _exp(means["loss"])}
+
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (..., V) against targets (...), skipping IGNORE_INDEX."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 class CausalLM(Objective):
@@ -49,7 +53,7 @@ class CausalLM(Objective):
 
     def compute(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, Metrics]:
         x, y = batch  # (B, T), (B, T)
-        _, loss = model(x, y)
+        loss = token_cross_entropy(model(x).logits, y)
         return loss, {"loss": (loss, (y != IGNORE_INDEX).sum())}
 
     def count_tokens(self, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
@@ -67,16 +71,17 @@ class MaskedLMWithNSP(Objective):
     metric_names = ("loss", "mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc")
 
     def compute(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Metrics]:
-        mlm_logits, nsp_logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
         labels = batch["mlm_labels"]  # (B, T), IGNORE_INDEX except at masked positions
-        picked = labels != IGNORE_INDEX
-        mlm_logits = mlm_logits[picked]  # (M, V): only masked positions are scored
-        mlm_loss = F.cross_entropy(mlm_logits, labels[picked]) if len(mlm_logits) else mlm_logits.sum()
+        picked = labels != IGNORE_INDEX  # (B, T)
+        out = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], mlm_positions=picked)
+        mlm_logits, targets = out.logits, labels[picked]  # (M, V), (M,): only masked positions are scored
+        mlm_loss = F.cross_entropy(mlm_logits, targets) if len(targets) else mlm_logits.sum()
+        nsp_logits = out.sequence_logits  # (B, 2)
         nsp_loss = F.cross_entropy(nsp_logits, batch["nsp_label"])
         loss = mlm_loss + nsp_loss
         n_masked, n_pairs = picked.sum(), len(nsp_logits)
         with torch.no_grad():
-            mlm_acc = (mlm_logits.argmax(-1) == labels[picked]).float().sum() / n_masked.clamp(min=1)
+            mlm_acc = (mlm_logits.argmax(-1) == targets).float().sum() / n_masked.clamp(min=1)
             nsp_acc = (nsp_logits.argmax(-1) == batch["nsp_label"]).float().mean()
         return loss, {"loss": (loss, n_pairs), "mlm_loss": (mlm_loss, n_masked), "mlm_acc": (mlm_acc, n_masked),
                       "nsp_loss": (nsp_loss, n_pairs), "nsp_acc": (nsp_acc, n_pairs)}
@@ -96,7 +101,8 @@ class SpanCorruption(Objective):
 
     def compute(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Metrics]:
         labels = batch["labels"]  # (B, J)
-        logits, loss = model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"], labels)
+        logits = model(batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"]).logits  # (B, J, V)
+        loss = token_cross_entropy(logits, labels)
         real = labels != IGNORE_INDEX
         with torch.no_grad():
             acc = (logits.argmax(-1)[real] == labels[real]).float().mean()
@@ -106,20 +112,39 @@ class SpanCorruption(Objective):
         return int(batch["attention_mask"].sum()) + int((batch["labels"] != IGNORE_INDEX).sum())
 
     def count_flops(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
-        """Encoder tokens pass the encoder; target tokens the decoder and the LM head."""
-        cfg = model.config
-        encoder = compute_transformer_flops(_num_params(model.encoder), cfg.n_layer, cfg.n_embd,
-                                            batch["input_ids"].size(1), int(batch["attention_mask"].sum()))
-        # decoder attention: self over the target (J) plus cross over the input (I)
-        seq_len = batch["labels"].size(1) + batch["input_ids"].size(1)
-        decoder = compute_transformer_flops(_num_params(model.decoder) + cfg.vocab_size * cfg.n_embd,
-                                            cfg.n_decoder_layer or cfg.n_layer, cfg.n_embd, seq_len,
-                                            int((batch["labels"] != IGNORE_INDEX).sum()))
-        return encoder + decoder
+        labels = batch["labels"]
+        return model.count_flops(int(batch["attention_mask"].sum()), batch["input_ids"].size(1),
+                                 int((labels != IGNORE_INDEX).sum()), labels.size(1))
 
 
-def _num_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+class SequenceClassification(Objective):
+    """Fine-tuning a SequenceClassifier: cross-entropy over labels. Metrics: loss, acc (per example).
+
+    Batches are (input_ids (B, T) right-padded, lengths (B,), labels (B,)).
+    """
+
+    name = "classification"
+    metric_names = ("loss", "acc")
+
+    def compute(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+                ) -> tuple[torch.Tensor, Metrics]:
+        input_ids, lengths, labels = batch
+        logits = model(input_ids, lengths_to_mask(lengths, input_ids.size(1))).logits  # (B, K)
+        loss = F.cross_entropy(logits, labels)
+        with torch.no_grad():
+            acc = (logits.argmax(-1) == labels).float().mean()
+        return loss, {"loss": (loss, len(labels)), "acc": (acc, len(labels))}
+
+    def count_tokens(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> int:
+        return int(batch[1].sum())
+
+    def summarize(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return dict(means)  # exp(loss) means nothing for a label loss
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Lengths (B,) of right-padded rows -> attention mask (B, max_len), 1 on real tokens."""
+    return (torch.arange(max_len, device=lengths.device)[None] < lengths[:, None]).long()
 
 
 def _first_tensor(batch: Any) -> torch.Tensor:

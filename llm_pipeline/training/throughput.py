@@ -1,8 +1,8 @@
 """Training throughput (tokens/s) and model FLOPs utilization (MFU), logged by a callback.
 
-MFU = model FLOPs per second / the device's peak. Model FLOPs count the useful work only
-(6 per parameter per token for forward + backward, plus attention), not recomputation or
-padding, so MFU compares fairly across implementations (PaLM, appendix B).
+MFU = model FLOPs per second / the device's peak; each model counts its FLOPs itself
+(llm_pipeline.models.flops). Named apart from Lightning's own ThroughputMonitor, which
+counts samples and needs a FLOPs function per batch.
 """
 
 from __future__ import annotations
@@ -36,17 +36,11 @@ def lookup_peak_flops(device_name: str) -> float | None:
     return None
 
 
-def compute_transformer_flops(n_params: int, n_layer: int, n_embd: int, seq_len: int, tokens: int) -> float:
-    """Forward + backward FLOPs for `tokens` tokens: 6 per parameter per token (2 forward, 4
-    backward) plus attention scores and weighted sum, 12 * n_layer * n_embd * seq_len per token."""
-    return tokens * (6 * n_params + 12 * n_layer * n_embd * seq_len)
-
-
-class ThroughputMonitor(Callback):
+class TokenThroughputMonitor(Callback):
     """Log train/tokens_per_sec (and train/mfu on a known GPU) every `every_n_steps` optimizer steps.
 
     The LightningModule says what a batch is worth through `count_tokens(batch)` and
-    `count_flops(batch)` (PretrainModule has both; for a module without them this logs
+    `count_flops(batch)` (TrainingModule has both; for a module without them this logs
     nothing). The clock covers data loading, forward, backward and optimizer steps, but not
     validation.
     """

@@ -7,17 +7,38 @@ checkpoints (every N steps and at the last step) and logs throughput.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import lightning as L
+import torch
+from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from llm_pipeline.config import StageConfig
+from llm_pipeline.errors import PipelineError
 from llm_pipeline.training.callbacks import CompileModel
-from llm_pipeline.training.throughput import ThroughputMonitor
+from llm_pipeline.training.throughput import TokenThroughputMonitor
+
+
+def known_accelerators() -> list[str]:
+    """Names Lightning's Trainer takes for `accelerator` (whether or not this machine has one)."""
+    return ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+
+
+def known_strategies() -> list[str]:
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    return ["auto", *StrategyRegistry.available_strategies()]
+
+
+def known_precisions() -> list[str]:
+    return [*get_args(_PRECISION_INPUT_STR), *get_args(_PRECISION_INPUT_STR_ALIAS)]
 
 
 class TrainerConfig(StageConfig):
@@ -40,6 +61,97 @@ class TrainerConfig(StageConfig):
     enable_progress_bar: bool = True
     deterministic: bool = False
 
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, value: str) -> str:
+        if value not in known_accelerators():
+            raise ValueError(f"trainer.accelerator {value!r} is not one Lightning knows; "
+                             f"use one of {', '.join(known_accelerators())}")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value.lower() not in known_strategies():
+            raise ValueError(f"trainer.strategy {value!r} is not one Lightning knows; "
+                             f"use one of {', '.join(known_strategies())}")
+        return value
+
+    @field_validator("precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        if value not in known_precisions():
+            raise ValueError(f"trainer.precision {value!r} is not one Lightning takes; "
+                             f"use one of {', '.join(known_precisions())}")
+        return value
+
+    @model_validator(mode="after")
+    def _validation_runs(self) -> TrainerConfig:
+        if self.max_steps < self.val_check_interval:
+            raise ValueError(
+                f"trainer.max_steps ({self.max_steps}) is less than trainer.val_check_interval "
+                f"({self.val_check_interval}), so no validation would run; set trainer.val_check_interval "
+                f"to at most {self.max_steps}")
+        return self
+
+
+def available_devices(accelerator: str) -> int | None:
+    """How many devices `accelerator` has on this machine (None: not counted here, e.g. tpu)."""
+    cuda = torch.cuda.device_count()
+    mps = int(torch.backends.mps.is_available())
+    if accelerator == "cpu":
+        return os.cpu_count() or 1
+    if accelerator == "cuda":
+        return cuda
+    if accelerator == "mps":
+        return mps
+    if accelerator == "gpu":
+        return cuda or mps
+    if accelerator == "auto":  # Lightning's pick: cuda, then mps, then cpu
+        return cuda or mps or os.cpu_count() or 1
+    return None
+
+
+def check_hardware(cfg: TrainerConfig) -> None:
+    """Refuse, before any Trainer or process group exists, hardware this machine lacks.
+
+    The names (accelerator, strategy, precision) are checked when the config loads; the
+    device count depends on the machine the stage runs on, so it is checked here.
+    """
+    for key, value, known in (("accelerator", cfg.accelerator, known_accelerators()),
+                              ("strategy", cfg.strategy.lower(), known_strategies()),
+                              ("precision", cfg.precision, known_precisions())):
+        if value not in known:  # a config built with model_construct skips the validators
+            raise PipelineError(f"trainer.{key} {value!r} is not one Lightning takes; use one of {', '.join(known)}")
+    have = available_devices(cfg.accelerator)
+    if have is None:
+        return
+    if have == 0:
+        raise PipelineError(f"trainer.accelerator {cfg.accelerator!r}: this machine has no {cfg.accelerator} device; "
+                            f"use trainer.accelerator=cpu (or auto)")
+    devices = cfg.devices
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            return
+        try:
+            devices = int(text)
+        except ValueError:
+            ids = [part for part in text.split(",") if part.strip()]
+            if not ids or not all(part.strip().isdigit() for part in ids):
+                raise PipelineError(f"trainer.devices {cfg.devices!r}: expected a count, -1 (all), 'auto' "
+                                    "or a comma-separated list of device indices") from None
+            top = max(int(part) for part in ids)
+            if top >= have:
+                raise PipelineError(f"trainer.devices {cfg.devices!r}: device index {top}, but the {cfg.accelerator} "
+                                    f"accelerator has only {have} device(s) on this machine") from None
+            return
+    if devices == 0 or devices < -1:
+        raise PipelineError(f"trainer.devices {cfg.devices!r}: expected a positive count, -1 (all) or 'auto'")
+    if devices > have:
+        raise PipelineError(f"trainer.devices {cfg.devices!r}: the {cfg.accelerator} accelerator has only {have} "
+                            f"device(s) on this machine; use at most {have}, -1 (all) or 'auto'")
+
 
 def build_trainer(
     cfg: TrainerConfig,
@@ -48,6 +160,7 @@ def build_trainer(
     callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
     """A Trainer that checkpoints into `<default_root_dir>/checkpoints` (keeping `last.ckpt`)."""
+    check_hardware(cfg)
     checkpoint = FinalStepCheckpoint(
         dirpath=Path(default_root_dir) / "checkpoints",
         save_last=True,
@@ -75,7 +188,7 @@ def build_trainer(
         inference_mode=False,
         default_root_dir=str(default_root_dir),
         logger=list(loggers) if loggers else False,
-        callbacks=[checkpoint, ThroughputMonitor(cfg.log_every_n_steps),
+        callbacks=[checkpoint, TokenThroughputMonitor(cfg.log_every_n_steps),
                    *([CompileModel()] if cfg.compile else []), *callbacks],
     )
 

@@ -12,6 +12,8 @@ from llm_pipeline.errors import PipelineError
 from llm_pipeline.stages.finetune import FinetuneConfig
 
 
+FINETUNE_INPUTS = "pretrained: m.pt\ntokenizer: t.json\n"  # the two paths finetune cannot default
+
 def write(tmp_path, text: str):
     path = tmp_path / "p.yaml"
     path.write_text(text)
@@ -30,16 +32,17 @@ def test_override_without_equals_is_rejected():
 
 def test_unknown_key_is_rejected_by_its_dotted_name(tmp_path):
     with pytest.raises(PipelineError, match=r"unknown key 'trainer.max_stpes'"):
-        load_config(FinetuneConfig, write(tmp_path, "trainer:\n  max_stpes: 5\n"))
+        load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + "trainer:\n  max_stpes: 5\n"))
 
 
 def test_wrong_type_names_the_key_and_value(tmp_path):
     with pytest.raises(PipelineError, match=r"'batch_size'.*got 'many'"):
-        load_config(FinetuneConfig, write(tmp_path, "batch_size: many\n"))
+        load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + "batch_size: many\n"))
 
 
 def test_set_override_reaches_the_config(tmp_path):
-    cfg = load_config(FinetuneConfig, write(tmp_path, "batch_size: 4\n"), ["trainer.devices=2", "task=classification"])
+    cfg = load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + "batch_size: 4\n"),
+                      ["trainer.devices=2", "task=classification"])
     assert (cfg.batch_size, cfg.trainer.devices, cfg.task) == (4, 2, "classification")
 
 
@@ -61,9 +64,31 @@ def test_cli_debug_shows_the_traceback(tmp_path):
 
 
 def test_cli_dry_run_prints_resolved_config(tmp_path, capsys):
-    assert main(["finetune", "--params", str(write(tmp_path, "{}\n")), "--set", "trainer.max_steps=7", "--dry-run"]) == 0
+    params = str(write(tmp_path, FINETUNE_INPUTS))
+    assert main(["finetune", "--params", params, "--set", "trainer.max_steps=700", "--dry-run"]) == 0
     resolved = json.loads(capsys.readouterr().out)
-    assert resolved["trainer"]["max_steps"] == 7 and resolved["max_len"] == 128
+    assert resolved["trainer"]["max_steps"] == 700 and resolved["max_len"] == 128
+
+
+def test_the_help_example_runs(capsys):
+    """The --help epilog's example is a command the CLI accepts (from the repo root, on its params)."""
+    import os
+    import shlex
+    from pathlib import Path
+
+    from llm_pipeline.cli import build_parser
+
+    example = build_parser().epilog.removeprefix("Example: ")
+    argv = shlex.split(example)
+    assert argv[0] == "llm-pipeline"
+    cwd = os.getcwd()
+    os.chdir(Path(__file__).resolve().parents[2])
+    try:
+        assert main(argv[1:]) == 0
+    finally:
+        os.chdir(cwd)
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["families"]["gpt"]["trainer"]["max_steps"] == 500
 
 
 def test_every_params_file_in_the_repo_validates():
@@ -78,11 +103,11 @@ def test_every_params_file_in_the_repo_validates():
 
 def test_yaml_exponent_without_dot_still_becomes_a_float(tmp_path):
     # YAML 1.1 reads 1e-3 as a string; the typed config must still take it as a number
-    cfg = load_config(FinetuneConfig, write(tmp_path, "optim:\n  lr: 1e-3\n"))
+    cfg = load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + "optim:\n  lr: 1e-3\n"))
     assert cfg.optim.lr == 0.001
 
 
 def test_anchor_holder_keys_are_ignored_and_anchors_resolve(tmp_path):
-    text = "_shared: &shared {lr: 0.5}\noptim: {<<: *shared, warmup_steps: 3}\n"
+    text = FINETUNE_INPUTS + "_shared: &shared {lr: 0.5}\noptim: {<<: *shared, warmup_steps: 3}\n"
     cfg = load_config(FinetuneConfig, write(tmp_path, text))
     assert (cfg.optim.lr, cfg.optim.warmup_steps) == (0.5, 3)

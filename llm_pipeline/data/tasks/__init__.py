@@ -1,9 +1,8 @@
-"""Downstream tasks built by ingest: one module per task, `build_tasks` runs the enabled ones."""
+"""Downstream tasks: what ingest builds from the split corpus, and how a stage reads one back.
 
-from llm_pipeline.data.tasks.base import TaskData, task_card, write_task
-from llm_pipeline.data.tasks.build import BUILT_IN, BuiltTasks, TasksConfig, build_tasks, check_leakage
-from llm_pipeline.data.tasks.classification import (Example, build_classification, label_distribution,
-                                                    top_labels)
-
-__all__ = ["BUILT_IN", "BuiltTasks", "Example", "TaskData", "TasksConfig", "build_classification",
-           "build_tasks", "check_leakage", "label_distribution", "task_card", "top_labels", "write_task"]
+One module per task (classification, summarization, translation, qa, nsp, generation, and
+users' own task files in local.py), each with its config and builder; build.py runs the
+enabled ones and checks val/test against the corpus train split (leakage.py); base.py holds
+the task table, its card and its writer; loading.py reads a written split back for the
+training and evaluation stages. Nothing is imported here: import the module you need.
+"""

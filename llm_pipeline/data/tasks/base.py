@@ -16,7 +16,8 @@ from typing import Any, Literal, Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from llm_pipeline.data.splits import SPLITS, assign_split, unit_interval
+from llm_pipeline.data.corpus.splits import SPLITS, assign_split
+from llm_pipeline.data.records import unit_interval
 
 Row = dict[str, Any]
 # What `group` holds. Leakage checks compare the first two against the corpus train split.

@@ -15,12 +15,12 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data import debian
-from llm_pipeline.data.cleaning import Document
-from llm_pipeline.data.splits import SPLITS
+from llm_pipeline.data.corpus.splits import SPLITS
+from llm_pipeline.data.records import Document
+from llm_pipeline.data.sources import debian
 from llm_pipeline.data.tasks.base import SplitParams, TaskData, task_card
 from llm_pipeline.data.tasks.classification import ClassificationConfig, build_classification_task
-from llm_pipeline.data.tasks.generation import GenerationConfig, build_generation_task
+from llm_pipeline.data.tasks.generation import GenerationTaskConfig, build_generation_task
 from llm_pipeline.data.tasks.leakage import OverlapPolicy, build_train_index, count_overlap, drop_overlap
 from llm_pipeline.data.tasks.local import LocalTaskConfig, build_local_task
 from llm_pipeline.data.tasks.nsp import NSPConfig, build_nsp_task
@@ -39,7 +39,7 @@ class TasksConfig(StageConfig):
     translation: TranslationConfig = TranslationConfig()
     qa: QAConfig = QAConfig()
     nsp: NSPConfig = NSPConfig()
-    generation: GenerationConfig = GenerationConfig()
+    generation: GenerationTaskConfig = GenerationTaskConfig()
     local: list[LocalTaskConfig] = Field(default_factory=list)   # users' own task files
     # val/test examples whose input is pretraining train text (or whose group is in train):
     # "drop" removes them (counted in the report), "report" keeps and counts them

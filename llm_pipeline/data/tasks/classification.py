@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data.debian import DebianDescription
-from llm_pipeline.data.splits import unit_interval
+from llm_pipeline.data.records import unit_interval
+from llm_pipeline.data.sources.debian import DebianDescription
 from llm_pipeline.data.tasks.base import TaskData, string_schema
 
 SOURCE = "Debian Packages (Section) + Translation-en (long description), joined on Description-md5"

@@ -12,14 +12,14 @@ import re
 from pydantic import Field
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data.cleaning import Document, doc_id
+from llm_pipeline.data.records import Document, doc_id
 from llm_pipeline.data.tasks.base import Row, TaskData, cap_rows, string_schema
 
 SOURCE = "corpus val/test documents: first prompt_words words -> the next continuation words"
 _WORD = re.compile(r"\S+")
 
 
-class GenerationConfig(StageConfig):
+class GenerationTaskConfig(StageConfig):
     enabled: bool = True
     prompt_words: int = Field(32, ge=1)
     continuation_words: int = Field(64, ge=1)    # at most this many words of the real text
@@ -37,7 +37,7 @@ def cut_document(text: str, prompt_words: int, continuation_words: int,
     return text[:words[prompt_words - 1].end()], text[words[prompt_words].start():last.end()]
 
 
-def build_generation_rows(docs: list[Document], cfg: GenerationConfig) -> list[Row]:
+def build_generation_rows(docs: list[Document], cfg: GenerationTaskConfig) -> list[Row]:
     rows = []
     for d in docs:
         cut = cut_document(d.text, cfg.prompt_words, cfg.continuation_words, cfg.min_continuation_words)
@@ -46,7 +46,7 @@ def build_generation_rows(docs: list[Document], cfg: GenerationConfig) -> list[R
     return rows
 
 
-def build_generation_task(cfg: GenerationConfig, corpus: dict[str, list[Document]], seed: str) -> TaskData:
+def build_generation_task(cfg: GenerationTaskConfig, corpus: dict[str, list[Document]], seed: str) -> TaskData:
     splits = {s: [] if s == "train" else cap_rows(build_generation_rows(docs, cfg), cfg.max_per_split, seed)
               for s, docs in corpus.items()}
     return TaskData("generation", SOURCE, string_schema("prompt", "continuation", "group"), splits,

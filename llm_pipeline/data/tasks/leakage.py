@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from llm_pipeline.data.cleaning import Document, doc_id
+from llm_pipeline.data.records import Document, doc_id
 from llm_pipeline.data.tasks.base import Row, TaskData
 
 HELD_OUT = ("val", "test")

@@ -1,8 +1,9 @@
 """A user's own task data: JSONL or parquet files with named input and target fields.
 
-Declared under `tasks.local` in params/ingest.yaml; read with the same readers as local
-corpus sources (errors name file and line/row), split by a stable hash of the group field
-(default: the input text, so duplicate inputs never straddle splits) with the corpus seed.
+Declared under `tasks.local` in params/ingest.yaml; read through the same entry point as
+local corpus sources, sources/local_files.read_local_files (errors name file and line/row);
+split by a stable hash of the group field (default: the input text, so duplicate inputs
+never straddle splits) with the corpus seed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Literal
 from pydantic import Field
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data.local_files import expand_paths, iter_local_documents
+from llm_pipeline.data.sources.local_files import expand_paths, read_local_files
+from llm_pipeline.data.sources.readers import ReadOptions
 from llm_pipeline.data.tasks.base import Row, SplitParams, TaskData, cap_splits, split_by_hash, string_schema
 from llm_pipeline.errors import PipelineError
 
@@ -36,7 +38,7 @@ def read_local_rows(cfg: LocalTaskConfig, files: list[Path]) -> tuple[list[Row],
     """Rows with the task's columns, and how many were skipped for an empty input/target."""
     fields = [cfg.input_field, cfg.target_field] + ([cfg.group_field] if cfg.group_field else [])
     # one pass per field with the corpus readers; they yield records in the same order
-    streams = [iter_local_documents(files, cfg.format, f"task:{cfg.name}", f) for f in fields]
+    streams = [read_local_files(files, cfg.format, f"task:{cfg.name}", ReadOptions(text_field=f)) for f in fields]
     in_col, out_col = COLUMNS[cfg.kind]
     rows, skipped = [], 0
     for docs in zip(*streams, strict=True):

@@ -16,8 +16,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data.cleaning import Document, doc_id
-from llm_pipeline.data.splits import unit_interval
+from llm_pipeline.data.records import Document, doc_id, unit_interval
 from llm_pipeline.data.tasks.base import Row, TaskData
 
 SOURCE = "corpus documents of each split: consecutive sentences vs a sentence of another document"

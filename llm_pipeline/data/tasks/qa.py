@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data import apt_sources
+from llm_pipeline.data.sources import apt_sources
 from llm_pipeline.data.tasks.base import Row, SplitParams, TaskData, cap_splits, split_by_hash, string_schema
 from llm_pipeline.errors import PipelineError
 

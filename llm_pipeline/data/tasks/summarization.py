@@ -9,8 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data.cleaning import normalize_text
-from llm_pipeline.data.debian import DebianDescription
+from llm_pipeline.data.corpus.cleaning import normalize_text
+from llm_pipeline.data.sources.debian import DebianDescription
 from llm_pipeline.data.tasks.base import TaskData, cap_splits, string_schema
 
 SOURCE = "Debian Translation-en: long description -> synopsis, joined on Description-md5"

@@ -17,9 +17,9 @@ from typing import TextIO
 from pydantic import Field
 
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data import apt_sources
-from llm_pipeline.data.cleaning import normalize_text
-from llm_pipeline.data.debian import DebianDescription, split_description
+from llm_pipeline.data.corpus.cleaning import normalize_text
+from llm_pipeline.data.sources import apt_sources
+from llm_pipeline.data.sources.debian import DebianDescription, split_description
 from llm_pipeline.data.tasks.base import Row, TaskData, cap_rows, empty_splits, string_schema
 from llm_pipeline.errors import PipelineError
 

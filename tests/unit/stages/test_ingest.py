@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from llm_pipeline.config import build_config
-from llm_pipeline.data import apt_sources
+from llm_pipeline.data.sources import apt_sources
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.stages.ingest import IngestConfig, run
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from llm_pipeline.config import load_config
-from llm_pipeline.data.tokenizer import load_tokenizer
+from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import sha256_file
 from llm_pipeline.stages import tokenize

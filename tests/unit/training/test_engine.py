@@ -5,15 +5,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from llm_pipeline.data.token_data import build_lm_dataloaders
-from llm_pipeline.models import IGNORE_INDEX, build_gpt_config
+from llm_pipeline.data.loaders.causal_lm import build_lm_dataloaders
+from llm_pipeline.models import IGNORE_INDEX, ModelOutput
+from llm_pipeline.models.flops import compute_transformer_flops
+from llm_pipeline.registry import build_model
 from llm_pipeline.training.callbacks import CompileModel, LossCurveWriter
-from llm_pipeline.models.gpt import GPT
-from llm_pipeline.training.objectives import CausalLM
+from llm_pipeline.training.module import TrainingModule
+from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP
 from llm_pipeline.training.optim import OptimConfig
-from llm_pipeline.training.pretrain_module import PretrainModule
-from llm_pipeline.training.objectives import MaskedLMWithNSP
-from llm_pipeline.training.throughput import ThroughputMonitor, compute_transformer_flops, lookup_peak_flops
+from llm_pipeline.training.throughput import TokenThroughputMonitor, lookup_peak_flops
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 
@@ -22,7 +22,7 @@ def lm_setup(tmp_path, max_steps):
     np.tile(pattern, 100).tofile(tmp_path / "train.bin")
     np.tile(pattern, 10).tofile(tmp_path / "val.bin")
     loaders = build_lm_dataloaders(tmp_path, "uint16", block_size=16, batch_size=4, samples_per_epoch=200)
-    module = PretrainModule(GPT(build_gpt_config("tiny", vocab_size=10, block_size=16)), CausalLM(),
+    module = TrainingModule(build_model("gpt", "tiny", 10, block_size=16), CausalLM(),
                             OptimConfig(warmup_steps=1, max_steps=max_steps))
     return module, *loaders
 
@@ -50,12 +50,13 @@ def test_steps_count_optimizer_steps_and_the_last_step_is_checkpointed(tmp_path)
 def test_throughput_and_mfu_are_logged_from_the_model_flops(tmp_path):
     module, train, val = lm_setup(tmp_path, max_steps=4)
     trainer = build_trainer(trainer_config(max_steps=4, val_check_interval=4), tmp_path)
-    monitor = next(cb for cb in trainer.callbacks if isinstance(cb, ThroughputMonitor))
+    monitor = next(cb for cb in trainer.callbacks if isinstance(cb, TokenThroughputMonitor))
     monitor.peak_flops = 1e12  # as if on a device from the table
     trainer.fit(module, train, val)
     metrics = trainer.callback_metrics
     cfg = module.model.config
-    flops_per_token = compute_transformer_flops(module.model.num_parameters(), cfg.n_layer, cfg.n_embd, 16, 1)
+    flops_per_token = compute_transformer_flops(module.model.num_parameters(exclude_position_embedding=True),
+                                                cfg.n_layer, cfg.n_embd, 16, 1)
     assert metrics["train/tokens_per_sec"] > 0
     assert float(metrics["train/mfu"]) * 1e12 / float(metrics["train/tokens_per_sec"]) == pytest.approx(
         flops_per_token, rel=1e-3)
@@ -86,10 +87,11 @@ class FixedBert(nn.Module):
 
     def __init__(self, mlm_logits, nsp_logits):
         super().__init__()
-        self.out = (mlm_logits, nsp_logits)
+        self.mlm_logits, self.nsp_logits = mlm_logits, nsp_logits
 
-    def forward(self, input_ids, token_type_ids, attention_mask):
-        return self.out
+    def forward(self, input_ids, token_type_ids, attention_mask, mlm_positions=None):
+        logits = self.mlm_logits if mlm_positions is None else self.mlm_logits[mlm_positions]
+        return ModelOutput(logits, sequence_logits=self.nsp_logits)
 
 
 def test_mlm_nsp_objective_scores_only_masked_positions():

@@ -8,16 +8,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from llm_pipeline.config import build_config
-from llm_pipeline.data.text_classification import TextClassificationDataset, collate_classification
-from llm_pipeline.data.token_data import build_lm_dataloaders
+from llm_pipeline.data.loaders.causal_lm import build_lm_dataloaders
+from llm_pipeline.data.loaders.classification import TextClassificationDataset, collate_classification
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.models import build_gpt_config
+from llm_pipeline.models import SequenceClassifier
+from llm_pipeline.registry import FAMILIES, build_model, get_family
 from llm_pipeline.training.callbacks import LossCurveWriter
-from llm_pipeline.training.classifier_module import ClassifierModule
-from llm_pipeline.models.gpt import GPT
-from llm_pipeline.training.objectives import CausalLM
+from llm_pipeline.training.module import TrainingModule
+from llm_pipeline.training.objectives import CausalLM, SequenceClassification
 from llm_pipeline.training.optim import OptimConfig
-from llm_pipeline.training.pretrain_module import PretrainModule
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 
@@ -32,8 +31,9 @@ def test_lm_module_learns_a_repeating_stream(tmp_path):
     np.tile(pattern, 300).tofile(tmp_path / "train.bin")
     np.tile(pattern, 20).tofile(tmp_path / "val.bin")
     train, val = build_lm_dataloaders(tmp_path, "uint16", block_size=32, batch_size=8, samples_per_epoch=160)
-    config = build_gpt_config("tiny", vocab_size=10, block_size=32)
-    module = PretrainModule(GPT(config), CausalLM(), OptimConfig(lr=3e-3, warmup_steps=5, max_steps=40))
+    gpt = get_family("gpt")
+    config = gpt.build_config("tiny", vocab_size=10, block_size=32)
+    module = TrainingModule(gpt.model_cls(config), CausalLM(), OptimConfig(lr=3e-3, warmup_steps=5, max_steps=40))
     curves = LossCurveWriter(tmp_path / "train.tsv", tmp_path / "val.tsv", every_n_steps=10)
     trainer = build_trainer(quick_trainer_config(max_steps=40, val_check_interval=20), tmp_path, callbacks=[curves])
     before = trainer.validate(module, val, verbose=False)[0]["val/loss"]
@@ -47,13 +47,14 @@ def test_lm_module_learns_a_repeating_stream(tmp_path):
     assert float(rows[-1].split("\t")[1]) < float(rows[1].split("\t")[1])
     val_rows = (tmp_path / "val.tsv").read_text().splitlines()
     assert val_rows[0].split("\t")[:2] == ["step", "val_loss"] and [r.split("\t")[0] for r in val_rows[1:]] == ["0", "20", "40"]  # validate() before fit adds step 0
-    reloaded = PretrainModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt",
-                                                   model=GPT(config), objective=CausalLM())
+    reloaded = TrainingModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt",
+                                                   model=gpt.model_cls(config), objective=CausalLM())
     for name, weight in module.model.state_dict().items():
         assert torch.equal(reloaded.model.state_dict()[name], weight), name
 
 
-def test_classifier_module_separates_a_toy_set(tmp_path):
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_classification_objective_separates_a_toy_set_with_every_family(tmp_path, family):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     # label 1 texts contain token 7 somewhere, label 0 texts never do
@@ -68,12 +69,12 @@ def test_classifier_module_separates_a_toy_set(tmp_path):
     ds = TextClassificationDataset(texts, labels, max_len=16)
     train = DataLoader(ds, batch_size=16, shuffle=True, collate_fn=collate)
     val = DataLoader(ds, batch_size=50, collate_fn=collate)
-    module = ClassifierModule(
-        build_gpt_config("tiny", vocab_size=8, block_size=16), 2, OptimConfig(lr=3e-3, warmup_steps=5, max_steps=100)
-    )
+    classifier = SequenceClassifier(build_model(family, "tiny", 8), 2)
+    module = TrainingModule(classifier, SequenceClassification(), OptimConfig(lr=3e-3, warmup_steps=5, max_steps=100))
     trainer = build_trainer(quick_trainer_config(max_steps=100, val_check_interval=50), tmp_path)
     trainer.fit(module, train, val)
     assert trainer.callback_metrics["val/acc"] > 0.95
+    assert "val/ppl" not in trainer.callback_metrics  # exp(label loss) means nothing
 
 
 def test_trainer_config_rejects_unknown_keys():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from llm_pipeline.models import GPT, build_gpt_config
+from llm_pipeline.registry import build_model
 from llm_pipeline.training.optim import OptimConfig, build_adamw, build_optimizers
 from llm_pipeline.training.schedule import warmup_cosine, warmup_stable_decay
 
@@ -15,7 +15,7 @@ def test_warmup_cosine_values():
 
 
 def test_no_weight_decay_on_biases_norms_embeddings():
-    model = GPT(build_gpt_config("tiny", 40))
+    model = build_model("gpt", "tiny", 40)
     decay, no_decay = build_adamw(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95)).param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
@@ -64,7 +64,7 @@ def test_optim_config_selects_the_schedule():
 
 
 def test_no_weight_decay_on_rmsnorm_of_the_modern_block():
-    model = GPT(build_gpt_config("tiny-modern", 40))
+    model = build_model("gpt", "tiny-modern", 40)
     decay, no_decay = build_adamw(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95)).param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     norms = {n for n, p in model.named_parameters() if p.ndim == 1}

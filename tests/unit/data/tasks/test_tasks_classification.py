@@ -1,8 +1,8 @@
-from llm_pipeline.data.cleaning import Document
-from llm_pipeline.data.debian import DebianDescription
-from llm_pipeline.data.tasks import Example, build_classification
+from llm_pipeline.data.records import Document
+from llm_pipeline.data.sources.debian import DebianDescription
 from llm_pipeline.data.tasks.build import descriptions_by_split
-from llm_pipeline.data.tasks.classification import ClassificationConfig, build_classification_task
+from llm_pipeline.data.tasks.classification import (ClassificationConfig, Example, build_classification,
+                                                    build_classification_task)
 from llm_pipeline.data.tasks.summarization import SummarizationConfig, build_summarization_task
 
 SPLITS = ("train", "val", "test")

@@ -2,13 +2,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from llm_pipeline.data.cleaning import Document, doc_id
-from llm_pipeline.data.tasks import TaskData, TasksConfig, task_card, write_task
-from llm_pipeline.data.tasks.base import string_schema
+from llm_pipeline.config import build_config
+from llm_pipeline.data.records import Document, doc_id
+from llm_pipeline.data.tasks.base import TaskData, string_schema, task_card, write_task
+from llm_pipeline.data.tasks.build import TasksConfig
 from llm_pipeline.data.tasks.leakage import build_train_index, count_overlap
 from llm_pipeline.data.tasks.nsp import SCHEMA as NSP_SCHEMA
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.config import build_config
 
 
 def _task(val, test, group_kind="debian_source"):
@@ -56,8 +56,8 @@ def test_tasks_config_rejects_clashing_local_names():
 
 
 def test_drop_policy_removes_overlapping_held_out_examples_and_reports_them():
-    from llm_pipeline.data.tasks import BuiltTasks, check_leakage
-    from llm_pipeline.data.debian import DebianDescription
+    from llm_pipeline.data.tasks.build import BuiltTasks, check_leakage
+    from llm_pipeline.data.sources.debian import DebianDescription
 
     train = [Document("debian", "pkg1", "Intro.\n\nThis package contains the documentation.")]
     descriptions = [DebianDescription("m1", "pkg1", "src1", "doc", "s", train[0].text)]

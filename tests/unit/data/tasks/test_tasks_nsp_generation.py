@@ -1,5 +1,5 @@
-from llm_pipeline.data.cleaning import Document
-from llm_pipeline.data.tasks.generation import GenerationConfig, build_generation_task, cut_document
+from llm_pipeline.data.records import Document
+from llm_pipeline.data.tasks.generation import GenerationTaskConfig, build_generation_task, cut_document
 from llm_pipeline.data.tasks.nsp import NSPConfig, build_nsp_task, build_pairs, segments
 
 
@@ -48,7 +48,7 @@ def test_generation_cuts_held_out_documents_only():
     assert cut_document(text, 8, 3, 1) is None
     corpus = {s: [Document("s", f"{s}{i}", f"{s} " + "word " * 60) for i in range(3)]
               for s in ("train", "val", "test")}
-    task = build_generation_task(GenerationConfig(prompt_words=10, continuation_words=5), corpus, "s")
+    task = build_generation_task(GenerationTaskConfig(prompt_words=10, continuation_words=5), corpus, "s")
     assert task.splits["train"] == []
     assert len(task.splits["val"]) == 3 and task.splits["test"][0]["prompt"].startswith("test ")
     assert len(task.splits["test"][0]["continuation"].split()) == 5

@@ -1,7 +1,7 @@
 import pytest
 
-from llm_pipeline.data import apt_sources
-from llm_pipeline.data.debian import DebianDescription
+from llm_pipeline.data.sources import apt_sources
+from llm_pipeline.data.sources.debian import DebianDescription
 from llm_pipeline.data.tasks.translation import (TranslationConfig, build_translation_task,
                                                  read_translations, translation_pairs)
 from llm_pipeline.errors import PipelineError

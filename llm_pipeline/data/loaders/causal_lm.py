@@ -1,0 +1,102 @@
+"""Language-model batches from a flat token file written by the tokenize stage.
+
+A token file is a 1-D numpy array on disk (documents concatenated, each ending in the
+end-of-text id). A sample is a window of block_size + 1 tokens: x is the first block_size,
+y the same window shifted by one, so y[t] is the token that follows x[t].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
+from llm_pipeline.errors import PipelineError
+
+
+class TokenWindowDataset(Dataset):
+    """Windows of a memmapped token file.
+
+    The file is cut into chunks of block_size tokens; item i is the window that starts in
+    chunk i % num_windows.
+    random=True (training): the start is jittered by a random 0..block_size-1 tokens, so each
+    epoch sees new alignments; shuffle the loader. Randomness lives in the index order, which
+    the (distributed) sampler gives each rank differently; a bare RNG would hand every DDP rank
+    the same windows, since all ranks are seeded alike. `samples_per_epoch` sets the epoch length
+    (default: one pass over the file).
+    random=False (val/test): the windows share only their boundary token, so every token is
+    predicted exactly once and the result is reproducible.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        dtype: str | np.dtype,
+        block_size: int,
+        random: bool,
+        samples_per_epoch: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.block_size = block_size
+        self.random = random
+        self.num_tokens = _count_tokens(self.path, self.dtype)
+        if self.num_tokens < block_size + 1:
+            raise PipelineError(
+                f"{self.path}: {self.num_tokens} tokens, fewer than block_size + 1 = {block_size + 1}"
+            )
+        self.num_windows = (self.num_tokens - 1) // block_size
+        self.samples_per_epoch = samples_per_epoch or self.num_windows
+        self._tokens: np.memmap | None = None  # opened lazily: a memmap should not be pickled to workers
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch if self.random else self.num_windows
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        window = self.window(index)  # (T + 1,)
+        return window[:-1], window[1:]  # x (T,), y (T,)
+
+    def window(self, index: int) -> torch.Tensor:
+        """The block_size + 1 raw tokens of item `index`, int64."""
+        if self._tokens is None:
+            self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
+        start = (index % self.num_windows) * self.block_size
+        if self.random:
+            jitter = int(torch.randint(self.block_size, (1,)))
+            start = min(start + jitter, self.num_tokens - self.block_size - 1)
+        return torch.from_numpy(self._tokens[start : start + self.block_size + 1].astype(np.int64))
+
+
+def _count_tokens(path: Path, dtype: np.dtype) -> int:
+    if not path.is_file():
+        raise PipelineError(f"{path}: token file not found (run the tokenize stage first)")
+    size = path.stat().st_size
+    if size % dtype.itemsize:
+        raise PipelineError(f"{path}: {size} bytes is not a whole number of {dtype} tokens; wrong dtype?")
+    return size // dtype.itemsize
+
+
+def build_lm_dataloaders(
+    shard_dir: str | Path,
+    dtype: str | np.dtype,
+    block_size: int,
+    batch_size: int,
+    num_workers: int = 0,
+    samples_per_epoch: int | None = None,
+) -> tuple[DataLoader, DataLoader]:
+    """(train, val) loaders over `<shard_dir>/train.bin` (shuffled, jittered) and `val.bin` (sequential)."""
+    shard_dir = Path(shard_dir)
+    train = TokenWindowDataset(shard_dir / "train.bin", dtype, block_size, True, samples_per_epoch)
+    val = TokenWindowDataset(shard_dir / "val.bin", dtype, block_size, False)
+    common = dict(batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
+    return DataLoader(train, shuffle=True, drop_last=True, **common), DataLoader(val, shuffle=False, **common)
+
+
+def build_causal_lm_loaders(corpus: TokenizedCorpus, data: PretrainDataConfig, seq_len: int
+                            ) -> tuple[DataLoader, DataLoader]:
+    """GPT pretraining batches: random windows of the train shard, fixed windows of the val shard."""
+    return build_lm_dataloaders(corpus.folder, corpus.manifest["dtype"], seq_len, data.batch_size,
+                                data.num_workers, data.samples_per_epoch)

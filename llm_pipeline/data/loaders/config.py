@@ -1,0 +1,50 @@
+"""What every pretraining batch builder takes: the data knobs from params and the tokenizer folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader, Dataset
+
+from llm_pipeline.config import StageConfig
+
+
+class PretrainDataConfig(StageConfig):
+    """Data and objective knobs; the defaults are the papers' (BERT: 15% masked; T5: 15% noise, spans of 3)."""
+
+    seq_len: int | None = Field(None, gt=0, description="input length; None: the family's default "
+                                                         "(the model's maximum, t5: 128)")
+    batch_size: int = Field(16, gt=0, description="sequences per device per micro-batch")
+    num_workers: int = Field(0, ge=0)
+    samples_per_epoch: int | None = Field(None, gt=0, description="gpt/t5 training windows per epoch")
+    tasks_dir: str = "data/ingest/tasks"  # bert: the nsp pairs live in <tasks_dir>/nsp/
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    noise_density: float = Field(0.15, gt=0, lt=1)
+    mean_noise_span_length: float = Field(3.0, ge=1)
+    val_seed: int = 0  # validation masks/noise are drawn from this seed, the same every evaluation
+
+
+@dataclass(frozen=True)
+class TokenizedCorpus:
+    """A tokenize stage output folder: `tokenizer.json`, `{train,val,test}.bin` shards, `manifest.json`."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    tokenizer: Tokenizer
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.folder / "tokenizer.json"
+
+    def shard(self, split: str) -> Path:
+        return self.folder / f"{split}.bin"
+
+
+def build_loader(dataset: Dataset, data: PretrainDataConfig, collate, shuffle: bool) -> DataLoader:
+    """Training loaders shuffle and drop the last partial batch; validation loaders keep every example."""
+    return DataLoader(dataset, batch_size=data.batch_size, shuffle=shuffle, drop_last=shuffle, collate_fn=collate,
+                      num_workers=data.num_workers, persistent_workers=data.num_workers > 0)

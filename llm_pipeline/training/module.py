@@ -1,0 +1,63 @@
+"""The one LightningModule of every training stage: a model, an objective, an optimizer config.
+
+Pretraining (any family) and fine-tuning (any task) differ only in the model and the objective
+handed in, so every trainer option (compile, strategy, precision, accumulation) works the same in both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn as nn
+from torchmetrics import MeanMetric
+
+from llm_pipeline.training.objectives import Objective
+from llm_pipeline.training.optim import OptimConfig, build_optimizers
+
+
+class TrainingModule(L.LightningModule):
+    """Logs train/<metric> and train/lr per step, val/<metric> per validation (weighted means
+    over the whole validation set, synced across ranks, then the objective's summary, e.g. ppl).
+
+    The model and objective are objects, not hyperparameters: to restore from a Lightning
+    checkpoint, pass them again: `TrainingModule.load_from_checkpoint(path, model=..., objective=...)`.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, optim: OptimConfig | dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+        self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**optim)
+        self.save_hyperparameters({"objective": objective.name, "optim": self.optim.model_dump()})
+        self.val_metrics = nn.ModuleDict({name: MeanMetric() for name in objective.metric_names})
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss, metrics = self.objective.compute(self.model, batch)
+        for name, (value, _) in metrics.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss")
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        _, metrics = self.objective.compute(self.model, batch)
+        for name, (value, weight) in metrics.items():
+            self.val_metrics[name].update(value, weight=weight)
+
+    def on_validation_epoch_end(self) -> None:
+        means = {name: metric.compute() for name, metric in self.val_metrics.items()}
+        for metric in self.val_metrics.values():
+            metric.reset()
+        for name, value in self.objective.summarize(means).items():
+            self.log(f"val/{name}", value, prog_bar=name == "loss")
+
+    def configure_optimizers(self) -> dict:
+        return build_optimizers(self.model, self.optim)
+
+    # what a batch is worth, for TokenThroughputMonitor
+    def count_tokens(self, batch: Any) -> int:
+        return self.objective.count_tokens(batch)
+
+    def count_flops(self, batch: Any) -> float:
+        return self.objective.count_flops(self.model, batch)
