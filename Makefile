@@ -15,11 +15,13 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test install ui repro clean help
+.PHONY: run test lint format install ui repro clean help
 
 help:
 	@echo "make run    - whole pipeline end to end on the default corpus (~23 min on 2 CPU cores)"
-	@echo "make test   - unit + integration tests"
+	@echo "make test   - lint, then the unit + integration tests"
+	@echo "make lint   - ruff (lint + format check) and mypy on the whole repo"
+	@echo "make format - apply ruff's import order and formatting"
 	@echo "make ui     - MLflow dashboard on http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make repro  - the same pipeline through plain 'dvc repro'"
 
@@ -43,7 +45,16 @@ run: install
 repro: install
 	dvc repro
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff check --select I --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
 	$(PY) -m pytest
 
 ui: install

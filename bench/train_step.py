@@ -36,14 +36,16 @@ import subprocess  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import cast  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from llm_pipeline.data.loaders.masking import MaskingConfig, compute_mlm_masking  # noqa: E402
-from llm_pipeline.data.loaders.span_masking import SpanCorruptionConfig, compute_raw_length, corrupt_spans  # noqa: E402
 from llm_pipeline.data.loaders.span_corruption import collate_span_corruption  # noqa: E402
-from llm_pipeline.models import IGNORE_INDEX  # noqa: E402
+from llm_pipeline.data.loaders.span_masking import SpanCorruptionConfig, compute_raw_length, corrupt_spans  # noqa: E402
+from llm_pipeline.models import BERT, GPT, IGNORE_INDEX, T5  # noqa: E402
+from llm_pipeline.models.base import FamilyModel  # noqa: E402
 from llm_pipeline.models.hf_convert import to_hf_bert, to_hf_gpt, to_hf_t5  # noqa: E402
 from llm_pipeline.registry import build_model, get_family  # noqa: E402
 from llm_pipeline.training.throughput import lookup_peak_flops  # noqa: E402
@@ -63,21 +65,26 @@ def make_batch(family: str, batch: int, seq_len: int, vocab: int, g: torch.Gener
         ids[:, 0], ids[:, half], ids[:, -1] = 2, 3, 3
         types = (torch.arange(seq_len) > half).long().expand(batch, -1).contiguous()
         corrupted, labels = compute_mlm_masking(ids, MaskingConfig(4, vocab, tuple(range(BERT_SPECIALS))), g)
-        return {"input_ids": corrupted, "token_type_ids": types, "attention_mask": torch.ones_like(ids),
-                "mlm_labels": labels, "nsp_label": torch.randint(2, (batch,), generator=g)}
+        return {
+            "input_ids": corrupted,
+            "token_type_ids": types,
+            "attention_mask": torch.ones_like(ids),
+            "mlm_labels": labels,
+            "nsp_label": torch.randint(2, (batch,), generator=g),
+        }
     # t5: span-corrupted windows sized (T5's recipe) so the encoder input is exactly seq_len
     cfg = SpanCorruptionConfig(tuple(range(vocab - 1, vocab - 101, -1)), eos_id=1)
     raw = torch.randint(3, vocab - 100, (batch, compute_raw_length(seq_len)[0]), generator=g)
     return collate_span_corruption([corrupt_spans(row, cfg, g) for row in raw], pad_id=0)
 
 
-def build_pair(family: str, preset: str, vocab: int) -> tuple[nn.Module, nn.Module]:
+def build_pair(family: str, preset: str, vocab: int) -> tuple[FamilyModel, nn.Module]:
     ours = build_model(family, preset, vocab)
     if family == "gpt":  # GPT-2 style -> GPT2LMHeadModel, modern -> LlamaForCausalLM
-        return ours, to_hf_gpt(ours, attn_implementation="sdpa")
+        return ours, to_hf_gpt(cast(GPT, ours), attn_implementation="sdpa")
     if family == "bert":
-        return ours, to_hf_bert(ours, attn_implementation="sdpa")
-    return ours, to_hf_t5(ours)  # T5's relative position bias: HF has eager attention only
+        return ours, to_hf_bert(cast(BERT, ours), attn_implementation="sdpa")
+    return ours, to_hf_t5(cast(T5, ours))  # T5's relative position bias: HF has eager attention only
 
 
 def objective_batch(family: str, batch: dict):
@@ -88,15 +95,23 @@ def objective_batch(family: str, batch: dict):
 def loss_fn(family: str, side: str, model: nn.Module, batch: dict) -> torch.Tensor:
     if side == "ours":  # the model gives logits; the family's objective computes the loss
         return get_family(family).objective().compute(model, objective_batch(family, batch))[0]
-    hf_labels = lambda t: t.masked_fill(t == IGNORE_INDEX, HF_IGNORE)  # noqa: E731
+    hf_labels = lambda t: t.masked_fill(t == IGNORE_INDEX, HF_IGNORE)
     if family == "gpt":  # HF shifts labels itself (GPT-2 and Llama): inputs are their own labels
         return model(input_ids=batch["x"], labels=batch["x"]).loss
     if family == "bert":
-        return model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                     attention_mask=batch["attention_mask"], labels=hf_labels(batch["mlm_labels"]),
-                     next_sentence_label=batch["nsp_label"]).loss
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 decoder_input_ids=batch["decoder_input_ids"], labels=hf_labels(batch["labels"])).loss
+        return model(
+            input_ids=batch["input_ids"],
+            token_type_ids=batch["token_type_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=hf_labels(batch["mlm_labels"]),
+            next_sentence_label=batch["nsp_label"],
+        ).loss
+    return model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        decoder_input_ids=batch["decoder_input_ids"],
+        labels=hf_labels(batch["labels"]),
+    ).loss
 
 
 def make_step(family: str, side: str, model: nn.Module, batch: dict, bf16: bool) -> Callable[[], None]:
@@ -136,7 +151,7 @@ def setup(args: argparse.Namespace, family: str) -> tuple[dict, dict[str, nn.Mod
     torch.manual_seed(0)
     batch = make_batch(family, args.batch, args.seq_len, args.vocab, torch.Generator().manual_seed(0))
     ours, theirs = build_pair(family, args.preset, args.vocab)
-    models = {"ours": ours, "hf": theirs}
+    models: dict[str, nn.Module] = {"ours": ours, "hf": theirs}
     for model in models.values():
         model.train().to(args.device)
     return {k: v.to(args.device) for k, v in batch.items()}, models
@@ -156,11 +171,11 @@ def bench_speed(args: argparse.Namespace, family: str) -> dict:
     result = {side: tokens / statistics.median(s) for side, s in seconds.items()}
     result["seconds"] = seconds
     result["params"] = sum(p.numel() for p in models["ours"].parameters())
-    result["flops_per_step"] = models_flops(family, models["ours"], batch)
+    result["flops_per_step"] = models_flops(family, cast(FamilyModel, models["ours"]), batch)  # build_pair's
     return result
 
 
-def models_flops(family: str, model: nn.Module, batch: dict) -> float:
+def models_flops(family: str, model: FamilyModel, batch: dict) -> float:
     return get_family(family).objective().count_flops(model, objective_batch(family, batch))
 
 
@@ -182,7 +197,9 @@ def peak_memory_child(args: argparse.Namespace, family: str, side: str) -> int:
 
 
 def _status_kb(key: str) -> int:
-    return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+    match = re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text())
+    assert match is not None, f"no {key} in /proc/self/status"
+    return int(match.group(1))
 
 
 def bench_memory(args: argparse.Namespace, family: str, side: str) -> int:
@@ -193,8 +210,7 @@ def bench_memory(args: argparse.Namespace, family: str, side: str) -> int:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--family", action="append", choices=["gpt", "bert", "t5"],
-                   help="repeatable; default: all three")
+    p.add_argument("--family", action="append", choices=["gpt", "bert", "t5"], help="repeatable; default: all three")
     p.add_argument("--preset", default="small-cpu", help="our preset name (the same for each family)")
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--batch", type=int, default=16)
@@ -220,21 +236,28 @@ def main() -> None:
 
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"machine: {device_name}, {os.cpu_count()} CPUs; torch {torch.__version__}, transformers "
-          f"{transformers.__version__}; threads {torch.get_num_threads()}; "
-          f"{'bf16 autocast' if args.bf16 else 'fp32'}; batch {args.batch} x seq {args.seq_len}; "
-          f"{args.reps} reps x {args.steps} steps (+{args.warmup} warmup), medians")
+    print(
+        f"machine: {device_name}, {os.cpu_count()} CPUs; torch {torch.__version__}, transformers "
+        f"{transformers.__version__}; threads {torch.get_num_threads()}; "
+        f"{'bf16 autocast' if args.bf16 else 'fp32'}; batch {args.batch} x seq {args.seq_len}; "
+        f"{args.reps} reps x {args.steps} steps (+{args.warmup} warmup), medians"
+    )
     peak = lookup_peak_flops(device_name) if args.device == "cuda" else None
-    print(f"{'family':<7}{'params':>9}{'ours tok/s':>12}{'HF tok/s':>11}{'ratio':>7}"
-          f"{'ours MiB/step':>15}{'HF MiB/step':>13}" + ("   MFU ours" if peak else ""))
+    print(
+        f"{'family':<7}{'params':>9}{'ours tok/s':>12}{'HF tok/s':>11}{'ratio':>7}"
+        f"{'ours MiB/step':>15}{'HF MiB/step':>13}" + ("   MFU ours" if peak else "")
+    )
     for family in families:
         speed = bench_speed(args, family)
         memory = {side: bench_memory(args, family, side) / 2**20 for side in ("ours", "hf")}
-        line = (f"{family:<7}{speed['params'] / 1e6:>8.2f}M{speed['ours']:>12,.0f}{speed['hf']:>11,.0f}"
-                f"{speed['ours'] / speed['hf']:>6.2f}x{memory['ours']:>15.0f}{memory['hf']:>13.0f}")
+        line = (
+            f"{family:<7}{speed['params'] / 1e6:>8.2f}M{speed['ours']:>12,.0f}{speed['hf']:>11,.0f}"
+            f"{speed['ours'] / speed['hf']:>6.2f}x{memory['ours']:>15.0f}{memory['hf']:>13.0f}"
+        )
         if peak:
-            tokens_per_step = count_tokens(family, make_batch(family, args.batch, args.seq_len, args.vocab,
-                                                              torch.Generator().manual_seed(0)))
+            tokens_per_step = count_tokens(
+                family, make_batch(family, args.batch, args.seq_len, args.vocab, torch.Generator().manual_seed(0))
+            )
             line += f"{speed['flops_per_step'] / tokens_per_step * speed['ours'] / peak:>10.1%}"
         print(line, flush=True)
         print(json.dumps({"family": family, **speed, **{f"{k}_mib": v for k, v in memory.items()}}), file=sys.stderr)

@@ -93,9 +93,15 @@ def pipeline(project_dir: str = str(PROJECT_DIR), force: bool = False) -> dict:
         except BaseException:
             tracking.end_pipeline_run(parent, status="FAILED")
             raise
-        tracking.end_pipeline_run(parent, metrics={
-            f"{stage}/{key}": value for stage, metrics in results.items()
-            for key, value in metrics.items() if isinstance(value, (int, float))})
+        tracking.end_pipeline_run(
+            parent,
+            metrics={
+                f"{stage}/{key}": value
+                for stage, metrics in results.items()
+                for key, value in metrics.items()
+                if isinstance(value, (int, float))
+            },
+        )
     return results
 
 

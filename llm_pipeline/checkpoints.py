@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import sha256_file
+from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.registry import family_of, get_family
 
@@ -33,23 +34,42 @@ def check_tokenizer(tokenizer_path: str | Path, expected_sha: str, what: str) ->
     if actual != expected_sha:
         raise PipelineError(
             f"{what} was made with tokenizer sha256 {expected_sha[:12]}…, but {tokenizer_path} is "
-            f"{actual[:12]}…; re-run the stages after tokenize (dvc repro) or point at the right tokenizer")
+            f"{actual[:12]}…; re-run the stages after tokenize (dvc repro) or point at the right tokenizer"
+        )
     return actual
 
 
-def save_pretrained(path: str | Path, model: nn.Module, tokenizer_sha256: str) -> None:
-    torch.save({"kind": PRETRAINED, "family": family_of(model).name, "config": model.config.to_dict(),
-                "state_dict": model.state_dict(), "tokenizer_sha256": tokenizer_sha256}, path)
+def save_pretrained(path: str | Path, model: FamilyModel, tokenizer_sha256: str) -> None:
+    torch.save(
+        {
+            "kind": PRETRAINED,
+            "family": family_of(model).name,
+            "config": model.config.to_dict(),
+            "state_dict": model.state_dict(),
+            "tokenizer_sha256": tokenizer_sha256,
+        },
+        path,
+    )
 
 
-def save_classifier(path: str | Path, model: SequenceClassifier, labels: list[str],
-                    max_len: int, tokenizer_sha256: str) -> None:
-    torch.save({"kind": CLASSIFIER, "family": family_of(model).name, "config": model.backbone.config.to_dict(),
-                "labels": labels, "max_len": max_len, "state_dict": model.state_dict(),
-                "tokenizer_sha256": tokenizer_sha256}, path)
+def save_classifier(
+    path: str | Path, model: SequenceClassifier, labels: list[str], max_len: int, tokenizer_sha256: str
+) -> None:
+    torch.save(
+        {
+            "kind": CLASSIFIER,
+            "family": family_of(model).name,
+            "config": model.backbone.config.to_dict(),
+            "labels": labels,
+            "max_len": max_len,
+            "state_dict": model.state_dict(),
+            "tokenizer_sha256": tokenizer_sha256,
+        },
+        path,
+    )
 
 
-def load_pretrained(path: str | Path, family: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_pretrained(path: str | Path, family: str | None = None) -> tuple[FamilyModel, dict[str, Any]]:
     """A pretrained model of any family (or only `family`), in eval mode, with its metadata."""
     payload = _read(path, PRETRAINED)
     if family is not None and payload["family"] != family:
@@ -73,10 +93,11 @@ def _read(path: str | Path, kind: str) -> dict[str, Any]:
         raise PipelineError(f"{path}: model file not found (has its stage run?)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PipelineError(f"{path}: not a readable model file, corrupt or truncated ({reason}); "
-                            "rerun the stage that writes it") from None
+        raise PipelineError(
+            f"{path}: not a readable model file, corrupt or truncated ({reason}); rerun the stage that writes it"
+        ) from None
     if not isinstance(payload, dict) or payload.get("kind") != kind or "family" not in payload:
         found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
         raise PipelineError(f"{path}: expected a {kind} model file, found {found!r}")

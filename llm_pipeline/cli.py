@@ -33,10 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for stage in STAGES:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage])
-        p.add_argument("--params", default=f"params/{stage}.yaml",
-                       help=f"params YAML (default: params/{stage}.yaml)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a param by dotted key, value parsed as YAML (repeatable)")
+        p.add_argument("--params", default=f"params/{stage}.yaml", help=f"params YAML (default: params/{stage}.yaml)")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a param by dotted key, value parsed as YAML (repeatable)",
+        )
         p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
         p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser

@@ -7,10 +7,13 @@ key or a value of the wrong type is rejected with the key's dotted path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 from llm_pipeline.errors import PipelineError
 
@@ -64,8 +67,10 @@ def load_params(path: str | Path) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise PipelineError(f"{path}: not UTF-8 text: byte offset {exc.start} (line {line}) is "
-                            f"{raw[exc.start:exc.start + 1]!r}; save the file as UTF-8") from None
+        raise PipelineError(
+            f"{path}: not UTF-8 text: byte offset {exc.start} (line {line}) is "
+            f"{raw[exc.start : exc.start + 1]!r}; save the file as UTF-8"
+        ) from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -103,7 +108,7 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: ErrorDetails) -> str:
     """pydantic's message, without the "Value error, " it puts before a validator's own text."""
     msg = err["msg"]
     return msg.removeprefix("Value error, ") if err["type"] == "value_error" else msg

@@ -14,7 +14,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ def read_json(path: str | Path) -> Any:
         raise PipelineError(f"{path}: not valid JSON at line {exc.lineno}: {exc.msg}") from None
 
 
-def describe_inputs(paths: list[str | Path]) -> list[dict[str, Any]]:
+def describe_inputs(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """[{path, sha256, bytes}] for files (directories are expanded, sorted)."""
     files: list[Path] = []
     for p in map(Path, paths):
@@ -93,8 +93,14 @@ def versions() -> dict[str, str]:
     return out
 
 
-def build_manifest(stage: str, *, inputs: list[dict[str, Any]], outputs: dict[str, Any],
-                   counts: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_manifest(
+    stage: str,
+    *,
+    inputs: list[dict[str, Any]],
+    outputs: dict[str, Any],
+    counts: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The record each stage writes next to its outputs: what went in, what came out."""
     return {
         "stage": stage,

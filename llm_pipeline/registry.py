@@ -23,8 +23,19 @@ from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.loaders.mlm_nsp import build_mlm_nsp_loaders
 from llm_pipeline.data.loaders.span_corruption import build_span_corruption_loaders, t5_tokenizer_fields
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.models import (BERT, BERT_PRESETS, GPT, GPT_PRESETS, GPT_STYLES, T5, T5_PRESETS, BertConfig,
-                                 GPTConfig, T5Config)
+from llm_pipeline.models import (
+    BERT,
+    BERT_PRESETS,
+    GPT,
+    GPT_PRESETS,
+    GPT_STYLES,
+    T5,
+    T5_PRESETS,
+    BertConfig,
+    GPTConfig,
+    T5Config,
+)
+from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.hf_convert import to_hf_bert, to_hf_gpt, to_hf_t5
 from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP, Objective, SpanCorruption
 
@@ -40,21 +51,24 @@ def _no_fields(tokenizer: Tokenizer, where: str) -> dict[str, Any]:
 class FamilySpec:
     name: str
     config_cls: type
-    model_cls: type[nn.Module]
+    model_cls: type[FamilyModel]
     presets: Mapping[str, Mapping[str, Any]]
-    tokenizer_kind: str                          # the tokenize stage kind it needs: bpe | wordpiece | unigram
-    objective: Callable[[], Objective]           # its pretraining objective
-    build_loaders: BuildLoaders                  # its pretraining batches
-    to_reference: Callable[[nn.Module], nn.Module]  # the same weights in a `transformers` model (tests, bench)
+    tokenizer_kind: str  # the tokenize stage kind it needs: bpe | wordpiece | unigram
+    objective: Callable[[], Objective]  # its pretraining objective
+    build_loaders: BuildLoaders  # its pretraining batches
+    # the same weights in a `transformers` model (tests, bench); takes this family's model_cls, hence Any
+    to_reference: Callable[[Any], nn.Module]
     tokenizer_fields: Callable[[Tokenizer, str], dict[str, Any]] = _no_fields  # config fields the tokenizer fixes
     styles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # named field groups: `style` override
-    default_seq_len: int | None = None           # input length when neither params nor the model bound it
+    default_seq_len: int | None = None  # input length when neither params nor the model bound it
 
     def build_config(self, preset: str, vocab_size: int, **overrides: Any) -> Any:
         """Config for a named preset; `overrides` replace single fields (e.g. dropout=0.1), `style` a group."""
         if preset not in self.presets:
-            raise PipelineError(f"unknown {self.name} model preset {preset!r}; known {self.name} presets: "
-                                f"{', '.join(sorted(self.presets))}")
+            raise PipelineError(
+                f"unknown {self.name} model preset {preset!r}; known {self.name} presets: "
+                f"{', '.join(sorted(self.presets))}"
+            )
         fields = dict(self.presets[preset])
         style = overrides.pop("style", None)
         if style is not None:
@@ -68,11 +82,11 @@ class FamilySpec:
         except (TypeError, ValueError) as exc:
             raise PipelineError(f"{self.name} model preset {preset!r} with overrides {overrides}: {exc}") from None
 
-    def build_model(self, preset: str, vocab_size: int, **overrides: Any) -> nn.Module:
+    def build_model(self, preset: str, vocab_size: int, **overrides: Any) -> FamilyModel:
         """A freshly initialised model at a named preset."""
         return self.model_cls(self.build_config(preset, vocab_size, **overrides))
 
-    def model_from_config(self, config: Mapping[str, Any], where: str = "saved config") -> nn.Module:
+    def model_from_config(self, config: Mapping[str, Any], where: str = "saved config") -> FamilyModel:
         """Rebuild a model from its saved `config.to_dict()` (weights are loaded by the caller)."""
         try:
             return self.model_cls(self.config_cls(**config))
@@ -88,14 +102,41 @@ class FamilySpec:
 
 
 FAMILIES: dict[str, FamilySpec] = {
-    spec.name: spec for spec in (
-        FamilySpec("gpt", GPTConfig, GPT, GPT_PRESETS, tokenizer_kind="bpe", objective=CausalLM,
-                   build_loaders=build_causal_lm_loaders, to_reference=to_hf_gpt, styles=GPT_STYLES),
-        FamilySpec("bert", BertConfig, BERT, BERT_PRESETS, tokenizer_kind="wordpiece", objective=MaskedLMWithNSP,
-                   build_loaders=build_mlm_nsp_loaders, to_reference=to_hf_bert),
-        FamilySpec("t5", T5Config, T5, T5_PRESETS, tokenizer_kind="unigram", objective=SpanCorruption,
-                   build_loaders=build_span_corruption_loaders, to_reference=to_hf_t5,
-                   tokenizer_fields=t5_tokenizer_fields, default_seq_len=128),
+    spec.name: spec
+    for spec in (
+        FamilySpec(
+            "gpt",
+            GPTConfig,
+            GPT,
+            GPT_PRESETS,
+            tokenizer_kind="bpe",
+            objective=CausalLM,
+            build_loaders=build_causal_lm_loaders,
+            to_reference=to_hf_gpt,
+            styles=GPT_STYLES,
+        ),
+        FamilySpec(
+            "bert",
+            BertConfig,
+            BERT,
+            BERT_PRESETS,
+            tokenizer_kind="wordpiece",
+            objective=MaskedLMWithNSP,
+            build_loaders=build_mlm_nsp_loaders,
+            to_reference=to_hf_bert,
+        ),
+        FamilySpec(
+            "t5",
+            T5Config,
+            T5,
+            T5_PRESETS,
+            tokenizer_kind="unigram",
+            objective=SpanCorruption,
+            build_loaders=build_span_corruption_loaders,
+            to_reference=to_hf_t5,
+            tokenizer_fields=t5_tokenizer_fields,
+            default_seq_len=128,
+        ),
     )
 }
 
@@ -115,6 +156,6 @@ def family_of(model: nn.Module) -> FamilySpec:
     raise PipelineError(f"{type(model).__name__} is not a model of any registered family ({', '.join(FAMILIES)})")
 
 
-def build_model(family: str, preset: str, vocab_size: int, **overrides: Any) -> nn.Module:
+def build_model(family: str, preset: str, vocab_size: int, **overrides: Any) -> FamilyModel:
     """Shorthand for get_family(family).build_model(...)."""
     return get_family(family).build_model(preset, vocab_size, **overrides)

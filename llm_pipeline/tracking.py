@@ -57,8 +57,9 @@ def enabled() -> bool:
         import mlflow  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install failing at import time
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise PipelineError(f"mlflow cannot be imported ({type(exc).__name__}: {reason}); install it "
-                            "or set LLM_PIPELINE_TRACKING=off") from None
+        raise PipelineError(
+            f"mlflow cannot be imported ({type(exc).__name__}: {reason}); install it or set LLM_PIPELINE_TRACKING=off"
+        ) from None
     return True
 
 
@@ -104,8 +105,9 @@ class StageRun:
         """Log a file or folder; one that is missing is an error (the stage promised it)."""
         if self.active:
             if not Path(path).exists():
-                raise PipelineError(f"{path}: artifact to log does not exist "
-                                    "(the stage listed it but did not write it)")
+                raise PipelineError(
+                    f"{path}: artifact to log does not exist (the stage listed it but did not write it)"
+                )
             import mlflow
 
             if Path(path).is_dir():
@@ -125,8 +127,9 @@ class StageRun:
             return None
         from lightning.pytorch.loggers import MLFlowLogger
 
-        return MLFlowLogger(experiment_name=experiment_name(), tracking_uri=tracking_uri(),
-                            run_id=self.run_id, log_model=False)
+        return MLFlowLogger(
+            experiment_name=experiment_name(), tracking_uri=tracking_uri(), run_id=self.run_id, log_model=False
+        )
 
     def register_model(self, model, registered_name: str, *, description: str = "") -> str | None:
         """Log a torch module and register it; returns the new model version (or None).
@@ -140,7 +143,9 @@ class StageRun:
         import torch
 
         info = mlflow.pytorch.log_model(
-            model, name="model", serialization_format="pickle",
+            model,
+            name="model",
+            serialization_format="pickle",
             registered_model_name=registered_name,
             pip_requirements=[f"torch>={torch.__version__.split('+')[0]}", "llm-pipeline"],
         )
@@ -171,13 +176,11 @@ def start_pipeline_run(run_name: str, tags: Mapping[str, str] | None = None) -> 
     """Create the parent run that groups one pipeline execution's stage runs."""
     if not enabled():
         return None
-    run = _client().create_run(_experiment_id(), run_name=run_name,
-                               tags={"pipeline.stage": "pipeline", **(tags or {})})
+    run = _client().create_run(_experiment_id(), run_name=run_name, tags={"pipeline.stage": "pipeline", **(tags or {})})
     return run.info.run_id
 
 
-def end_pipeline_run(run_id: str | None, status: str = "FINISHED",
-                     metrics: Mapping[str, float] | None = None) -> None:
+def end_pipeline_run(run_id: str | None, status: str = "FINISHED", metrics: Mapping[str, float] | None = None) -> None:
     if run_id is None:
         return
     client = _client()

@@ -9,15 +9,43 @@ import pandas as pd
 import pytest
 
 # Telemetry off before any of these libraries is imported by a test.
-os.environ.update({
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-})
+os.environ.update(
+    {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DVC_NO_ANALYTICS": "1",
+    }
+)
 
-WORDS = ("the package provides a library for parsing data files and tools to convert images "
-         "audio video network server client graphics game editor shell python perl module").split()
+WORDS = [
+    "the",
+    "package",
+    "provides",
+    "a",
+    "library",
+    "for",
+    "parsing",
+    "data",
+    "files",
+    "and",
+    "tools",
+    "to",
+    "convert",
+    "images",
+    "audio",
+    "video",
+    "network",
+    "server",
+    "client",
+    "graphics",
+    "game",
+    "editor",
+    "shell",
+    "python",
+    "perl",
+    "module",
+]
 
 
 def make_documents(n: int, seed: int = 0, min_words: int = 20, max_words: int = 60) -> list[str]:
@@ -54,22 +82,30 @@ def fake_ingest_dir(tmp_path):
     (root / "corpus").mkdir(parents=True)
     for split, n in (("train", 300), ("val", 30), ("test", 30)):
         docs = make_documents(n, seed=len(split) * 7 + n)
-        pd.DataFrame({"doc_id": [f"{split}{i}" for i in range(n)], "source": "synthetic", "text": docs}) \
-            .to_parquet(root / "corpus" / f"{split}.parquet")
+        pd.DataFrame({"doc_id": [f"{split}{i}" for i in range(n)], "source": "synthetic", "text": docs}).to_parquet(
+            root / "corpus" / f"{split}.parquet"
+        )
     task = root / "tasks" / "classification"
     task.mkdir(parents=True)
     rng = random.Random(1)
     for split, n in (("train", 120), ("val", 24), ("test", 24)):
         labels = [rng.choice(["games", "net", "sound"]) for _ in range(n)]
         texts = [f"{label} {doc}" for label, doc in zip(labels, make_documents(n, seed=n))]
-        pd.DataFrame({"text": texts, "label": labels, "group": [f"g{i}" for i in range(n)]}) \
-            .to_parquet(task / f"{split}.parquet")
+        pd.DataFrame({"text": texts, "label": labels, "group": [f"g{i}" for i in range(n)]}).to_parquet(
+            task / f"{split}.parquet"
+        )
     nsp = root / "tasks" / "nsp"
     nsp.mkdir(parents=True)
     for split, n in (("train", 64), ("val", 16), ("test", 16)):
         docs = make_documents(2 * n, seed=n + 1, min_words=8, max_words=16)
-        pd.DataFrame({"text_a": docs[:n], "text_b": docs[n:], "is_next": [i % 2 for i in range(n)],
-                      "group": [f"d{i}" for i in range(n)]}).to_parquet(nsp / f"{split}.parquet")
+        pd.DataFrame(
+            {
+                "text_a": docs[:n],
+                "text_b": docs[n:],
+                "is_next": [i % 2 for i in range(n)],
+                "group": [f"d{i}" for i in range(n)],
+            }
+        ).to_parquet(nsp / f"{split}.parquet")
     (root / "manifest.json").write_text('{"stage": "ingest", "mlflow_run_id": null}')
     return root
 

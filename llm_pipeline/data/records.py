@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True)
 class Document:
-    source: str      # e.g. "debian", "bible_web", "local:notes"
-    location: str    # where in the source: package name, "Genesis 1", "file.jsonl:12"
+    source: str  # e.g. "debian", "bible_web", "local:notes"
+    location: str  # where in the source: package name, "Genesis 1", "file.jsonl:12"
     text: str
 
 
@@ -24,15 +24,15 @@ class Document:
 class QuarantineRow:
     source: str
     location: str
-    reason: str      # e.g. "too_short", "duplicate", "empty_long_description"
-    text: str        # a sample (SAMPLE_CHARS) is written to quarantine.parquet
-    detail: str = ""   # e.g. what it duplicates, or the reader's error message
+    reason: str  # e.g. "too_short", "duplicate", "empty_long_description"
+    text: str  # a sample (SAMPLE_CHARS) is written to quarantine.parquet
+    detail: str = ""  # e.g. what it duplicates, or the reader's error message
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
 
 
-SAMPLE_CHARS = 2000   # of a dropped text, kept in the quarantine table
+SAMPLE_CHARS = 2000  # of a dropped text, kept in the quarantine table
 
 
 def text_hash(text: str) -> str:
@@ -50,5 +50,5 @@ def unit_interval(key: str, seed: str) -> float:
     The same key always maps to the same value, on every machine and Python version
     (hashlib, not the salted built-in `hash`).
     """
-    digest = hashlib.sha256(f"{seed}\x00{key}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64

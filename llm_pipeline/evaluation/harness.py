@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn as nn
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
+from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.training.objectives import lengths_to_mask, token_cross_entropy
 
 
 @torch.no_grad()
-def compute_lm_perplexity(model: nn.Module, tokens: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
+def compute_lm_perplexity(model: FamilyModel, tokens: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
     """Perplexity of a causal LM over non-overlapping windows of its maximum length; also
     returns the targets scored, so a baseline can be scored on exactly the same tokens."""
     block = model.config.max_seq_len
@@ -24,10 +26,10 @@ def compute_lm_perplexity(model: nn.Module, tokens: np.ndarray, batch_size: int)
         raise ValueError(f"{len(tokens)} tokens: fewer than one window of {block + 1}")
     usable = np.asarray(tokens[: n_windows * block + 1], dtype=np.int64)
     x_all = torch.from_numpy(usable[:-1].reshape(n_windows, block))  # (N, T)
-    y_all = torch.from_numpy(usable[1:].reshape(n_windows, block))   # (N, T)
+    y_all = torch.from_numpy(usable[1:].reshape(n_windows, block))  # (N, T)
     total_nll = 0.0
     for start in range(0, n_windows, batch_size):
-        x, y = x_all[start:start + batch_size], y_all[start:start + batch_size]
+        x, y = x_all[start : start + batch_size], y_all[start : start + batch_size]
         loss = token_cross_entropy(model(x).logits, y)  # mean over the batch's tokens
         total_nll += float(loss) * y.numel()
     return math.exp(total_nll / y_all.numel()), usable[1:]
@@ -43,15 +45,39 @@ def predict_classes(model: SequenceClassifier, loader: DataLoader) -> tuple[list
     return preds, gold
 
 
+class TextGenerator(Protocol):
+    """A model that continues token ids (GPT.generate, T5.generate)."""
+
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        stop_ids: Sequence[int] = (),
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor: ...
+
+
 @torch.no_grad()
-def generate_continuations(model: nn.Module, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int,
-                           temperature: float, top_k: int | None, eos_id: int, seed: int) -> list[dict]:
+def generate_continuations(
+    model: TextGenerator,
+    tokenizer: Tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    eos_id: int,
+    seed: int,
+) -> list[dict]:
     generator = torch.Generator().manual_seed(seed)
     samples = []
     for prompt in prompts:
         ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False).ids])  # (1, T)
-        out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                             stop_ids=(eos_id,), generator=generator)  # (1, n): new tokens only
+        out = model.generate(
+            ids, max_new_tokens, temperature=temperature, top_k=top_k, stop_ids=(eos_id,), generator=generator
+        )  # (1, n): new tokens only
         new = [t for t in out[0].tolist() if t != eos_id]
         samples.append({"prompt": prompt, "continuation": tokenizer.decode(new)})
     return samples

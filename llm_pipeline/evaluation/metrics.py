@@ -29,13 +29,16 @@ def compute_macro_f1(predictions: Sequence[int], targets: Sequence[int], num_cla
     return float(np.mean(scores))
 
 
-def compute_majority_baseline(train_labels: Sequence[int], test_labels: Sequence[int],
-                              num_classes: int) -> dict[str, float]:
+def compute_majority_baseline(
+    train_labels: Sequence[int], test_labels: Sequence[int], num_classes: int
+) -> dict[str, float]:
     """Always predict the most frequent train label: the floor a classifier must clear."""
     majority = Counter(train_labels).most_common(1)[0][0]
     preds = [majority] * len(test_labels)
-    return {"accuracy": compute_accuracy(preds, test_labels),
-            "macro_f1": compute_macro_f1(preds, test_labels, num_classes)}
+    return {
+        "accuracy": compute_accuracy(preds, test_labels),
+        "macro_f1": compute_macro_f1(preds, test_labels, num_classes),
+    }
 
 
 def compute_unigram_perplexity(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: int) -> float:

@@ -12,7 +12,19 @@ from llm_pipeline.models.output import ModelOutput
 from llm_pipeline.models.t5 import T5, T5_PRESETS, T5Config
 
 __all__ = [
-    "BERT", "BERT_PRESETS", "BertConfig", "GPT", "GPTConfig", "GPT_PRESETS", "GPT_STYLES", "IGNORE_INDEX",
-    "ModelOutput", "SequenceClassifier", "SequenceTooLongError", "T5", "T5Config", "T5_PRESETS",
+    "BERT",
+    "BERT_PRESETS",
+    "BertConfig",
+    "GPT",
+    "GPTConfig",
+    "GPT_PRESETS",
+    "GPT_STYLES",
+    "IGNORE_INDEX",
+    "ModelOutput",
+    "SequenceClassifier",
+    "SequenceTooLongError",
+    "T5",
+    "T5Config",
+    "T5_PRESETS",
     "check_config_seq_len",
 ]

@@ -34,17 +34,23 @@ def build_attn_mask(
     key_mask: torch.Tensor | None = None,
     position_bias: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
 ) -> AttnMask:
     """Combine causality, key padding (B, S) 1=real 0=pad, and an additive bias into one AttnMask.
 
-    Queries are the last `q_len` of the `k_len` positions (the rest are cached keys).
+    Queries are the last `q_len` of the `k_len` positions (the rest are cached keys). `device`
+    is where a built mask goes when neither key_mask nor position_bias says.
     """
     if key_mask is None and position_bias is None:
         if not causal or q_len == 1:  # one new query may see every cached key
             return AttnMask()
         if q_len == k_len:
             return AttnMask(is_causal=True)  # fast path: SDPA builds the mask itself
-    device = key_mask.device if key_mask is not None else position_bias.device
+    if key_mask is not None:
+        device = key_mask.device
+    elif position_bias is not None:
+        device = position_bias.device
+    # else: causal, unmasked, 1 < q_len < k_len: several new queries over a cache (chunked prefill)
     allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=device)  # (T, S)
     if causal:
         allowed = allowed.tril(diagonal=k_len - q_len)
@@ -105,8 +111,9 @@ class Attention(nn.Module):
     the usual 1/sqrt(hs); T5 uses 1.0 (its init folds the scaling into the query weights).
     """
 
-    def __init__(self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0,
-                 scale: float | None = None) -> None:
+    def __init__(
+        self, n_embd: int, n_head: int, *, bias: bool = True, dropout: float = 0.0, scale: float | None = None
+    ) -> None:
         super().__init__()
         if n_embd % n_head != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
@@ -147,8 +154,13 @@ class Attention(nn.Module):
         if cache is not None and (memory is None or not len(cache)):
             k, v = cache.append(k, v)  # self-attention grows; cross-attention fills once
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask.bias, is_causal=mask.is_causal,
-            dropout_p=self.dropout if self.training else 0.0, scale=self.scale,
+            q,
+            k,
+            v,
+            attn_mask=mask.bias,
+            is_causal=mask.is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
         )  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads
         return self.c_proj(y)

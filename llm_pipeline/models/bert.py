@@ -51,8 +51,15 @@ class BertConfig:
     def block_config(self) -> BlockConfig:
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        return BlockConfig(n_embd=self.n_embd, n_head=self.n_head, mlp_hidden=self.mlp_hidden or 4 * self.n_embd,
-                           dropout=self.dropout, norm_eps=self.norm_eps, norm_position="post", mlp="gelu")
+        return BlockConfig(
+            n_embd=self.n_embd,
+            n_head=self.n_head,
+            mlp_hidden=self.mlp_hidden or 4 * self.n_embd,
+            dropout=self.dropout,
+            norm_eps=self.norm_eps,
+            norm_position="post",
+            mlp="gelu",
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,6 +7,7 @@ attention, a cross-attention sublayer in the decoder). Shapes: (B, T, C).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -20,7 +21,11 @@ IGNORE_INDEX = -1  # label/target id that adds nothing to a loss (padding, promp
 NORMS = ("layernorm", "rmsnorm")
 MLPS = ("gelu", "gelu_tanh", "relu", "swiglu")
 NORM_POSITIONS = ("pre", "post")
-_ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": partial(F.gelu, approximate="tanh"), "relu": F.relu}
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+    "relu": F.relu,
+}
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,11 @@ class BlockConfig:
     cross_attention: bool = False  # an encoder-attention sublayer between self-attention and MLP
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("norm", self.norm, NORMS), ("mlp", self.mlp, MLPS),
-                                     ("norm_position", self.norm_position, NORM_POSITIONS)):
+        for name, value, allowed in (
+            ("norm", self.norm, NORMS),
+            ("mlp", self.mlp, MLPS),
+            ("norm_position", self.norm_position, NORM_POSITIONS),
+        ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
@@ -69,13 +77,13 @@ class MLP(nn.Module):
     def __init__(self, cfg: BlockConfig) -> None:
         super().__init__()
         self.gated = cfg.mlp == "swiglu"
-        self.act = None if self.gated else _ACTIVATIONS[cfg.mlp]
+        self.act: Callable[[torch.Tensor], torch.Tensor] | None = None if self.gated else _ACTIVATIONS[cfg.mlp]
         self.c_fc = nn.Linear(cfg.n_embd, cfg.mlp_hidden * (2 if self.gated else 1), bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)  # (B, T, H) or (B, T, 2H)
-        if self.gated:
+        if self.act is None:  # gated (SwiGLU): no activation of its own
             gate, value = h.chunk(2, dim=-1)
             h = F.silu(gate) * value  # (B, T, H)
         else:
@@ -93,8 +101,9 @@ class Block(nn.Module):
         self.attn = Attention(cfg.n_embd, cfg.n_head, bias=cfg.bias, dropout=cfg.dropout, scale=cfg.attn_scale)
         if cfg.cross_attention:
             self.ln_cross = build_norm(cfg)
-            self.cross_attn = Attention(cfg.n_embd, cfg.n_head, bias=cfg.bias, dropout=cfg.dropout,
-                                        scale=cfg.attn_scale)
+            self.cross_attn = Attention(
+                cfg.n_embd, cfg.n_head, bias=cfg.bias, dropout=cfg.dropout, scale=cfg.attn_scale
+            )
         self.ln_2 = build_norm(cfg)
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
@@ -118,8 +127,11 @@ class Block(nn.Module):
         """x (B, T, C); memory (B, S, C) is the encoder output for the cross-attention sublayer."""
         x = self._sublayer(x, self.ln_1, lambda h: self.attn(h, mask, rope=rope, cache=cache))
         if memory is not None:
-            x = self._sublayer(x, self.ln_cross, lambda h: self.cross_attn(
-                h, memory_mask or AttnMask(), memory=memory, cache=memory_cache))
+            x = self._sublayer(
+                x,
+                self.ln_cross,
+                lambda h: self.cross_attn(h, memory_mask or AttnMask(), memory=memory, cache=memory_cache),
+            )
         return self._sublayer(x, self.ln_2, self.mlp)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
+from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.output import ModelOutput
 
 
@@ -16,7 +19,10 @@ class SequenceClassifier(nn.Module):
     BERT its pooled [CLS] state, T5 the mean of its encoder states.
     """
 
-    def __init__(self, backbone: nn.Module, num_labels: int, dropout: float = 0.1) -> None:
+    backbone: FamilyModel
+    config: Any  # the backbone's config
+
+    def __init__(self, backbone: FamilyModel, num_labels: int, dropout: float = 0.1) -> None:
         super().__init__()
         if not callable(getattr(backbone, "sequence_features", None)):
             raise TypeError(f"{type(backbone).__name__} has no sequence_features(input_ids, attention_mask)")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 import torch.nn as nn
@@ -84,14 +84,36 @@ class GPTConfig:
         hidden = self.mlp_hidden
         if hidden is None:  # SwiGLU has three matrices; 2/3 of 4C keeps the parameter count
             hidden = 4 * self.n_embd if self.mlp != "swiglu" else 8 * math.ceil(8 * self.n_embd / 3 / 8)
-        return BlockConfig(n_embd=self.n_embd, n_head=self.n_head, mlp_hidden=hidden, bias=self.bias,
-                           dropout=self.dropout, norm=self.norm, norm_eps=self.norm_eps, mlp=self.mlp)
+        return BlockConfig(
+            n_embd=self.n_embd,
+            n_head=self.n_head,
+            mlp_hidden=hidden,
+            bias=self.bias,
+            dropout=self.dropout,
+            norm=self.norm,
+            norm_eps=self.norm_eps,
+            mlp=self.mlp,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+if TYPE_CHECKING:
+
+    class _Trunk(nn.ModuleDict):
+        """What GPT.transformer holds, for the type checker (at run time it is a plain nn.ModuleDict)."""
+
+        wte: nn.Embedding
+        wpe: nn.Embedding  # only with pos_embedding="learned"
+        drop: nn.Dropout
+        h: nn.ModuleList
+        ln_f: nn.Module
+
+
 class GPT(FamilyModel):
+    config: GPTConfig
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
@@ -104,7 +126,7 @@ class GPT(FamilyModel):
         )
         if config.pos_embedding == "learned":
             layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
-        self.transformer = nn.ModuleDict(layers)
+        self.transformer = cast("_Trunk", nn.ModuleDict(layers))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # weight tying: input embedding and output projection share one matrix (fewer
         # parameters, and rare tokens get gradient from both ends)
@@ -154,7 +176,7 @@ class GPT(FamilyModel):
         else:
             rope = rope_angles(position_ids, self.config.n_embd // self.config.n_head, self.config.rope_base)
         x = self.transformer.drop(x)
-        mask = build_attn_mask(T, past + T, causal=True, key_mask=attention_mask, dtype=x.dtype)
+        mask = build_attn_mask(T, past + T, causal=True, key_mask=attention_mask, dtype=x.dtype, device=x.device)
         for i, block in enumerate(self.transformer.h):
             x = block(x, mask, rope=rope, cache=cache[i] if cache else None)
         return self.transformer.ln_f(x)  # (B, T, C)
@@ -181,8 +203,9 @@ class GPT(FamilyModel):
         """Forward + backward model FLOPs for `input_tokens` real tokens in rows of `input_len`
         (the target arguments are the encoder-decoder's; a decoder has none)."""
         c = self.config
-        return compute_transformer_flops(self.num_parameters(exclude_position_embedding=True), c.n_layer, c.n_embd,
-                                         input_len, input_tokens)
+        return compute_transformer_flops(
+            self.num_parameters(exclude_position_embedding=True), c.n_layer, c.n_embd, input_len, input_tokens
+        )
 
     @torch.no_grad()
     def generate(
@@ -216,8 +239,15 @@ class GPT(FamilyModel):
             logits, cache = self._next_logits(ids, mask, cache, use_cache)
             return logits
 
-        return decode_tokens(next_logits, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                             stop_ids=stop_ids, generator=generator)
+        return decode_tokens(
+            next_logits,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop_ids=stop_ids,
+            generator=generator,
+        )
 
     def _next_logits(
         self, idx: torch.Tensor, mask: torch.Tensor, cache: list[KVCache] | None, use_cache: bool
@@ -230,8 +260,8 @@ class GPT(FamilyModel):
         else:
             new = idx[:, -1:]
         past = len(cache[0]) if cache else 0
-        keys_mask = mask[:, -(past + new.size(1)):]  # (B, S): cached keys and the new ones
-        positions = positions_from_mask(keys_mask)[:, -new.size(1):]  # (B, T)
+        keys_mask = mask[:, -(past + new.size(1)) :]  # (B, S): cached keys and the new ones
+        positions = positions_from_mask(keys_mask)[:, -new.size(1) :]  # (B, T)
         key_mask = None if bool(keys_mask.all()) else keys_mask  # no padding: SDPA's fast causal path
         hidden = self.hidden_states(new, key_mask, positions, cache)  # (B, T, C)
         return self.lm_head(hidden[:, -1]), cache

@@ -54,8 +54,9 @@ class T5Config:
         # the log-spaced buckets start at num_buckets // 2 (bidirectional: // 4); a smaller
         # max_distance makes their log ratio negative and the bucket ids run below zero
         if self.max_distance <= self.num_buckets // 2:
-            raise ValueError(f"max_distance ({self.max_distance}) must exceed num_buckets // 2 "
-                             f"({self.num_buckets // 2})")
+            raise ValueError(
+                f"max_distance ({self.max_distance}) must exceed num_buckets // 2 ({self.num_buckets // 2})"
+            )
 
     @property
     def max_seq_len(self) -> None:
@@ -64,16 +65,26 @@ class T5Config:
     def block_config(self, cross_attention: bool) -> BlockConfig:
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        return BlockConfig(n_embd=self.n_embd, n_head=self.n_head, mlp_hidden=self.mlp_hidden or 4 * self.n_embd,
-                           bias=False, dropout=self.dropout, norm="rmsnorm", norm_eps=self.norm_eps,
-                           mlp=self.mlp, attn_scale=1.0, cross_attention=cross_attention)
+        return BlockConfig(
+            n_embd=self.n_embd,
+            n_head=self.n_head,
+            mlp_hidden=self.mlp_hidden or 4 * self.n_embd,
+            bias=False,
+            dropout=self.dropout,
+            norm="rmsnorm",
+            norm_eps=self.norm_eps,
+            mlp=self.mlp,
+            attn_scale=1.0,
+            cross_attention=cross_attention,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def relative_position_bucket(relative: torch.Tensor, bidirectional: bool, num_buckets: int,
-                             max_distance: int) -> torch.Tensor:
+def relative_position_bucket(
+    relative: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int
+) -> torch.Tensor:
     """Bucket of each key-minus-query offset: exact for small offsets, log-spaced up to max_distance."""
     buckets = torch.zeros_like(relative)
     if bidirectional:  # half the buckets for keys after the query
@@ -83,9 +94,12 @@ def relative_position_bucket(relative: torch.Tensor, bidirectional: bool, num_bu
     else:  # causal: only keys at or before the query matter
         distance = (-relative).clamp(min=0)
     exact = num_buckets // 2
-    log_bucket = exact + (
-        torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (num_buckets - exact)
-    ).long()
+    log_bucket = (
+        exact
+        + (
+            torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact) * (num_buckets - exact)
+        ).long()
+    )
     log_bucket = log_bucket.clamp(max=num_buckets - 1)
     return buckets + torch.where(distance < exact, distance, log_bucket)
 
@@ -128,8 +142,9 @@ class T5Stack(nn.Module):
         T = x.size(1)
         past = len(cache[0][0]) if cache else 0
         bias = self.rel_bias(T, past + T, x.device)  # (1, nh, T, S)
-        mask = build_attn_mask(T, past + T, causal=self.decoder, key_mask=attention_mask,
-                               position_bias=bias, dtype=x.dtype)
+        mask = build_attn_mask(
+            T, past + T, causal=self.decoder, key_mask=attention_mask, position_bias=bias, dtype=x.dtype
+        )
         cross = None
         if memory is not None:
             cross = build_attn_mask(T, memory.size(1), causal=False, key_mask=memory_mask, dtype=x.dtype)
@@ -175,8 +190,13 @@ class T5(FamilyModel):
         """input_ids, attention_mask (B, S) -> encoder output (B, S, C)."""
         return self.encoder(self.shared(input_ids), attention_mask)
 
-    def decode(self, decoder_input_ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None,
-               cache: list[tuple[KVCache, KVCache]] | None = None) -> torch.Tensor:
+    def decode(
+        self,
+        decoder_input_ids: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor | None = None,
+        cache: list[tuple[KVCache, KVCache]] | None = None,
+    ) -> torch.Tensor:
         """decoder_input_ids (B, T), encoder output (B, S, C) -> logits (B, T, V)."""
         h = self.decoder(self.shared(decoder_input_ids), memory=memory, memory_mask=memory_mask, cache=cache)
         return self.lm_head(h * self.config.n_embd**-0.5)  # tied embeddings: rescale as T5 does
@@ -208,9 +228,13 @@ class T5(FamilyModel):
         decoder (self-attention over the target, cross-attention over the input) and the LM head."""
         c = self.config
         encoder = compute_transformer_flops(_count(self.encoder), c.n_layer, c.n_embd, input_len, input_tokens)
-        decoder = compute_transformer_flops(_count(self.decoder) + self.shared.weight.numel(),
-                                            c.n_decoder_layer or c.n_layer, c.n_embd, target_len + input_len,
-                                            target_tokens)
+        decoder = compute_transformer_flops(
+            _count(self.decoder) + self.shared.weight.numel(),
+            c.n_decoder_layer or c.n_layer,
+            c.n_embd,
+            target_len + input_len,
+            target_tokens,
+        )
         return encoder + decoder
 
     @torch.no_grad()
@@ -243,8 +267,15 @@ class T5(FamilyModel):
             step = decoded[:, -1:] if cache is not None else decoded  # cached: only the newest token runs
             return self.decode(step, memory, attention_mask, cache)[:, -1]  # (B, V)
 
-        return decode_tokens(next_logits, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                             stop_ids=stop_ids, generator=generator)
+        return decode_tokens(
+            next_logits,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            stop_ids=stop_ids,
+            generator=generator,
+        )
 
 
 def _count(module: nn.Module) -> int:

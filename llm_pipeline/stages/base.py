@@ -22,9 +22,9 @@ REPORTS_DIR = Path("reports")
 
 @dataclass
 class StageResult:
-    metrics: dict[str, float]                       # flat numbers -> MLflow + reports/<run>.json
-    report: dict[str, Any] = field(default_factory=dict)   # anything else worth reading
-    artifacts: list[Path] = field(default_factory=list)    # files/dirs logged to the run
+    metrics: dict[str, float]  # flat numbers -> MLflow + reports/<run>.json
+    report: dict[str, Any] = field(default_factory=dict)  # anything else worth reading
+    artifacts: list[Path] = field(default_factory=list)  # files/dirs logged to the run
 
 
 def stage_module(stage: str):
@@ -64,8 +64,10 @@ def execute(stage: str, cfg: StageConfig) -> StageResult:
         result: StageResult = module.run(cfg, tracker)
         report_path = REPORTS_DIR / f"{name}.json"
         if tracking.is_global_rank_zero():
-            write_json(report_path, {"stage": name, "mlflow_run_id": tracker.run_id,
-                                     "metrics": result.metrics, **result.report})
+            write_json(
+                report_path,
+                {"stage": name, "mlflow_run_id": tracker.run_id, "metrics": result.metrics, **result.report},
+            )
         tracker.log_metrics(result.metrics)
         for path in [*result.artifacts, report_path]:
             tracker.log_artifact(path)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import numpy as np
 import torch
@@ -28,7 +28,12 @@ from llm_pipeline.data.tasks.loading import load_task_split
 from llm_pipeline.data.tokenization.shards import load_shard
 from llm_pipeline.data.tokenization.tokenizer import eot_id, load_tokenizer
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.evaluation.harness import compute_lm_perplexity, generate_continuations, predict_classes
+from llm_pipeline.evaluation.harness import (
+    TextGenerator,
+    compute_lm_perplexity,
+    generate_continuations,
+    predict_classes,
+)
 from llm_pipeline.evaluation.metrics import (
     compute_accuracy,
     compute_macro_f1,
@@ -51,7 +56,8 @@ class SamplingConfig(StageConfig):
     """Sampled continuations of fixed prompts, to read beside the numbers."""
 
     prompts: list[Annotated[str, AfterValidator(_non_blank)]] = Field(
-        default_factory=lambda: ["In the beginning", "This package provides"])
+        default_factory=lambda: ["In the beginning", "This package provides"]
+    )
     max_new_tokens: int = Field(40, gt=0)
     temperature: float = Field(0.8, ge=0)
     top_k: int | None = 50
@@ -60,7 +66,7 @@ class SamplingConfig(StageConfig):
 
 class EvaluateConfig(StageConfig):
     tokenize_dir: str = "data/tokenize/bpe"
-    pretrained: str                       # a causal LM's model.pt: test perplexity and samples
+    pretrained: str  # a causal LM's model.pt: test perplexity and samples
     tasks_dir: str = "data/ingest/tasks"
     finetune_root: str = "data/finetune"
     tasks: list[str] = Field(default_factory=lambda: ["classification"])
@@ -74,7 +80,7 @@ class EvaluateConfig(StageConfig):
 def load_test_tokens(cfg: EvaluateConfig, model, shards: dict) -> np.ndarray:
     """The test tokens to score (capped at max_test_tokens); at least one window of the model."""
     path = Path(cfg.tokenize_dir) / "test.bin"
-    test = load_shard(path, shards["dtype"])
+    test: np.ndarray = load_shard(path, shards["dtype"])
     whole = len(test)
     if cfg.max_test_tokens:
         test = test[: cfg.max_test_tokens]
@@ -83,10 +89,13 @@ def load_test_tokens(cfg: EvaluateConfig, model, shards: dict) -> np.ndarray:
         if len(test) < whole:
             raise PipelineError(
                 f"{path}: max_test_tokens={cfg.max_test_tokens} keeps fewer tokens than one window of the model "
-                f"({block + 1} = max_seq_len {block} + 1); set max_test_tokens to at least {block + 1} (or null)")
-        raise PipelineError(f"{path}: the test split has {whole} tokens, fewer than one window of the model "
-                            f"({block + 1} = max_seq_len {block} + 1); max_test_tokens cannot help, "
-                            "the test split is too small")
+                f"({block + 1} = max_seq_len {block} + 1); set max_test_tokens to at least {block + 1} (or null)"
+            )
+        raise PipelineError(
+            f"{path}: the test split has {whole} tokens, fewer than one window of the model "
+            f"({block + 1} = max_seq_len {block} + 1); max_test_tokens cannot help, "
+            "the test split is too small"
+        )
     return test
 
 
@@ -96,8 +105,12 @@ def evaluate_lm(cfg: EvaluateConfig, model, shards: dict, test: np.ndarray | Non
     ppl, targets = compute_lm_perplexity(model, test, cfg.batch_size)
     train = load_shard(Path(cfg.tokenize_dir) / "train.bin", shards["dtype"])
     unigram = compute_unigram_perplexity(train, targets, shards["vocab_size"])
-    return {"eval/lm/ppl": ppl, "eval/lm/unigram_ppl": unigram,
-            "eval/lm/ppl_vs_unigram": ppl / unigram, "eval/lm/test_tokens": len(targets)}
+    return {
+        "eval/lm/ppl": ppl,
+        "eval/lm/unigram_ppl": unigram,
+        "eval/lm/ppl_vs_unigram": ppl / unigram,
+        "eval/lm/test_tokens": len(targets),
+    }
 
 
 @dataclass
@@ -127,26 +140,34 @@ def prepare_classifier(cfg: EvaluateConfig, task: str, tokenizer) -> PreparedCla
     test_set, unknown = build_classification_dataset(tokenizer, test_df, labels, meta["max_len"])
     if len(test_set) == 0:
         test_path = Path(cfg.tasks_dir) / task / "test.parquet"
-        raise PipelineError(f"{test_path}: none of its {len(test_df)} examples has a label the model {model_path} "
-                            f"was trained on (test labels: {_show(set(test_df['label']))}; model labels: "
-                            f"{_show(labels)}); re-run ingest and finetune so both see the same labels")
+        raise PipelineError(
+            f"{test_path}: none of its {len(test_df)} examples has a label the model {model_path} "
+            f"was trained on (test labels: {_show(set(test_df['label']))}; model labels: "
+            f"{_show(labels)}); re-run ingest and finetune so both see the same labels"
+        )
     return PreparedClassifier(task, model, labels, test_set, unknown, train_df["label"].tolist())
 
 
 def score_classifier(cfg: EvaluateConfig, prepared: PreparedClassifier, tokenizer) -> dict[str, float]:
     task, labels = prepared.task, prepared.labels
-    loader = DataLoader(prepared.test_set, batch_size=cfg.batch_size,
-                        collate_fn=functools.partial(collate_classification, pad_id=eot_id(tokenizer)))
+    loader = DataLoader(
+        prepared.test_set,
+        batch_size=cfg.batch_size,
+        collate_fn=functools.partial(collate_classification, pad_id=eot_id(tokenizer)),
+    )
     preds, gold = predict_classes(prepared.model, loader)
     unknown = prepared.unknown
     index = {label: i for i, label in enumerate(labels)}
     baseline = compute_majority_baseline([index[x] for x in prepared.train_labels if x in index], gold, len(labels))
     prefix = f"eval/{task}"
-    return {f"{prefix}/accuracy": compute_accuracy(preds, gold),
-            f"{prefix}/macro_f1": compute_macro_f1(preds, gold, len(labels)),
-            f"{prefix}/majority_accuracy": baseline["accuracy"],
-            f"{prefix}/majority_macro_f1": baseline["macro_f1"],
-            f"{prefix}/test_examples": len(gold), f"{prefix}/unknown_label_examples": unknown}
+    return {
+        f"{prefix}/accuracy": compute_accuracy(preds, gold),
+        f"{prefix}/macro_f1": compute_macro_f1(preds, gold, len(labels)),
+        f"{prefix}/majority_accuracy": baseline["accuracy"],
+        f"{prefix}/majority_macro_f1": baseline["macro_f1"],
+        f"{prefix}/test_examples": len(gold),
+        f"{prefix}/unknown_label_examples": unknown,
+    }
 
 
 def evaluate_classifier(cfg: EvaluateConfig, task: str, tokenizer) -> dict[str, float]:
@@ -156,8 +177,9 @@ def evaluate_classifier(cfg: EvaluateConfig, task: str, tokenizer) -> dict[str, 
 def check_prompts(gen: SamplingConfig, tokenizer) -> None:
     for i, prompt in enumerate(gen.prompts):
         if not tokenizer.encode(prompt, add_special_tokens=False).ids:
-            raise PipelineError(f"generation.prompts.{i}: {prompt!r} tokenizes to nothing; "
-                                "give text the tokenizer knows")
+            raise PipelineError(
+                f"generation.prompts.{i}: {prompt!r} tokenizes to nothing; give text the tokenizer knows"
+            )
 
 
 def collect_family_metrics(cfg: EvaluateConfig) -> dict[str, float]:
@@ -177,9 +199,11 @@ def run(cfg: EvaluateConfig, tracker) -> StageResult:
     tokenizer_path = Path(cfg.tokenize_dir) / "tokenizer.json"
     model, meta = load_pretrained(cfg.pretrained)
     if FAMILIES[meta["family"]].objective is not CausalLM:
-        raise PipelineError(f"{cfg.pretrained}: a {meta['family']} model; evaluate's `pretrained` must be a causal "
-                            f"LM ({', '.join(n for n, s in FAMILIES.items() if s.objective is CausalLM)}) "
-                            "for test perplexity and samples")
+        raise PipelineError(
+            f"{cfg.pretrained}: a {meta['family']} model; evaluate's `pretrained` must be a causal "
+            f"LM ({', '.join(n for n, s in FAMILIES.items() if s.objective is CausalLM)}) "
+            "for test perplexity and samples"
+        )
     check_tokenizer(tokenizer_path, meta["tokenizer_sha256"], f"the model {cfg.pretrained}")
     check_tokenizer(tokenizer_path, shards["tokenizer_sha256"], f"the token shards in {cfg.tokenize_dir}")
     tokenizer = load_tokenizer(tokenizer_path)
@@ -194,6 +218,14 @@ def run(cfg: EvaluateConfig, tracker) -> StageResult:
     for prepared in classifiers:
         metrics |= score_classifier(cfg, prepared, tokenizer)
     gen = cfg.generation
-    samples = generate_continuations(model, tokenizer, gen.prompts, gen.max_new_tokens, gen.temperature,
-                                     gen.top_k, eot_id(tokenizer), gen.seed)
+    samples = generate_continuations(
+        cast(TextGenerator, model),  # a causal LM (checked above), and those generate
+        tokenizer,
+        gen.prompts,
+        gen.max_new_tokens,
+        gen.temperature,
+        gen.top_k,
+        eot_id(tokenizer),
+        gen.seed,
+    )
     return StageResult(metrics=metrics, report={"generations": samples})

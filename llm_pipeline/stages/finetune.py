@@ -20,8 +20,7 @@ from torch.utils.data import DataLoader
 
 from llm_pipeline.checkpoints import check_tokenizer, load_pretrained, save_classifier
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data.loaders.classification import collate_classification
-from llm_pipeline.data.loaders.classification import build_classification_dataset
+from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
 from llm_pipeline.data.tasks.loading import load_task_split
 from llm_pipeline.data.tokenization.tokenizer import eot_id, load_tokenizer
 from llm_pipeline.errors import PipelineError
@@ -39,17 +38,17 @@ SUPPORTED_TASKS = ("classification",)
 
 class FinetuneConfig(StageConfig):
     tasks: list[str] = Field(default_factory=lambda: ["classification"])  # dvc.yaml fans out over these
-    task: str | None = None                                   # the one this run trains
+    task: str | None = None  # the one this run trains
     tasks_dir: str = "data/ingest/tasks"
-    pretrained: str                                           # a pretrain stage's model.pt (any family)
-    tokenizer: str                                            # the tokenizer.json that model was trained with
-    output_root: str = "data/finetune"                        # writes <output_root>/<task>/
+    pretrained: str  # a pretrain stage's model.pt (any family)
+    tokenizer: str  # the tokenizer.json that model was trained with
+    output_root: str = "data/finetune"  # writes <output_root>/<task>/
     max_len: int = Field(128, gt=0, description="tokens kept from the head of each text")
     batch_size: int = Field(32, gt=0)
     head_dropout: float = Field(0.1, ge=0, lt=1)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
-    register_prefix: str = "llm-pipeline-"                    # registered as <prefix><task>
+    register_prefix: str = "llm-pipeline-"  # registered as <prefix><task>
 
 
 def run(cfg: FinetuneConfig, tracker) -> StageResult:
@@ -96,13 +95,21 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
             "train_seconds": time.perf_counter() - started,
         }
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # model.pt is the output; keep the out small
-        write_json(tmp / MANIFEST_NAME, build_manifest(
-            f"finetune-{task}", inputs=describe_inputs([Path(cfg.tasks_dir) / task, cfg.pretrained, cfg.tokenizer]),
-            outputs={"model": "model.pt"}, counts=metrics,
-            extra={"labels": labels, "tokenizer_sha256": tokenizer_sha, "mlflow_run_id": tracker.run_id}))
+        write_json(
+            tmp / MANIFEST_NAME,
+            build_manifest(
+                f"finetune-{task}",
+                inputs=describe_inputs([Path(cfg.tasks_dir) / task, cfg.pretrained, cfg.tokenizer]),
+                outputs={"model": "model.pt"},
+                counts=metrics,
+                extra={"labels": labels, "tokenizer_sha256": tokenizer_sha, "mlflow_run_id": tracker.run_id},
+            ),
+        )
 
     tracker.set_tags({"task": task, "model.family": lm_meta["family"], "tokenizer_sha256": tokenizer_sha})
-    version = tracker.register_model(model, f"{cfg.register_prefix}{task}",
-                                     description=f"{task}: {len(labels)} labels, val acc {metrics['val/acc']:.3f}")
-    return StageResult(metrics=metrics, report={"labels": labels, "version": version},
-                       artifacts=[out / MANIFEST_NAME])
+    version = tracker.register_model(
+        model,
+        f"{cfg.register_prefix}{task}",
+        description=f"{task}: {len(labels)} labels, val acc {metrics['val/acc']:.3f}",
+    )
+    return StageResult(metrics=metrics, report={"labels": labels, "version": version}, artifacts=[out / MANIFEST_NAME])

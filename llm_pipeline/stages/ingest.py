@@ -26,8 +26,16 @@ from llm_pipeline.data.corpus.dedup import NearDupOptions
 from llm_pipeline.data.corpus.mixing import apply_weights, weighted_counts
 from llm_pipeline.data.corpus.splits import SPLITS
 from llm_pipeline.data.records import SAMPLE_CHARS, Document, QuarantineRow, doc_id
-from llm_pipeline.data.sources.registry import (BibleSourceConfig, DebianSourceConfig, LoadContext, OnError,
-                                                SourceConfig, SourceData, load_source, source_name)
+from llm_pipeline.data.sources.registry import (
+    BibleSourceConfig,
+    DebianSourceConfig,
+    LoadContext,
+    OnError,
+    SourceConfig,
+    SourceData,
+    load_source,
+    source_name,
+)
 from llm_pipeline.data.tasks.base import write_task
 from llm_pipeline.data.tasks.build import BuiltTasks, TasksConfig, build_tasks, check_leakage
 from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json
@@ -37,11 +45,11 @@ log = logging.getLogger(__name__)
 
 
 class CleaningConfig(StageConfig):
-    min_chars: int = Field(40, ge=0)             # shorter normalized texts are quarantined
-    max_chars: int = Field(20000, ge=1)          # longer ones too (likely dumps, not prose)
-    strip_markup: bool = True                    # HTML/OSIS tags and &entities; removed
+    min_chars: int = Field(40, ge=0)  # shorter normalized texts are quarantined
+    max_chars: int = Field(20000, ge=1)  # longer ones too (likely dumps, not prose)
+    strip_markup: bool = True  # HTML/OSIS tags and &entities; removed
     max_record_bytes: int = Field(1_000_000, ge=1)  # raw records above this are quarantined
-                                                 # (too_long) by the reader, never held in memory
+    # (too_long) by the reader, never held in memory
 
     @model_validator(mode="after")
     def _record_fits(self) -> CleaningConfig:
@@ -54,14 +62,14 @@ class DedupConfig(StageConfig):
     # exact dedup (same normalized text) always runs; near-dup uses MinHash LSH on word shingles
     near: bool = True
     num_perm: int = Field(128, ge=16)
-    threshold: float = Field(0.8, gt=0, le=1)    # estimated Jaccard similarity that counts as a copy
-    shingle_size: int = Field(5, ge=1)           # words per shingle
+    threshold: float = Field(0.8, gt=0, le=1)  # estimated Jaccard similarity that counts as a copy
+    shingle_size: int = Field(5, ge=1)  # words per shingle
 
 
 class SplitConfig(StageConfig):
     val_fraction: float = Field(0.02, ge=0, lt=1)
     test_fraction: float = Field(0.02, ge=0, lt=1)
-    seed: str = "llm-pipeline"                   # changing it reshuffles every split
+    seed: str = "llm-pipeline"  # changing it reshuffles every split
 
     @model_validator(mode="after")
     def _fractions_leave_train(self) -> SplitConfig:
@@ -76,30 +84,32 @@ def _default_sources() -> list[Any]:
 
 class IngestConfig(StageConfig):
     output_dir: str = "data/ingest"
-    cache_dir: str = ".cache/sources"            # downloaded apt lists and .debs (not outputs)
-    refresh: bool = False                        # refetch sources even when cached
-    progress: bool = True                        # tqdm bars
+    cache_dir: str = ".cache/sources"  # downloaded apt lists and .debs (not outputs)
+    refresh: bool = False  # refetch sources even when cached
+    progress: bool = True  # tqdm bars
     sources: list[SourceConfig] = Field(default_factory=_default_sources, min_length=1)
-    on_error: OnError = "fail"                   # a bad record: fail the run, or quarantine it
+    on_error: OnError = "fail"  # a bad record: fail the run, or quarantine it
     cleaning: CleaningConfig = CleaningConfig()
     dedup: DedupConfig = DedupConfig()
     split: SplitConfig = SplitConfig()
-    tasks: TasksConfig = TasksConfig()          # downstream tasks (llm_pipeline/data/tasks/)
+    tasks: TasksConfig = TasksConfig()  # downstream tasks (llm_pipeline/data/tasks/)
 
     @model_validator(mode="after")
     def _distinct_source_names(self) -> IngestConfig:
         # the name is the `source` column and part of doc_id: two sources must not share one
         names = [source_name(s) for s in self.sources]
         if len(set(names)) != len(names):
-            raise ValueError(f"two sources are named {sorted({n for n in names if names.count(n) > 1})}; "
-                             "give each a distinct `name`")
+            raise ValueError(
+                f"two sources are named {sorted({n for n in names if names.count(n) > 1})}; give each a distinct `name`"
+            )
         return self
 
 
 def load_sources(cfg: IngestConfig) -> list[SourceData]:
     """Every configured source, through the source registry (file readers stream lazily)."""
-    ctx = LoadContext(cfg.cache_dir, cfg.refresh, cfg.progress, cfg.on_error,
-                      cfg.cleaning.max_record_bytes, cfg.split.seed)
+    ctx = LoadContext(
+        cfg.cache_dir, cfg.refresh, cfg.progress, cfg.on_error, cfg.cleaning.max_record_bytes, cfg.split.seed
+    )
     loaded = []
     for src in cfg.sources:
         log.info("reading source %s", source_name(src))
@@ -119,10 +129,15 @@ def _columns(rows: Iterable[Any], names: list[str]) -> dict[str, list[str]]:
 def run(cfg: IngestConfig, tracker: Any = None) -> StageResult:
     loaded = load_sources(cfg)
     sp, cl, dd = cfg.split, cfg.cleaning, cfg.dedup
-    built = build_corpus(loaded, min_chars=cl.min_chars, max_chars=cl.max_chars, markup=cl.strip_markup,
-                         split=SplitSpec(sp.val_fraction, sp.test_fraction, sp.seed),
-                         near=NearDupOptions(dd.near, dd.num_perm, dd.threshold, dd.shingle_size),
-                         progress=cfg.progress)
+    built = build_corpus(
+        loaded,
+        min_chars=cl.min_chars,
+        max_chars=cl.max_chars,
+        markup=cl.strip_markup,
+        split=SplitSpec(sp.val_fraction, sp.test_fraction, sp.seed),
+        near=NearDupOptions(dd.near, dd.num_perm, dd.threshold, dd.shingle_size),
+        progress=cfg.progress,
+    )
     corpus, quarantine, per_source = built.splits, built.quarantine, built.per_source
     descriptions = [d for data in loaded for d in data.descriptions]
     # mixing weights change the written train split only; tasks and val/test see each doc once
@@ -141,45 +156,69 @@ def run(cfg: IngestConfig, tracker: Any = None) -> StageResult:
         manifest = build_manifest(
             "ingest",
             inputs=describe_inputs([p for data in loaded for p in data.inputs] + tasks.inputs),
-            outputs={"corpus": {s: f"corpus/{s}.parquet" for s in SPLITS},
-                     "tasks": {t: {s: f"tasks/{t}/{s}.parquet" for s in SPLITS} for t in tasks.tasks},
-                     "quarantine": "quarantine.parquet"},
+            outputs={
+                "corpus": {s: f"corpus/{s}.parquet" for s in SPLITS},
+                "tasks": {t: {s: f"tasks/{t}/{s}.parquet" for s in SPLITS} for t in tasks.tasks},
+                "quarantine": "quarantine.parquet",
+            },
             counts=counts,
-            extra={"split_keys": {"debian": "source package (Debian-derived tasks keep the corpus split)",
-                                  "other": "doc_id"},
-                   "mlflow_run_id": getattr(tracker, "run_id", None)},
+            extra={
+                "split_keys": {
+                    "debian": "source package (Debian-derived tasks keep the corpus split)",
+                    "other": "doc_id",
+                },
+                "mlflow_run_id": getattr(tracker, "run_id", None),
+            },
         )
         write_json(tmp / MANIFEST_NAME, manifest)
-    return StageResult(metrics=_metrics(corpus, tasks),
-                       report={"output_dir": str(out), "manifest": str(out / MANIFEST_NAME),
-                               "counts": counts},
-                       artifacts=[out / MANIFEST_NAME])
+    return StageResult(
+        metrics=_metrics(corpus, tasks),
+        report={"output_dir": str(out), "manifest": str(out / MANIFEST_NAME), "counts": counts},
+        artifacts=[out / MANIFEST_NAME],
+    )
 
 
-def _write_outputs(tmp: Path, corpus: dict[str, list[Document]], quarantine: list[QuarantineRow],
-                   tasks: BuiltTasks) -> None:
+def _write_outputs(
+    tmp: Path, corpus: dict[str, list[Document]], quarantine: list[QuarantineRow], tasks: BuiltTasks
+) -> None:
     (tmp / "corpus").mkdir(parents=True)
     for split, docs in corpus.items():
-        _write_table(tmp / "corpus" / f"{split}.parquet",
-                     {"doc_id": [doc_id(d.source, d.text) for d in docs],
-                      "source": [d.source for d in docs], "text": [d.text for d in docs]})
+        _write_table(
+            tmp / "corpus" / f"{split}.parquet",
+            {
+                "doc_id": [doc_id(d.source, d.text) for d in docs],
+                "source": [d.source for d in docs],
+                "text": [d.text for d in docs],
+            },
+        )
     quarantine = [replace(q, text=q.text[:SAMPLE_CHARS]) for q in quarantine]
     _write_table(tmp / "quarantine.parquet", _columns(quarantine, ["source", "location", "reason", "text", "detail"]))
     for name, task in tasks.tasks.items():
         write_task(task, tmp / "tasks" / name)
 
 
-def _counts(per_source: dict[str, Any], corpus: dict[str, list[Document]],
-            quarantine: list[QuarantineRow], tasks: BuiltTasks, leakage: dict[str, Any]) -> dict[str, Any]:
+def _counts(
+    per_source: dict[str, Any],
+    corpus: dict[str, list[Document]],
+    quarantine: list[QuarantineRow],
+    tasks: BuiltTasks,
+    leakage: dict[str, Any],
+) -> dict[str, Any]:
     counts: dict[str, Any] = {
         "per_source": per_source,
-        "per_split": {s: {"documents": len(d), "characters": sum(len(x.text) for x in d),
-                          "by_source": dict(Counter(x.source for x in d))} for s, d in corpus.items()},
+        "per_split": {
+            s: {
+                "documents": len(d),
+                "characters": sum(len(x.text) for x in d),
+                "by_source": dict(Counter(x.source for x in d)),
+            }
+            for s, d in corpus.items()
+        },
         "dropped_by_reason": dict(Counter(q.reason for q in quarantine)),
     }
-    counts["tasks"] = tasks.cards()           # the task cards: sizes, labels, lengths, source
+    counts["tasks"] = tasks.cards()  # the task cards: sizes, labels, lengths, source
     counts["tasks_skipped"] = tasks.skipped
-    counts["task_leakage"] = leakage          # task val/test vs corpus train; expected total 0
+    counts["task_leakage"] = leakage  # task val/test vs corpus train; expected total 0
     return counts
 
 
@@ -196,6 +235,5 @@ def _metrics(corpus: dict[str, list[Document]], tasks: BuiltTasks) -> dict[str, 
         metrics["classification/num_labels"] = len({r["label"] for rows in splits.values() for r in rows})
         test = Counter(r["label"] for r in splits["test"])
         # the accuracy of always guessing the most common label: the floor a model must beat
-        metrics["classification/test_majority_fraction"] = (
-            max(test.values()) / len(splits["test"]) if test else 0.0)
+        metrics["classification/test_majority_fraction"] = max(test.values()) / len(splits["test"]) if test else 0.0
     return metrics

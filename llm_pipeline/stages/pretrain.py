@@ -18,10 +18,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
-import torch.nn as nn
 from pydantic import Field, field_validator
 from torch.utils.data import DataLoader
 
@@ -31,6 +30,7 @@ from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import MANIFEST_NAME, build_manifest, describe_inputs, read_manifest, write_json
+from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.checks import check_config_seq_len
 from llm_pipeline.registry import FAMILIES, FamilySpec, get_family
 from llm_pipeline.stages.base import StageResult
@@ -45,26 +45,27 @@ log = logging.getLogger(__name__)
 
 
 class ModelChoice(StageConfig):
-    preset: str = "small-cpu"     # a name from the family's presets (e.g. GPT_PRESETS in models/gpt.py)
+    preset: str = "small-cpu"  # a name from the family's presets (e.g. GPT_PRESETS in models/gpt.py)
     overrides: dict[str, int | float | bool | str] = Field(default_factory=dict)  # e.g. {n_layer: 6}
 
 
 class FamilyConfig(StageConfig):
     """Everything one family's pretraining run needs; each family has its own block in params."""
 
-    tokenizer: str                                  # folder name under tokenize_root: bpe | wordpiece | unigram
+    tokenizer: str  # folder name under tokenize_root: bpe | wordpiece | unigram
     model: ModelChoice = Field(default_factory=ModelChoice)
     data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
-    register_as: str | None = None                  # MLflow registered model; default llm-pipeline-<family>
+    register_as: str | None = None  # MLflow registered model; default llm-pipeline-<family>
 
 
 class PretrainConfig(StageConfig):
-    families: dict[str, FamilyConfig]               # dvc.yaml runs one stage per key (registry names)
-    family: str | None = None                       # the one this run trains
+    families: dict[str, FamilyConfig]  # dvc.yaml runs one stage per key (registry names)
+    family: str | None = None  # the one this run trains
     tokenize_root: str = "data/tokenize"
-    output_root: str = "data/pretrain"              # writes <output_root>/<family>/
+    tasks_dir: str = "data/ingest/tasks"  # ingest's task tables; bert reads <tasks_dir>/nsp/
+    output_root: str = "data/pretrain"  # writes <output_root>/<family>/
     plots_dir: str = "reports/plots"
 
     @field_validator("families")
@@ -78,7 +79,7 @@ class PretrainConfig(StageConfig):
 
 @dataclass
 class PretrainSetup:
-    model: nn.Module
+    model: FamilyModel
     objective: Objective
     train_loader: DataLoader
     val_loader: DataLoader
@@ -86,7 +87,9 @@ class PretrainSetup:
     tokenizer_manifest: dict[str, Any]
 
 
-def build_pretrain_setup(spec: FamilySpec, tokenizer_dir: str | Path, fam: FamilyConfig) -> PretrainSetup:
+def build_pretrain_setup(
+    spec: FamilySpec, tokenizer_dir: str | Path, fam: FamilyConfig, tasks_dir: str | Path = "data/ingest/tasks"
+) -> PretrainSetup:
     """Model, objective and loaders for one family from `<tokenizer_dir>/{manifest.json, tokenizer.json, *.bin}`.
 
     Everything a user can get wrong (tokenizer kind, vocab size, sequence length, missing
@@ -96,13 +99,17 @@ def build_pretrain_setup(spec: FamilySpec, tokenizer_dir: str | Path, fam: Famil
     manifest = read_manifest(tokenizer_dir)
     kind = manifest.get("tokenizer_kind")
     if kind is not None and kind != spec.tokenizer_kind:
-        raise PipelineError(f"{tokenizer_dir / MANIFEST_NAME}: tokenizer_kind is {kind!r}, but {spec.name} "
-                            f"pretrains with a {spec.tokenizer_kind!r} tokenizer")
+        raise PipelineError(
+            f"{tokenizer_dir / MANIFEST_NAME}: tokenizer_kind is {kind!r}, but {spec.name} "
+            f"pretrains with a {spec.tokenizer_kind!r} tokenizer"
+        )
     overrides = dict(fam.model.overrides)
     if "vocab_size" in overrides and overrides.pop("vocab_size") != manifest["vocab_size"]:
-        raise PipelineError(f"{spec.name} model override vocab_size does not match the tokenizer's "
-                            f"vocab_size {manifest['vocab_size']}; leave it out, it is taken from the tokenizer")
-    corpus = TokenizedCorpus(tokenizer_dir, manifest, load_tokenizer(tokenizer_dir / "tokenizer.json"))
+        raise PipelineError(
+            f"{spec.name} model override vocab_size does not match the tokenizer's "
+            f"vocab_size {manifest['vocab_size']}; leave it out, it is taken from the tokenizer"
+        )
+    corpus = TokenizedCorpus(tokenizer_dir, manifest, load_tokenizer(tokenizer_dir / "tokenizer.json"), Path(tasks_dir))
     fixed = spec.tokenizer_fields(corpus.tokenizer, str(corpus.tokenizer_path))
     model = spec.build_model(fam.model.preset, manifest["vocab_size"], **{**fixed, **overrides})
     seq_len = spec.seq_len(model.config, fam.data.seq_len)
@@ -116,15 +123,18 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
     if family is None:
         raise PipelineError(f"pretrain: no family given; use --set family=<one of {', '.join(cfg.families)}>")
     if family not in cfg.families:
-        raise PipelineError(f"pretrain: family {family!r} has no block under 'families' in the params "
-                            f"(configured: {', '.join(cfg.families)})")
+        raise PipelineError(
+            f"pretrain: family {family!r} has no block under 'families' in the params "
+            f"(configured: {', '.join(cfg.families)})"
+        )
     fam = cfg.families[family]
     tokenizer_dir = Path(cfg.tokenize_root) / fam.tokenizer
     L.seed_everything(fam.trainer.seed, workers=True)  # before the model is built: its init draws from it
-    setup = build_pretrain_setup(get_family(family), tokenizer_dir, fam)
+    setup = build_pretrain_setup(get_family(family), tokenizer_dir, fam, cfg.tasks_dir)
     shards = setup.tokenizer_manifest
-    tokenizer_sha = check_tokenizer(tokenizer_dir / "tokenizer.json", shards["tokenizer_sha256"],
-                                    f"the token shards in {tokenizer_dir}")
+    tokenizer_sha = check_tokenizer(
+        tokenizer_dir / "tokenizer.json", shards["tokenizer_sha256"], f"the token shards in {tokenizer_dir}"
+    )
     module = TrainingModule(setup.model, setup.objective, fam.optim.for_run(fam.trainer.max_steps))
 
     out = Path(cfg.output_root) / family
@@ -133,33 +143,60 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
         shutil.rmtree(staging)
     logger = tracker.lightning_logger()
     plots = Path(cfg.plots_dir) / f"pretrain-{family}_loss.tsv"
-    trainer = build_trainer(fam.trainer, staging, loggers=[logger] if logger else [],
-                            callbacks=[LossCurveWriter(plots)])
+    trainer = build_trainer(
+        fam.trainer, staging, loggers=[logger] if logger else [], callbacks=[LossCurveWriter(plots)]
+    )
     started = time.perf_counter()
     trainer.fit(module, setup.train_loader, setup.val_loader)
     seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return StageResult(metrics={})
 
-    model = module.model.cpu().eval()
+    model = cast(FamilyModel, module.model.cpu().eval())  # setup.model: pretraining trains a family model
     save_pretrained(staging / "model.pt", model, tokenizer_sha)
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    metrics = {**val, "params": sum(p.numel() for p in model.parameters()), "steps": trainer.global_step,
-               "seq_len": setup.seq_len, "train_seconds": seconds}
-    write_json(staging / MANIFEST_NAME, build_manifest(
-        f"pretrain-{family}", inputs=describe_inputs([tokenizer_dir / MANIFEST_NAME, tokenizer_dir / "tokenizer.json"]),
-        outputs={"model": "model.pt", "checkpoints": "checkpoints/"}, counts=metrics,
-        extra={"family": family, "model_config": model.config.to_dict(), "tokenizer": fam.tokenizer,
-               "tokenizer_sha256": tokenizer_sha, "upstream_run_id": shards.get("mlflow_run_id"),
-               "mlflow_run_id": tracker.run_id}))
+    metrics = {
+        **val,
+        "params": sum(p.numel() for p in model.parameters()),
+        "steps": trainer.global_step,
+        "seq_len": setup.seq_len,
+        "train_seconds": seconds,
+    }
+    write_json(
+        staging / MANIFEST_NAME,
+        build_manifest(
+            f"pretrain-{family}",
+            inputs=describe_inputs([tokenizer_dir / MANIFEST_NAME, tokenizer_dir / "tokenizer.json"]),
+            outputs={"model": "model.pt", "checkpoints": "checkpoints/"},
+            counts=metrics,
+            extra={
+                "family": family,
+                "model_config": model.config.to_dict(),
+                "tokenizer": fam.tokenizer,
+                "tokenizer_sha256": tokenizer_sha,
+                "upstream_run_id": shards.get("mlflow_run_id"),
+                "mlflow_run_id": tracker.run_id,
+            },
+        ),
+    )
     if out.exists():
         shutil.rmtree(out)
     os.replace(staging, out)
 
-    tracker.set_tags({"model.family": family, "model.preset": fam.model.preset, "tokenizer": fam.tokenizer,
-                      "tokenizer_sha256": tokenizer_sha, "upstream.tokenize": str(shards.get("mlflow_run_id"))})
+    tracker.set_tags(
+        {
+            "model.family": family,
+            "model.preset": fam.model.preset,
+            "tokenizer": fam.tokenizer,
+            "tokenizer_sha256": tokenizer_sha,
+            "upstream.tokenize": str(shards.get("mlflow_run_id")),
+        }
+    )
     name = fam.register_as or f"llm-pipeline-{family}"
     summary = ", ".join(f"{k} {v:.3g}" for k, v in val.items())
     version = tracker.register_model(model, name, description=f"{family} {fam.model.preset}: {summary}")
-    return StageResult(metrics=metrics, report={"family": family, "registered_model": name, "version": version},
-                       artifacts=[out / MANIFEST_NAME, plots])
+    return StageResult(
+        metrics=metrics,
+        report={"family": family, "registered_model": name, "version": version},
+        artifacts=[out / MANIFEST_NAME, plots],
+    )

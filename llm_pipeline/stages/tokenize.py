@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -22,11 +22,23 @@ from tqdm.auto import tqdm
 
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.tokenization.shards import encode_chunks, iter_documents, load_shard, token_dtype, write_shard
-from llm_pipeline.data.tokenization.tokenizer import (TokenizerSpec, separator_token, special_tokens, token_id,
-                                                      train_tokenizer)
+from llm_pipeline.data.tokenization.tokenizer import (
+    TokenizerSpec,
+    separator_token,
+    special_tokens,
+    token_id,
+    train_tokenizer,
+)
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.io import (MANIFEST_NAME, atomic_path, build_manifest, describe_inputs,
-                             read_manifest, sha256_file, write_json)
+from llm_pipeline.io import (
+    MANIFEST_NAME,
+    atomic_path,
+    build_manifest,
+    describe_inputs,
+    read_manifest,
+    sha256_file,
+    write_json,
+)
 from llm_pipeline.stages.base import StageResult
 
 log = logging.getLogger(__name__)
@@ -36,10 +48,13 @@ DEFAULT_TOKENIZERS = {"bpe": {"kind": "bpe"}, "wordpiece": {"kind": "wordpiece"}
 
 
 class TokenizeConfig(StageConfig):
-    input_dir: str = "data/ingest"        # ingest's output folder
-    output_dir: str = "data/tokenize"     # one sub-folder per tokenizer name
-    tokenizers: dict[str, TokenizerSpec] = Field(default_factory=lambda: dict(DEFAULT_TOKENIZERS))
-    only: str | None = None               # build just this tokenizer (one DVC stage per name)
+    input_dir: str = "data/ingest"  # ingest's output folder
+    output_dir: str = "data/tokenize"  # one sub-folder per tokenizer name
+    # cast: plain dicts, which validate_default=True turns into specs (as it does a params file's)
+    tokenizers: dict[str, TokenizerSpec] = Field(
+        default_factory=lambda: cast(dict[str, TokenizerSpec], dict(DEFAULT_TOKENIZERS))
+    )
+    only: str | None = None  # build just this tokenizer (one DVC stage per name)
     encode_batch_docs: int = Field(1000, ge=1)  # documents per encode call: bounds memory
     progress: bool = True
 
@@ -76,8 +91,9 @@ def iter_text_batches(path: Path, batch_docs: int) -> Iterator[list[str]]:
         yield batch.column("text").to_pylist()
 
 
-def encode_split(tokenizer: Tokenizer, parquet: Path, shard: Path, sep: int, dtype: np.dtype,
-                 batch_docs: int, progress: bool = False) -> SplitStats:
+def encode_split(
+    tokenizer: Tokenizer, parquet: Path, shard: Path, sep: int, dtype: np.dtype, batch_docs: int, progress: bool = False
+) -> SplitStats:
     """parquet text -> shard, one batch of documents in memory at a time."""
     stats = SplitStats()
 
@@ -88,14 +104,20 @@ def encode_split(tokenizer: Tokenizer, parquet: Path, shard: Path, sep: int, dty
             yield texts
 
     n_batches = -(-pq.ParquetFile(parquet).metadata.num_rows // batch_docs)
-    batches = tqdm(iter_text_batches(parquet, batch_docs), desc=f"encode {shard.name}", total=n_batches,
-                   unit="batch", disable=not progress)
+    batches = tqdm(
+        iter_text_batches(parquet, batch_docs),
+        desc=f"encode {shard.name}",
+        total=n_batches,
+        unit="batch",
+        disable=not progress,
+    )
     stats.tokens = write_shard(encode_chunks(tokenizer, counted(batches), sep, dtype), shard)
     return stats
 
 
-def roundtrip_failures(tokenizer: Tokenizer, parquet: Path, shard: np.ndarray, sep: int,
-                       batch_docs: int) -> tuple[int, int | None]:
+def roundtrip_failures(
+    tokenizer: Tokenizer, parquet: Path, shard: np.ndarray, sep: int, batch_docs: int
+) -> tuple[int, int | None]:
     """(how many, index of the first) documents whose shard tokens do not decode back to their text."""
     documents = iter_documents(shard, sep)
     failures, first, index = 0, None, 0
@@ -116,8 +138,9 @@ def corpus_paths(input_dir: str) -> dict[str, Path]:
     return paths
 
 
-def build_tokenizer(name: str, spec: TokenizerSpec, cfg: TokenizeConfig, paths: dict[str, Path],
-                    upstream: dict[str, Any], tracker) -> dict[str, float]:
+def build_tokenizer(
+    name: str, spec: TokenizerSpec, cfg: TokenizeConfig, paths: dict[str, Path], upstream: dict[str, Any], tracker
+) -> dict[str, float]:
     """Train one tokenizer, write its folder atomically, return its metrics."""
     train_docs = pq.ParquetFile(paths["train"]).metadata.num_rows
     log.info("training %s tokenizer %r (vocab %d) on %d train documents", spec.kind, name, spec.vocab_size, train_docs)
@@ -131,23 +154,40 @@ def build_tokenizer(name: str, spec: TokenizerSpec, cfg: TokenizeConfig, paths: 
         tmp.mkdir(parents=True)
         tokenizer.save(str(tmp / "tokenizer.json"))
         tokenizer_sha = sha256_file(tmp / "tokenizer.json")
-        stats = {split: encode_split(tokenizer, path, tmp / f"{split}.bin", sep, dtype, cfg.encode_batch_docs,
-                                     cfg.progress) for split, path in paths.items()}
-        failures, first = roundtrip_failures(tokenizer, paths["test"], load_shard(tmp / "test.bin", dtype),
-                                             sep, cfg.encode_batch_docs)
+        stats = {
+            split: encode_split(tokenizer, path, tmp / f"{split}.bin", sep, dtype, cfg.encode_batch_docs, cfg.progress)
+            for split, path in paths.items()
+        }
+        failures, first = roundtrip_failures(
+            tokenizer, paths["test"], load_shard(tmp / "test.bin", dtype), sep, cfg.encode_batch_docs
+        )
         if failures and spec.kind in LOSSLESS_KINDS:
-            raise PipelineError(f"{paths['test']}: record {first} (and {failures - 1} more) does not decode "
-                                f"back to its text with the byte-level tokenizer {name!r}")
+            raise PipelineError(
+                f"{paths['test']}: record {first} (and {failures - 1} more) does not decode "
+                f"back to its text with the byte-level tokenizer {name!r}"
+            )
         manifest = build_manifest(
             "tokenize",
             inputs=describe_inputs(list(paths.values())),
             outputs={split: f"{split}.bin" for split in SPLITS} | {"tokenizer": "tokenizer.json"},
-            counts={"tokens": {s: st.tokens for s, st in stats.items()}, "docs": {s: st.docs for s, st in stats.items()}},
-            extra={"name": name, "tokenizer_sha256": tokenizer_sha, "tokenizer_kind": spec.kind,
-                   "spec": spec.model_dump(), "vocab_size": vocab_size, "dtype": dtype.name, "eot_id": sep,
-                   "special_tokens": special_tokens(spec), "extra_ids": getattr(spec, "extra_ids", 0),
-                   "tokens": {s: st.tokens for s, st in stats.items()},
-                   "upstream_run_id": upstream.get("mlflow_run_id"), "mlflow_run_id": tracker.run_id},
+            counts={
+                "tokens": {s: st.tokens for s, st in stats.items()},
+                "docs": {s: st.docs for s, st in stats.items()},
+            },
+            extra={
+                "name": name,
+                "tokenizer_sha256": tokenizer_sha,
+                "tokenizer_kind": spec.kind,
+                "spec": spec.model_dump(),
+                "vocab_size": vocab_size,
+                "dtype": dtype.name,
+                "eot_id": sep,
+                "special_tokens": special_tokens(spec),
+                "extra_ids": getattr(spec, "extra_ids", 0),
+                "tokens": {s: st.tokens for s, st in stats.items()},
+                "upstream_run_id": upstream.get("mlflow_run_id"),
+                "mlflow_run_id": tracker.run_id,
+            },
         )
         write_json(tmp / MANIFEST_NAME, manifest)
     tracker.set_tags({f"tokenizer_sha256.{name}": tokenizer_sha})
@@ -172,5 +212,8 @@ def run(cfg: TokenizeConfig, tracker) -> StageResult:
     tracker.set_tags({"upstream.ingest": str(upstream.get("mlflow_run_id"))})
     out = Path(cfg.output_dir)
     report = {name: read_manifest(out / name)["tokenizer_sha256"] for name in names}
-    return StageResult(metrics=metrics, report={"tokenizer_sha256": report},
-                       artifacts=[out / name / f for name in names for f in ("tokenizer.json", MANIFEST_NAME)])
+    return StageResult(
+        metrics=metrics,
+        report={"tokenizer_sha256": report},
+        artifacts=[out / name / f for name in names for f in ("tokenizer.json", MANIFEST_NAME)],
+    )

@@ -6,15 +6,18 @@ handed in, so every trainer option (compile, strategy, precision, accumulation) 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
 import torch.nn as nn
 from torchmetrics import MeanMetric
 
-from llm_pipeline.training.objectives import Objective
+from llm_pipeline.training.objectives import Model, Objective
 from llm_pipeline.training.optim import OptimConfig, build_optimizers
+
+if TYPE_CHECKING:
+    from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 
 class TrainingModule(L.LightningModule):
@@ -25,7 +28,7 @@ class TrainingModule(L.LightningModule):
     checkpoint, pass them again: `TrainingModule.load_from_checkpoint(path, model=..., objective=...)`.
     """
 
-    def __init__(self, model: nn.Module, objective: Objective, optim: OptimConfig | dict[str, Any]) -> None:
+    def __init__(self, model: Model, objective: Objective, optim: OptimConfig | dict[str, Any]) -> None:
         super().__init__()
         self.model = model
         self.objective = objective
@@ -37,22 +40,25 @@ class TrainingModule(L.LightningModule):
         loss, metrics = self.objective.compute(self.model, batch)
         for name, (value, _) in metrics.items():
             self.log(f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss")
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
+        optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)  # configure_optimizers returns one optimizer
+        self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         _, metrics = self.objective.compute(self.model, batch)
         for name, (value, weight) in metrics.items():
-            self.val_metrics[name].update(value, weight=weight)
+            cast(MeanMetric, self.val_metrics[name]).update(value, weight=weight)
 
     def on_validation_epoch_end(self) -> None:
-        means = {name: metric.compute() for name, metric in self.val_metrics.items()}
+        # cast: val_metrics holds MeanMetrics, but a ModuleDict's values are typed as plain Modules
+        means = {name: cast(MeanMetric, metric).compute() for name, metric in self.val_metrics.items()}
         for metric in self.val_metrics.values():
-            metric.reset()
+            cast(MeanMetric, metric).reset()
         for name, value in self.objective.summarize(means).items():
             self.log(f"val/{name}", value, prog_bar=name == "loss")
 
-    def configure_optimizers(self) -> dict:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         return build_optimizers(self.model, self.optim)
 
     # what a batch is worth, for TokenThroughputMonitor

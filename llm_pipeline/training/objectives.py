@@ -10,13 +10,25 @@ live here.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.blocks import IGNORE_INDEX
+from llm_pipeline.models.classifier import SequenceClassifier
+
+# what an objective trains: a family model (pretraining) or a classifier over one (fine-tuning)
+Model = FamilyModel | SequenceClassifier
+
+
+class FlopCounter(Protocol):
+    """What count_flops needs of a model (FamilyModel and SequenceClassifier both have it)."""
+
+    def count_flops(self, input_tokens: int, input_len: int, target_tokens: int = 0, target_len: int = 0) -> float: ...
+
 
 Metrics = dict[str, tuple[torch.Tensor, torch.Tensor | int]]  # name -> (batch mean, weight)
 
@@ -32,7 +44,7 @@ class Objective:
         """Real (non-padding) tokens the model reads in this batch."""
         raise NotImplementedError
 
-    def count_flops(self, model: nn.Module, batch: Any) -> float:
+    def count_flops(self, model: FlopCounter, batch: Any) -> float:
         """Model FLOPs of forward + backward on this batch; the model counts them (`model.count_flops`)."""
         return model.count_flops(self.count_tokens(batch), _first_tensor(batch).size(-1))
 
@@ -83,8 +95,13 @@ class MaskedLMWithNSP(Objective):
         with torch.no_grad():
             mlm_acc = (mlm_logits.argmax(-1) == targets).float().sum() / n_masked.clamp(min=1)
             nsp_acc = (nsp_logits.argmax(-1) == batch["nsp_label"]).float().mean()
-        return loss, {"loss": (loss, n_pairs), "mlm_loss": (mlm_loss, n_masked), "mlm_acc": (mlm_acc, n_masked),
-                      "nsp_loss": (nsp_loss, n_pairs), "nsp_acc": (nsp_acc, n_pairs)}
+        return loss, {
+            "loss": (loss, n_pairs),
+            "mlm_loss": (mlm_loss, n_masked),
+            "mlm_acc": (mlm_acc, n_masked),
+            "nsp_loss": (nsp_loss, n_pairs),
+            "nsp_acc": (nsp_acc, n_pairs),
+        }
 
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["attention_mask"].sum())
@@ -111,10 +128,14 @@ class SpanCorruption(Objective):
     def count_tokens(self, batch: dict[str, torch.Tensor]) -> int:
         return int(batch["attention_mask"].sum()) + int((batch["labels"] != IGNORE_INDEX).sum())
 
-    def count_flops(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    def count_flops(self, model: FlopCounter, batch: dict[str, torch.Tensor]) -> float:
         labels = batch["labels"]
-        return model.count_flops(int(batch["attention_mask"].sum()), batch["input_ids"].size(1),
-                                 int((labels != IGNORE_INDEX).sum()), labels.size(1))
+        return model.count_flops(
+            int(batch["attention_mask"].sum()),
+            batch["input_ids"].size(1),
+            int((labels != IGNORE_INDEX).sum()),
+            labels.size(1),
+        )
 
 
 class SequenceClassification(Objective):
@@ -126,8 +147,9 @@ class SequenceClassification(Objective):
     name = "classification"
     metric_names = ("loss", "acc")
 
-    def compute(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-                ) -> tuple[torch.Tensor, Metrics]:
+    def compute(
+        self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, Metrics]:
         input_ids, lengths, labels = batch
         logits = model(input_ids, lengths_to_mask(lengths, input_ids.size(1))).logits  # (B, K)
         loss = F.cross_entropy(logits, labels)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn as nn
@@ -10,6 +10,9 @@ from pydantic import Field
 
 from llm_pipeline.config import StageConfig
 from llm_pipeline.training.schedule import build_schedule
+
+if TYPE_CHECKING:
+    from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 # weight decay pulls these toward zero for no benefit: a norm's gain should sit near 1,
 # a bias has no scale to control, and an embedding row is only touched when its token occurs.
@@ -25,13 +28,15 @@ class OptimConfig(StageConfig):
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = Field(100, ge=0)
     max_steps: int | None = Field(
-        None, gt=0, description="end of the cosine decay; None: the stage uses trainer.max_steps")
+        None, gt=0, description="end of the cosine decay; None: the stage uses trainer.max_steps"
+    )
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final lr as a fraction of the peak")
     schedule: Literal["cosine", "wsd"] = Field(
-        "cosine", description="cosine: warmup then cosine decay; wsd: warmup, stable at the peak, linear decay")
+        "cosine", description="cosine: warmup then cosine decay; wsd: warmup, stable at the peak, linear decay"
+    )
     decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: the last fraction of max_steps that decays")
 
-    def for_run(self, trainer_max_steps: int) -> "OptimConfig":
+    def for_run(self, trainer_max_steps: int) -> OptimConfig:
         """This config with the decay length filled in from the trainer when unset."""
         return self if self.max_steps else self.model_copy(update={"max_steps": trainer_max_steps})
 
@@ -47,13 +52,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_adamw(
-    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]
-) -> torch.optim.AdamW:
+def build_adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
 
 
-def build_optimizers(model: nn.Module, cfg: OptimConfig) -> dict:
+def build_optimizers(model: nn.Module, cfg: OptimConfig) -> OptimizerLRSchedulerConfig:
     """What a LightningModule's configure_optimizers returns: AdamW + the per-step schedule."""
     optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas)
     if cfg.max_steps is None:

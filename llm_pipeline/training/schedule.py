@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -29,8 +30,7 @@ def warmup_cosine(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: fl
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def warmup_stable_decay(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float,
-                        decay_steps: int) -> float:
+def warmup_stable_decay(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float, decay_steps: int) -> float:
     """Multiplier at `step`: warmup as in warmup_cosine, 1.0 until `max_steps - decay_steps`,
     then a straight line down to `min_lr_ratio` at `max_steps`, and the floor after."""
     if step < warmup_steps:
@@ -44,7 +44,7 @@ def warmup_stable_decay(step: int, warmup_steps: int, max_steps: int, min_lr_rat
     return 1.0 - (1.0 - min_lr_ratio) * progress
 
 
-SCHEDULES = {"cosine": warmup_cosine, "wsd": warmup_stable_decay}
+SCHEDULES: dict[str, Callable[..., float]] = {"cosine": warmup_cosine, "wsd": warmup_stable_decay}
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, name: str, **kwargs: float) -> LambdaLR:

@@ -8,7 +8,7 @@ counts samples and needs a FLOPs function per batch.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol, cast
 
 import lightning as L
 import torch
@@ -26,6 +26,14 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("L40S", 362e12),
     ("L4", 121e12),
 )
+
+
+class _CountsBatches(Protocol):
+    """What a LightningModule offers to be measured (TrainingModule has both)."""
+
+    def count_tokens(self, batch: Any) -> int: ...
+
+    def count_flops(self, batch: Any) -> float: ...
 
 
 def lookup_peak_flops(device_name: str) -> float | None:
@@ -58,13 +66,15 @@ class TokenThroughputMonitor(Callback):
             self.peak_flops = lookup_peak_flops(torch.cuda.get_device_name(pl_module.device))
         self._reset(time.perf_counter())
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not hasattr(pl_module, "count_tokens"):
             return
-        self._tokens += pl_module.count_tokens(batch)
+        module = cast("_CountsBatches", pl_module)  # e.g. a TrainingModule: count_tokens (checked) and count_flops
+        self._tokens += module.count_tokens(batch)
         if self.peak_flops:
-            self._flops += pl_module.count_flops(batch)
+            self._flops += module.count_flops(batch)
         if (batch_idx + 1) % trainer.accumulate_grad_batches or trainer.global_step % self.every_n_steps:
             return
         if pl_module.device.type == "cuda":

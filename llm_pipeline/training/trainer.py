@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import get_args
+from typing import cast, get_args
 
 import lightning as L
 import torch
@@ -55,8 +55,10 @@ class TrainerConfig(StageConfig):
     gradient_clip_val: float | None = 1.0
     log_every_n_steps: int = Field(10, gt=0)
     checkpoint_every_n_steps: int | None = Field(
-        None, gt=0, description="save a checkpoint every N optimizer steps (default val_check_interval) "
-                                "and at the last step")
+        None,
+        gt=0,
+        description="save a checkpoint every N optimizer steps (default val_check_interval) and at the last step",
+    )
     seed: int = Field(1337, description="the stage seeds with this before building the model")
     enable_progress_bar: bool = True
     deterministic: bool = False
@@ -65,24 +67,28 @@ class TrainerConfig(StageConfig):
     @classmethod
     def _known_accelerator(cls, value: str) -> str:
         if value not in known_accelerators():
-            raise ValueError(f"trainer.accelerator {value!r} is not one Lightning knows; "
-                             f"use one of {', '.join(known_accelerators())}")
+            raise ValueError(
+                f"trainer.accelerator {value!r} is not one Lightning knows; "
+                f"use one of {', '.join(known_accelerators())}"
+            )
         return value
 
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
         if value.lower() not in known_strategies():
-            raise ValueError(f"trainer.strategy {value!r} is not one Lightning knows; "
-                             f"use one of {', '.join(known_strategies())}")
+            raise ValueError(
+                f"trainer.strategy {value!r} is not one Lightning knows; use one of {', '.join(known_strategies())}"
+            )
         return value
 
     @field_validator("precision")
     @classmethod
     def _known_precision(cls, value: str) -> str:
         if value not in known_precisions():
-            raise ValueError(f"trainer.precision {value!r} is not one Lightning takes; "
-                             f"use one of {', '.join(known_precisions())}")
+            raise ValueError(
+                f"trainer.precision {value!r} is not one Lightning takes; use one of {', '.join(known_precisions())}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -91,7 +97,8 @@ class TrainerConfig(StageConfig):
             raise ValueError(
                 f"trainer.max_steps ({self.max_steps}) is less than trainer.val_check_interval "
                 f"({self.val_check_interval}), so no validation would run; set trainer.val_check_interval "
-                f"to at most {self.max_steps}")
+                f"to at most {self.max_steps}"
+            )
         return self
 
 
@@ -118,17 +125,21 @@ def check_hardware(cfg: TrainerConfig) -> None:
     The names (accelerator, strategy, precision) are checked when the config loads; the
     device count depends on the machine the stage runs on, so it is checked here.
     """
-    for key, value, known in (("accelerator", cfg.accelerator, known_accelerators()),
-                              ("strategy", cfg.strategy.lower(), known_strategies()),
-                              ("precision", cfg.precision, known_precisions())):
+    for key, value, known in (
+        ("accelerator", cfg.accelerator, known_accelerators()),
+        ("strategy", cfg.strategy.lower(), known_strategies()),
+        ("precision", cfg.precision, known_precisions()),
+    ):
         if value not in known:  # a config built with model_construct skips the validators
             raise PipelineError(f"trainer.{key} {value!r} is not one Lightning takes; use one of {', '.join(known)}")
     have = available_devices(cfg.accelerator)
     if have is None:
         return
     if have == 0:
-        raise PipelineError(f"trainer.accelerator {cfg.accelerator!r}: this machine has no {cfg.accelerator} device; "
-                            f"use trainer.accelerator=cpu (or auto)")
+        raise PipelineError(
+            f"trainer.accelerator {cfg.accelerator!r}: this machine has no {cfg.accelerator} device; "
+            f"use trainer.accelerator=cpu (or auto)"
+        )
     devices = cfg.devices
     if isinstance(devices, str):
         text = devices.strip()
@@ -139,18 +150,24 @@ def check_hardware(cfg: TrainerConfig) -> None:
         except ValueError:
             ids = [part for part in text.split(",") if part.strip()]
             if not ids or not all(part.strip().isdigit() for part in ids):
-                raise PipelineError(f"trainer.devices {cfg.devices!r}: expected a count, -1 (all), 'auto' "
-                                    "or a comma-separated list of device indices") from None
+                raise PipelineError(
+                    f"trainer.devices {cfg.devices!r}: expected a count, -1 (all), 'auto' "
+                    "or a comma-separated list of device indices"
+                ) from None
             top = max(int(part) for part in ids)
             if top >= have:
-                raise PipelineError(f"trainer.devices {cfg.devices!r}: device index {top}, but the {cfg.accelerator} "
-                                    f"accelerator has only {have} device(s) on this machine") from None
+                raise PipelineError(
+                    f"trainer.devices {cfg.devices!r}: device index {top}, but the {cfg.accelerator} "
+                    f"accelerator has only {have} device(s) on this machine"
+                ) from None
             return
     if devices == 0 or devices < -1:
         raise PipelineError(f"trainer.devices {cfg.devices!r}: expected a positive count, -1 (all) or 'auto'")
     if devices > have:
-        raise PipelineError(f"trainer.devices {cfg.devices!r}: the {cfg.accelerator} accelerator has only {have} "
-                            f"device(s) on this machine; use at most {have}, -1 (all) or 'auto'")
+        raise PipelineError(
+            f"trainer.devices {cfg.devices!r}: the {cfg.accelerator} accelerator has only {have} "
+            f"device(s) on this machine; use at most {have}, -1 (all) or 'auto'"
+        )
 
 
 def build_trainer(
@@ -172,7 +189,8 @@ def build_trainer(
         devices=cfg.devices,
         strategy=cfg.strategy,
         num_nodes=cfg.num_nodes,
-        precision=cfg.precision,
+        # cast: the validator keeps precision to known_precisions(), Lightning's string literals
+        precision=cast("_PRECISION_INPUT_STR | _PRECISION_INPUT_STR_ALIAS", cfg.precision),
         max_steps=cfg.max_steps,
         # Lightning counts micro-batches here; the config counts optimizer steps
         val_check_interval=cfg.val_check_interval * cfg.accumulate_grad_batches,
@@ -188,8 +206,12 @@ def build_trainer(
         inference_mode=False,
         default_root_dir=str(default_root_dir),
         logger=list(loggers) if loggers else False,
-        callbacks=[checkpoint, TokenThroughputMonitor(cfg.log_every_n_steps),
-                   *([CompileModel()] if cfg.compile else []), *callbacks],
+        callbacks=[
+            checkpoint,
+            TokenThroughputMonitor(cfg.log_every_n_steps),
+            *([CompileModel()] if cfg.compile else []),
+            *callbacks,
+        ],
     )
 
 

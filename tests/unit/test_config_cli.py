@@ -11,8 +11,8 @@ from llm_pipeline.config import apply_overrides, load_config
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.stages.finetune import FinetuneConfig
 
-
 FINETUNE_INPUTS = "pretrained: m.pt\ntokenizer: t.json\n"  # the two paths finetune cannot default
+
 
 def write(tmp_path, text: str):
     path = tmp_path / "p.yaml"
@@ -41,8 +41,11 @@ def test_wrong_type_names_the_key_and_value(tmp_path):
 
 
 def test_set_override_reaches_the_config(tmp_path):
-    cfg = load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + "batch_size: 4\n"),
-                      ["trainer.devices=2", "task=classification"])
+    cfg = load_config(
+        FinetuneConfig,
+        write(tmp_path, FINETUNE_INPUTS + "batch_size: 4\n"),
+        ["trainer.devices=2", "task=classification"],
+    )
     assert (cfg.batch_size, cfg.trainer.devices, cfg.task) == (4, 2, "classification")
 
 
@@ -78,7 +81,9 @@ def test_the_help_example_runs(capsys):
 
     from llm_pipeline.cli import build_parser
 
-    example = build_parser().epilog.removeprefix("Example: ")
+    epilog = build_parser().epilog
+    assert epilog is not None
+    example = epilog.removeprefix("Example: ")
     argv = shlex.split(example)
     assert argv[0] == "llm-pipeline"
     cwd = os.getcwd()

@@ -8,7 +8,6 @@ package on the way), and checks each file lies at or under one of the stage's de
 from __future__ import annotations
 
 import ast
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -84,8 +83,9 @@ def covered(path: Path, deps: list[str]) -> bool:
 @pytest.mark.parametrize("dvc_stage", sorted(stages()))
 def test_every_imported_file_is_a_dep_of_its_stage(dvc_stage):
     stage, deps = stages()[dvc_stage]
-    assert f"llm_pipeline/stages/{stage}.py" in deps or any(covered(ROOT / f"llm_pipeline/stages/{stage}.py", [d])
-                                                            for d in deps)
+    assert f"llm_pipeline/stages/{stage}.py" in deps or any(
+        covered(ROOT / f"llm_pipeline/stages/{stage}.py", [d]) for d in deps
+    )
     files = code_files(f"{PACKAGE}.cli", f"{PACKAGE}.stages.{stage}")
     assert ROOT / "llm_pipeline" / "registry.py" in files or stage in ("ingest", "tokenize")
     missing = sorted(p.relative_to(ROOT).as_posix() for p in files if not covered(p, deps))
@@ -108,4 +108,3 @@ def test_path_params_are_the_deps_not_a_copy():
     assert any(d.startswith("${tasks_dir}") for d in finetune_deps)
     evaluate_deps = spec["evaluate"]["deps"]
     assert "${pretrained}" in evaluate_deps and "${tasks_dir}" in evaluate_deps
-    assert importlib.util.find_spec("llm_pipeline.stages.finetune") is not None

@@ -6,13 +6,17 @@ from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import atomic_path, describe_inputs, read_json, sha256_text, write_json
 
 
+def _write_half_then_crash(target):
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("crash mid-write")
+
+
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):
     target = tmp_path / "out"
     with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.mkdir()
-            (tmp / "half.bin").write_bytes(b"x")
-            raise RuntimeError("crash mid-write")
+        _write_half_then_crash(target)
     assert list(tmp_path.iterdir()) == []
 
 

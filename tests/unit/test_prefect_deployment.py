@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cronsim import CronSim
-from datetime import datetime
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_deployment_points_at_the_flow_on_a_nightly_cron():
-    from prefect.flows import load_flow_from_entrypoint
+    from prefect.flows import Flow, load_flow_from_entrypoint
 
     config = yaml.safe_load((REPO / "prefect.yaml").read_text())
     [deployment] = config["deployments"]
-    flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+    flow: Flow[..., Any] = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
     assert flow.name == "llm-pipeline"
     assert set(deployment["parameters"]) <= set(flow.parameters.properties)
     [schedule] = deployment["schedules"]

@@ -14,7 +14,7 @@ from llm_pipeline.registry import FAMILIES, build_model, family_of, get_family
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("family,cls", [("gpt", GPT), ("bert", BERT), ("t5", T5)])
+@pytest.mark.parametrize(("family", "cls"), [("gpt", GPT), ("bert", BERT), ("t5", T5)])
 def test_every_family_builds_from_a_preset_and_rebuilds_from_its_saved_config(family, cls):
     torch.manual_seed(0)
     model = build_model(family, "tiny", 30, dropout=0.1)
@@ -31,7 +31,7 @@ def test_all_presets_are_valid_configs():
             spec.build_config(preset, 1000)  # raises on a bad preset
 
 
-@pytest.mark.parametrize("family,known", [("gpt", "small-cpu-modern"), ("bert", "bert-base"), ("t5", "t5-small")])
+@pytest.mark.parametrize(("family", "known"), [("gpt", "small-cpu-modern"), ("bert", "bert-base"), ("t5", "t5-small")])
 def test_unknown_preset_lists_the_family_presets(family, known):
     with pytest.raises(PipelineError, match=f"unknown {family} model preset 'huge'.*{known}"):
         build_model(family, "huge", 30)

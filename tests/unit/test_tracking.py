@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from llm_pipeline import tracking
@@ -13,7 +15,8 @@ def test_stage_runs_nest_under_the_pipeline_run(tracking_dir, monkeypatch):
     monkeypatch.setenv(tracking.PARENT_RUN_ENV, parent)
     with tracking.stage_run("tokenize") as run:
         run.log_params({"vocab_size": 100})
-        run.log_metrics({"tokens/train": 12, "note": "not a number"})
+        metrics: dict[str, Any] = {"tokens/train": 12, "note": "not a number"}  # a non-number, on purpose
+        run.log_metrics(metrics)
     tracking.end_pipeline_run(parent, metrics={"tokenize/tokens/train": 12})
 
     runs = {r.info.run_name: r for r in tracking.search_runs()}

@@ -35,9 +35,9 @@ class SplitSpec:
 
 @dataclass
 class Corpus:
-    splits: dict[str, list[Document]]       # split -> documents, in source order
+    splits: dict[str, list[Document]]  # split -> documents, in source order
     quarantine: list[QuarantineRow]
-    per_source: dict[str, dict[str, Any]]   # read / kept / dropped by reason / sampled_out
+    per_source: dict[str, dict[str, Any]]  # read / kept / dropped by reason / sampled_out
     dedup: DedupStats
 
 
@@ -51,28 +51,41 @@ def split_key(doc: Document, groups: dict[str, str]) -> str:
     return doc_id(doc.source, doc.text)
 
 
-def build_corpus(loaded: Sequence[SourceData], *, min_chars: int, max_chars: int, markup: bool,
-                 split: SplitSpec, near: NearDupOptions, progress: bool = False) -> Corpus:
+def build_corpus(
+    loaded: Sequence[SourceData],
+    *,
+    min_chars: int,
+    max_chars: int,
+    markup: bool,
+    split: SplitSpec,
+    near: NearDupOptions,
+    progress: bool = False,
+) -> Corpus:
     kept: list[Document] = []
     quarantine: list[QuarantineRow] = []
     per_source: dict[str, dict[str, Any]] = {}
     for data in loaded:
         docs = tqdm(data.documents, desc=f"read+clean {data.name}", unit="doc", disable=not progress)
-        ok, dropped = clean_documents(docs, min_chars, max_chars, markup)   # consumes the reader
+        ok, dropped = clean_documents(docs, min_chars, max_chars, markup)  # consumes the reader
         kept += ok
         quarantine += data.dropped + dropped
-        per_source[data.name] = {"read": len(ok) + len(data.dropped) + len(dropped),
-                                 "sampled_out": data.sampled_out}
+        per_source[data.name] = {"read": len(ok) + len(data.dropped) + len(dropped), "sampled_out": data.sampled_out}
     if not kept:
-        raise PipelineError(f"no documents left after cleaning (min_chars={min_chars}, "
-                            f"max_chars={max_chars}); dropped: {dict(Counter(q.reason for q in quarantine))}")
+        raise PipelineError(
+            f"no documents left after cleaning (min_chars={min_chars}, "
+            f"max_chars={max_chars}); dropped: {dict(Counter(q.reason for q in quarantine))}"
+        )
 
     groups = {d.package: d.source for data in loaded for d in data.descriptions}
-    where = [assign_split(split_key(d, groups), split.val_fraction, split.test_fraction, split.seed)
-             for d in kept]
+    where = [assign_split(split_key(d, groups), split.val_fraction, split.test_fraction, split.seed) for d in kept]
     keep, duplicates, stats = remove_duplicates(kept, where, near)
-    log.info("dedup of %d documents: %d exact and %d near duplicates removed (%s s)",
-             len(kept), stats.exact, stats.near, stats.seconds)
+    log.info(
+        "dedup of %d documents: %d exact and %d near duplicates removed (%s s)",
+        len(kept),
+        stats.exact,
+        stats.near,
+        stats.seconds,
+    )
     quarantine += duplicates
 
     splits: dict[str, list[Document]] = {s: [] for s in SPLITS}

@@ -25,15 +25,15 @@ _WORD = re.compile(r"\w+")
 @dataclass(frozen=True)
 class NearDupOptions:
     enabled: bool = True
-    num_perm: int = 128         # MinHash permutations: more = finer Jaccard estimate, slower
-    threshold: float = 0.8      # estimated Jaccard similarity of shingle sets at which to drop
-    shingle_size: int = 5       # words per shingle
+    num_perm: int = 128  # MinHash permutations: more = finer Jaccard estimate, slower
+    threshold: float = 0.8  # estimated Jaccard similarity of shingle sets at which to drop
+    shingle_size: int = 5  # words per shingle
 
 
 @dataclass
 class DedupStats:
-    exact: int = 0                   # dropped: same normalized text as a kept document
-    near: int = 0                    # dropped: MinHash-similar to a kept document
+    exact: int = 0  # dropped: same normalized text as a kept document
+    near: int = 0  # dropped: MinHash-similar to a kept document
     train_dropped_for_eval: int = 0  # of those, train copies of a val/test document
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -43,7 +43,7 @@ def shingles(text: str, size: int) -> set[bytes]:
     words = _WORD.findall(text.lower())
     if len(words) <= size:
         return {" ".join(words).encode()} if words else set()
-    return {" ".join(words[i:i + size]).encode() for i in range(len(words) - size + 1)}
+    return {" ".join(words[i : i + size]).encode() for i in range(len(words) - size + 1)}
 
 
 def compute_minhashes(texts: Sequence[str], opts: NearDupOptions) -> list[LeanMinHash | None]:
@@ -59,16 +59,24 @@ def visit_order(splits: Sequence[str]) -> list[int]:
     return sorted(range(len(splits)), key=lambda i: splits[i] not in EVAL_SPLITS)
 
 
-def remove_duplicates(docs: Sequence[Document], splits: Sequence[str], opts: NearDupOptions,
-                      ) -> tuple[list[int], list[QuarantineRow], DedupStats]:
+def remove_duplicates(
+    docs: Sequence[Document],
+    splits: Sequence[str],
+    opts: NearDupOptions,
+) -> tuple[list[int], list[QuarantineRow], DedupStats]:
     """Indices of the documents to keep (ascending) and a quarantine row per dropped one."""
     stats, order = DedupStats(), visit_order(splits)
     dropped: dict[int, QuarantineRow] = {}
 
     def drop(i: int, kept: int, reason: str, how: str) -> None:
         d, k = docs[i], docs[kept]
-        dropped[i] = QuarantineRow(d.source, d.location, reason, d.text[:SAMPLE_CHARS],
-                                   f"{how} {k.source}:{k.location} ({splits[kept]}); this one in {splits[i]}")
+        dropped[i] = QuarantineRow(
+            d.source,
+            d.location,
+            reason,
+            d.text[:SAMPLE_CHARS],
+            f"{how} {k.source}:{k.location} ({splits[kept]}); this one in {splits[i]}",
+        )
         stats.train_dropped_for_eval += splits[i] == "train" and splits[kept] in EVAL_SPLITS
 
     t0 = time.perf_counter()
@@ -87,8 +95,7 @@ def remove_duplicates(docs: Sequence[Document], splits: Sequence[str], opts: Nea
     return keep, [dropped[i] for i in sorted(dropped)], stats
 
 
-def _near_duplicates(order: list[int], docs: Sequence[Document], opts: NearDupOptions,
-                     drop, stats: DedupStats) -> None:
+def _near_duplicates(order: list[int], docs: Sequence[Document], opts: NearDupOptions, drop, stats: DedupStats) -> None:
     t0 = time.perf_counter()
     hashes = compute_minhashes([docs[i].text for i in order], opts)
     t1 = time.perf_counter()

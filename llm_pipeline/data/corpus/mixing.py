@@ -26,9 +26,12 @@ def apply_weights(train: Sequence[Document], weights: dict[str, float], seed: st
     return [d for r in range(max(n, default=0)) for d, k in zip(train, n) if k > r]
 
 
-def weighted_counts(train: Sequence[Document], weighted: Sequence[Document],
-                    weights: dict[str, float]) -> dict[str, dict[str, float]]:
+def weighted_counts(
+    train: Sequence[Document], weighted: Sequence[Document], weights: dict[str, float]
+) -> dict[str, dict[str, float]]:
     """Per source: its weight, train documents before and after weighting."""
     before, after = Counter(d.source for d in train), Counter(d.source for d in weighted)
-    return {s: {"weight": weights.get(s, 1.0), "train_documents": before[s], "train_effective": after[s]}
-            for s in sorted(before)}
+    return {
+        s: {"weight": weights.get(s, 1.0), "train_documents": before[s], "train_effective": after[s]}
+        for s in sorted(before)
+    }

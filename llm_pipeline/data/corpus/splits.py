@@ -14,8 +14,9 @@ SPLITS = ("train", "val", "test")
 def assign_split(key: str, val_fraction: float, test_fraction: float, seed: str) -> str:
     """'val' for the first val_fraction of the hash range, then 'test', the rest 'train'."""
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise ValueError(f"split fractions val={val_fraction}, test={test_fraction}: "
-                         "each must be >= 0 and together < 1")
+        raise ValueError(
+            f"split fractions val={val_fraction}, test={test_fraction}: each must be >= 0 and together < 1"
+        )
     u = unit_interval(key, seed)
     if u < val_fraction:
         return "val"

@@ -8,6 +8,7 @@ y the same window shifted by one, so y[t] is the token that follows x[t].
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,9 +46,7 @@ class TokenWindowDataset(Dataset):
         self.random = random
         self.num_tokens = _count_tokens(self.path, self.dtype)
         if self.num_tokens < block_size + 1:
-            raise PipelineError(
-                f"{self.path}: {self.num_tokens} tokens, fewer than block_size + 1 = {block_size + 1}"
-            )
+            raise PipelineError(f"{self.path}: {self.num_tokens} tokens, fewer than block_size + 1 = {block_size + 1}")
         self.num_windows = (self.num_tokens - 1) // block_size
         self.samples_per_epoch = samples_per_epoch or self.num_windows
         self._tokens: np.memmap | None = None  # opened lazily: a memmap should not be pickled to workers
@@ -91,12 +90,14 @@ def build_lm_dataloaders(
     shard_dir = Path(shard_dir)
     train = TokenWindowDataset(shard_dir / "train.bin", dtype, block_size, True, samples_per_epoch)
     val = TokenWindowDataset(shard_dir / "val.bin", dtype, block_size, False)
-    common = dict(batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
+    common: dict[str, Any] = dict(batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
     return DataLoader(train, shuffle=True, drop_last=True, **common), DataLoader(val, shuffle=False, **common)
 
 
-def build_causal_lm_loaders(corpus: TokenizedCorpus, data: PretrainDataConfig, seq_len: int
-                            ) -> tuple[DataLoader, DataLoader]:
+def build_causal_lm_loaders(
+    corpus: TokenizedCorpus, data: PretrainDataConfig, seq_len: int
+) -> tuple[DataLoader, DataLoader]:
     """GPT pretraining batches: random windows of the train shard, fixed windows of the val shard."""
-    return build_lm_dataloaders(corpus.folder, corpus.manifest["dtype"], seq_len, data.batch_size,
-                                data.num_workers, data.samples_per_epoch)
+    return build_lm_dataloaders(
+        corpus.folder, corpus.manifest["dtype"], seq_len, data.batch_size, data.num_workers, data.samples_per_epoch
+    )

@@ -53,13 +53,13 @@ def collate_classification(
     return input_ids, lengths, labels
 
 
-def build_classification_dataset(tokenizer: Tokenizer, frame: pd.DataFrame, labels: list[str],
-                                 max_len: int) -> tuple[TextClassificationDataset, int]:
+def build_classification_dataset(
+    tokenizer: Tokenizer, frame: pd.DataFrame, labels: list[str], max_len: int
+) -> tuple[TextClassificationDataset, int]:
     """Encode texts and map labels to ids. Returns the dataset and how many examples had a
     label the model does not know (absent from train); those are left out, and counted."""
     index = {label: i for i, label in enumerate(labels)}
     known = frame[frame["label"].isin(index)]
     encodings = tokenizer.encode_batch(known["text"].tolist(), add_special_tokens=False)
-    dataset = TextClassificationDataset([e.ids for e in encodings],
-                                        [index[label] for label in known["label"]], max_len)
+    dataset = TextClassificationDataset([e.ids for e in encodings], [index[label] for label in known["label"]], max_len)
     return dataset, len(frame) - len(known)

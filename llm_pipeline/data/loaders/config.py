@@ -16,12 +16,12 @@ from llm_pipeline.config import StageConfig
 class PretrainDataConfig(StageConfig):
     """Data and objective knobs; the defaults are the papers' (BERT: 15% masked; T5: 15% noise, spans of 3)."""
 
-    seq_len: int | None = Field(None, gt=0, description="input length; None: the family's default "
-                                                         "(the model's maximum, t5: 128)")
+    seq_len: int | None = Field(
+        None, gt=0, description="input length; None: the family's default (the model's maximum, t5: 128)"
+    )
     batch_size: int = Field(16, gt=0, description="sequences per device per micro-batch")
     num_workers: int = Field(0, ge=0)
     samples_per_epoch: int | None = Field(None, gt=0, description="gpt/t5 training windows per epoch")
-    tasks_dir: str = "data/ingest/tasks"  # bert: the nsp pairs live in <tasks_dir>/nsp/
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     noise_density: float = Field(0.15, gt=0, lt=1)
     mean_noise_span_length: float = Field(3.0, ge=1)
@@ -30,11 +30,13 @@ class PretrainDataConfig(StageConfig):
 
 @dataclass(frozen=True)
 class TokenizedCorpus:
-    """A tokenize stage output folder: `tokenizer.json`, `{train,val,test}.bin` shards, `manifest.json`."""
+    """A tokenize stage output folder: `tokenizer.json`, `{train,val,test}.bin` shards, `manifest.json`;
+    and where ingest wrote its task tables (the nsp pairs are `<tasks_dir>/nsp/`)."""
 
     folder: Path
     manifest: dict[str, Any]
     tokenizer: Tokenizer
+    tasks_dir: Path
 
     @property
     def tokenizer_path(self) -> Path:
@@ -46,5 +48,12 @@ class TokenizedCorpus:
 
 def build_loader(dataset: Dataset, data: PretrainDataConfig, collate, shuffle: bool) -> DataLoader:
     """Training loaders shuffle and drop the last partial batch; validation loaders keep every example."""
-    return DataLoader(dataset, batch_size=data.batch_size, shuffle=shuffle, drop_last=shuffle, collate_fn=collate,
-                      num_workers=data.num_workers, persistent_workers=data.num_workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=data.batch_size,
+        shuffle=shuffle,
+        drop_last=shuffle,
+        collate_fn=collate,
+        num_workers=data.num_workers,
+        persistent_workers=data.num_workers > 0,
+    )

@@ -21,7 +21,7 @@ class MaskingConfig:
     vocab_size: int
     special_ids: tuple[int, ...]  # [PAD] [CLS] [SEP] [MASK] [UNK] ...: never picked, never drawn as random
     mlm_probability: float = 0.15
-    mask_fraction: float = 0.8    # of the picked tokens: replaced by [MASK]
+    mask_fraction: float = 0.8  # of the picked tokens: replaced by [MASK]
     random_fraction: float = 0.1  # of the picked tokens: replaced by a random ordinary token; the rest stay
 
 
@@ -33,7 +33,7 @@ def compute_mlm_masking(
     Each ordinary token is picked independently with probability `mlm_probability` (the
     dynamic masking of RoBERTa / HF's collator), so the fraction is 15% on average.
     """
-    rand = lambda: torch.rand(input_ids.shape, generator=generator, device=input_ids.device)  # noqa: E731
+    rand = lambda: torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     maskable = ~_is_any_of(input_ids, cfg.special_ids)
     picked = maskable & (rand() < cfg.mlm_probability)
     labels = torch.where(picked, input_ids, torch.full_like(input_ids, IGNORE_INDEX))

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from tokenizers import Tokenizer
@@ -34,16 +35,17 @@ class BertSpecialIds:
     unk: int
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Tokenizer) -> "BertSpecialIds":
+    def from_tokenizer(cls, tokenizer: Tokenizer) -> BertSpecialIds:
         ids = {role: tokenizer.token_to_id(f"[{role.upper()}]") for role in ("pad", "cls", "sep", "mask", "unk")}
         missing = [f"[{role.upper()}]" for role, token_id in ids.items() if token_id is None]
         if missing:
             raise PipelineError(f"the BERT tokenizer lacks the special token(s) {missing}; use the wordpiece tokenizer")
-        return cls(**ids)
+        return cls(**cast(dict[str, int], ids))  # no None left: checked above
 
 
-def build_pair(ids_a: Sequence[int], ids_b: Sequence[int], special: BertSpecialIds, max_len: int
-               ) -> tuple[list[int], list[int]]:
+def build_pair(
+    ids_a: Sequence[int], ids_b: Sequence[int], special: BertSpecialIds, max_len: int
+) -> tuple[list[int], list[int]]:
     """(input_ids, token_type_ids) of `[CLS] a [SEP] b [SEP]`, at most max_len long.
 
     Too long a pair loses tokens from the end of whichever segment is longer, one at a time
@@ -64,8 +66,15 @@ class NSPDataset(Dataset):
     seed=int (validation): item i is always masked the same way, so val metrics are comparable.
     """
 
-    def __init__(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], is_next: Sequence[int],
-                 special: BertSpecialIds, masking: MaskingConfig, max_len: int, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+        is_next: Sequence[int],
+        special: BertSpecialIds,
+        masking: MaskingConfig,
+        max_len: int,
+        seed: int | None = None,
+    ) -> None:
         if len(pairs) != len(is_next):
             raise PipelineError(f"{len(pairs)} pairs but {len(is_next)} is_next labels")
         self.examples = [build_pair(a, b, special, max_len) for a, b in pairs]
@@ -80,8 +89,12 @@ class NSPDataset(Dataset):
         input_ids, token_type_ids = (torch.tensor(x, dtype=torch.long) for x in self.examples[index])
         generator = None if self.seed is None else torch.Generator().manual_seed(self.seed + index)
         corrupted, labels = compute_mlm_masking(input_ids, self.masking, generator)
-        return {"input_ids": corrupted, "token_type_ids": token_type_ids, "mlm_labels": labels,
-                "nsp_label": torch.tensor(self.nsp_labels[index], dtype=torch.long)}
+        return {
+            "input_ids": corrupted,
+            "token_type_ids": token_type_ids,
+            "mlm_labels": labels,
+            "nsp_label": torch.tensor(self.nsp_labels[index], dtype=torch.long),
+        }
 
 
 def collate_nsp(items: Sequence[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -98,34 +111,40 @@ def collate_nsp(items: Sequence[dict[str, torch.Tensor]], pad_id: int) -> dict[s
     return batch
 
 
-def load_nsp_pairs(tasks_dir: str | Path, split: str, tokenizer: Tokenizer
-                   ) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+def load_nsp_pairs(
+    tasks_dir: str | Path, split: str, tokenizer: Tokenizer
+) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
     """Tokenized (a, b) pairs and is_next labels of `<tasks_dir>/nsp/<split>.parquet`."""
     frame = load_task_split(tasks_dir, "nsp", split, NSP_COLUMNS)
     bad = ~frame["is_next"].isin([0, 1])
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
-        raise PipelineError(f"{Path(tasks_dir) / 'nsp' / f'{split}.parquet'}: row {row}: "
-                            f"is_next must be 0 or 1, got {frame['is_next'].iloc[row]!r}")
-    encode = lambda texts: [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]  # noqa: E731
+        raise PipelineError(
+            f"{Path(tasks_dir) / 'nsp' / f'{split}.parquet'}: row {row}: "
+            f"is_next must be 0 or 1, got {frame['is_next'].iloc[row]!r}"
+        )
+    encode = lambda texts: [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
     a, b = encode(frame["text_a"].tolist()), encode(frame["text_b"].tolist())
     return list(zip(a, b)), frame["is_next"].astype(int).tolist()
 
 
-def build_mlm_nsp_loaders(corpus: TokenizedCorpus, data: PretrainDataConfig, seq_len: int
-                          ) -> tuple[DataLoader, DataLoader]:
+def build_mlm_nsp_loaders(
+    corpus: TokenizedCorpus, data: PretrainDataConfig, seq_len: int
+) -> tuple[DataLoader, DataLoader]:
     """BERT pretraining batches: ingest's nsp pairs, masked afresh each epoch (val: from val_seed, fixed)."""
     tokenizer, manifest = corpus.tokenizer, corpus.manifest
     special = BertSpecialIds.from_tokenizer(tokenizer)
     special_ids = {tokenizer.token_to_id(t) for t in manifest.get("special_tokens", {}).values()}
     special_ids |= {special.pad, special.cls, special.sep, special.mask, special.unk}
-    masking = MaskingConfig(special.mask, manifest["vocab_size"], tuple(sorted(special_ids - {None})),
-                            data.mlm_probability)
+    never_masked = tuple(sorted(i for i in special_ids if i is not None))
+    masking = MaskingConfig(special.mask, manifest["vocab_size"], never_masked, data.mlm_probability)
 
     def dataset(split: str, seed: int | None) -> NSPDataset:
-        pairs, is_next = load_nsp_pairs(data.tasks_dir, split, tokenizer)
+        pairs, is_next = load_nsp_pairs(corpus.tasks_dir, split, tokenizer)
         return NSPDataset(pairs, is_next, special, masking, seq_len, seed)
 
     collate = functools.partial(collate_nsp, pad_id=special.pad)
-    return (build_loader(dataset("train", None), data, collate, shuffle=True),
-            build_loader(dataset("val", data.val_seed), data, collate, shuffle=False))
+    return (
+        build_loader(dataset("train", None), data, collate, shuffle=True),
+        build_loader(dataset("val", data.val_seed), data, collate, shuffle=False),
+    )

@@ -20,8 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from llm_pipeline.data.loaders.causal_lm import TokenWindowDataset
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus, build_loader
 from llm_pipeline.data.loaders.masking import IGNORE_INDEX
-from llm_pipeline.data.loaders.span_masking import (SpanCorruptionConfig, compute_raw_length, compute_span_counts,
-                                                    corrupt_spans)
+from llm_pipeline.data.loaders.span_masking import (
+    SpanCorruptionConfig,
+    compute_raw_length,
+    compute_span_counts,
+    corrupt_spans,
+)
 from llm_pipeline.errors import PipelineError
 
 
@@ -32,10 +36,19 @@ class SpanCorruptionDataset(Dataset):
     random=False (validation): fixed windows, and item i always gets the same mask (seed + i).
     """
 
-    def __init__(self, path: str | Path, dtype: str | np.dtype, inputs_length: int, cfg: SpanCorruptionConfig,
-                 random: bool, samples_per_epoch: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        dtype: str | np.dtype,
+        inputs_length: int,
+        cfg: SpanCorruptionConfig,
+        random: bool,
+        samples_per_epoch: int | None = None,
+        seed: int = 0,
+    ) -> None:
         self.raw_length, self.targets_length = compute_raw_length(
-            inputs_length, cfg.noise_density, cfg.mean_noise_span_length)
+            inputs_length, cfg.noise_density, cfg.mean_noise_span_length
+        )
         # a TokenWindowDataset item spans block_size + 1 tokens
         self.windows = TokenWindowDataset(path, dtype, self.raw_length - 1, random, samples_per_epoch)
         self.cfg = cfg
@@ -49,8 +62,7 @@ class SpanCorruptionDataset(Dataset):
         return corrupt_spans(self.windows.window(index), self.cfg, generator)
 
 
-def collate_span_corruption(items: Sequence[tuple[torch.Tensor, torch.Tensor]], pad_id: int
-                            ) -> dict[str, torch.Tensor]:
+def collate_span_corruption(items: Sequence[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad -> input_ids, attention_mask (B, I); decoder_input_ids, labels (B, J).
 
     labels are IGNORE_INDEX on padding; decoder_input_ids = [pad_id] + labels[:-1].
@@ -59,8 +71,12 @@ def collate_span_corruption(items: Sequence[tuple[torch.Tensor, torch.Tensor]], 
     labels = _pad([y for _, y in items], IGNORE_INDEX)  # (B, J)
     decoder_input_ids = torch.cat([torch.full_like(labels[:, :1], pad_id), labels[:, :-1]], dim=1)
     decoder_input_ids = decoder_input_ids.masked_fill(decoder_input_ids == IGNORE_INDEX, pad_id)
-    return {"input_ids": inputs, "attention_mask": _pad([torch.ones_like(x) for x, _ in items], 0),
-            "decoder_input_ids": decoder_input_ids, "labels": labels}
+    return {
+        "input_ids": inputs,
+        "attention_mask": _pad([torch.ones_like(x) for x, _ in items], 0),
+        "decoder_input_ids": decoder_input_ids,
+        "labels": labels,
+    }
 
 
 def _pad(rows: Sequence[torch.Tensor], value: int) -> torch.Tensor:
@@ -75,26 +91,36 @@ def t5_tokenizer_fields(tokenizer: Tokenizer, where: str) -> dict[str, int]:
     return {"pad_id": pad_id}
 
 
-def build_span_corruption_loaders(corpus: TokenizedCorpus, data: PretrainDataConfig, seq_len: int
-                                  ) -> tuple[DataLoader, DataLoader]:
+def build_span_corruption_loaders(
+    corpus: TokenizedCorpus, data: PretrainDataConfig, seq_len: int
+) -> tuple[DataLoader, DataLoader]:
     """T5 pretraining batches: span-corrupted windows of the shards, inputs of `seq_len` tokens."""
     tokenizer, manifest = corpus.tokenizer, corpus.manifest
     pad_id = t5_tokenizer_fields(tokenizer, str(corpus.tokenizer_path))["pad_id"]
-    corruption = SpanCorruptionConfig(_sentinel_ids(tokenizer, corpus.tokenizer_path), manifest["eot_id"],
-                                      data.noise_density, data.mean_noise_span_length)
+    corruption = SpanCorruptionConfig(
+        _sentinel_ids(tokenizer, corpus.tokenizer_path),
+        manifest["eot_id"],
+        data.noise_density,
+        data.mean_noise_span_length,
+    )
     raw_length, _ = compute_raw_length(seq_len, data.noise_density, data.mean_noise_span_length)
     _, spans = compute_span_counts(raw_length, data.noise_density, data.mean_noise_span_length)
     if spans > len(corruption.sentinel_ids):
-        raise PipelineError(f"{corpus.tokenizer_path}: {len(corruption.sentinel_ids)} sentinel tokens, "
-                            f"but inputs of {seq_len} tokens have {spans} noise spans; tokenize with more extra_ids")
+        raise PipelineError(
+            f"{corpus.tokenizer_path}: {len(corruption.sentinel_ids)} sentinel tokens, "
+            f"but inputs of {seq_len} tokens have {spans} noise spans; tokenize with more extra_ids"
+        )
 
     def dataset(split: str, random: bool) -> SpanCorruptionDataset:
-        return SpanCorruptionDataset(corpus.shard(split), manifest["dtype"], seq_len, corruption,
-                                     random, data.samples_per_epoch, data.val_seed)
+        return SpanCorruptionDataset(
+            corpus.shard(split), manifest["dtype"], seq_len, corruption, random, data.samples_per_epoch, data.val_seed
+        )
 
     collate = functools.partial(collate_span_corruption, pad_id=pad_id)
-    return (build_loader(dataset("train", True), data, collate, shuffle=True),
-            build_loader(dataset("val", False), data, collate, shuffle=False))
+    return (
+        build_loader(dataset("train", True), data, collate, shuffle=True),
+        build_loader(dataset("val", False), data, collate, shuffle=False),
+    )
 
 
 def _sentinel_ids(tokenizer: Tokenizer, where: Path) -> tuple[int, ...]:
@@ -106,6 +132,8 @@ def _sentinel_ids(tokenizer: Tokenizer, where: Path) -> tuple[int, ...]:
             break
         ids.append(token_id)
     if not ids:
-        raise PipelineError(f"{where}: no sentinel tokens <extra_id_0>, ...; "
-                            "T5 span corruption needs them (tokenize with kind unigram and extra_ids > 0)")
+        raise PipelineError(
+            f"{where}: no sentinel tokens <extra_id_0>, ...; "
+            "T5 span corruption needs them (tokenize with kind unigram and extra_ids > 0)"
+        )
     return tuple(ids)

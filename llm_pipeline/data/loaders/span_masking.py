@@ -41,13 +41,15 @@ def compute_span_counts(length: int, noise_density: float, mean_noise_span_lengt
     return num_noise_tokens, num_noise_spans
 
 
-def compute_raw_length(inputs_length: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0
-                       ) -> tuple[int, int]:
+def compute_raw_length(
+    inputs_length: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0
+) -> tuple[int, int]:
     """(raw window length, targets length) whose corrupted input is at most `inputs_length` long.
 
     T5's random_spans_helper: the longest window whose non-noise tokens + one sentinel per
     span + </s> fit. E.g. 512 -> (568, 114), 128 -> (141, 29).
     """
+
     def lengths(raw: int) -> tuple[int, int]:
         noise = int(round(raw * noise_density))
         spans = int(round(noise / mean_noise_span_length))
@@ -59,8 +61,9 @@ def compute_raw_length(inputs_length: int, noise_density: float = 0.15, mean_noi
     return raw, lengths(raw)[1]
 
 
-def compute_noise_mask(length: int, noise_density: float, mean_noise_span_length: float,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+def compute_noise_mask(
+    length: int, noise_density: float, mean_noise_span_length: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Bool (length,): True on noise tokens. t5 random_spans_noise_mask, in torch."""
     num_noise, num_spans = compute_span_counts(length, noise_density, mean_noise_span_length)
     noise_lengths = _random_segmentation(num_noise, num_spans, generator)  # (S,)
@@ -79,8 +82,9 @@ def _random_segmentation(num_items: int, num_segments: int, generator: torch.Gen
     return bounds.diff()
 
 
-def apply_span_corruption(tokens: torch.Tensor, noise_mask: torch.Tensor, cfg: SpanCorruptionConfig
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_span_corruption(
+    tokens: torch.Tensor, noise_mask: torch.Tensor, cfg: SpanCorruptionConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """tokens (L,), noise_mask (L,) -> (inputs, targets), both ending in eos."""
     inputs = _replace_spans_with_sentinels(tokens, noise_mask, cfg.sentinel_ids)
     targets = _replace_spans_with_sentinels(tokens, ~noise_mask, cfg.sentinel_ids)
@@ -88,22 +92,26 @@ def apply_span_corruption(tokens: torch.Tensor, noise_mask: torch.Tensor, cfg: S
     return torch.cat([inputs, eos]), torch.cat([targets, eos])
 
 
-def _replace_spans_with_sentinels(tokens: torch.Tensor, span_mask: torch.Tensor,
-                                  sentinel_ids: Sequence[int]) -> torch.Tensor:
+def _replace_spans_with_sentinels(
+    tokens: torch.Tensor, span_mask: torch.Tensor, sentinel_ids: Sequence[int]
+) -> torch.Tensor:
     """Each run of True in span_mask becomes one sentinel (the k-th run gets sentinel_ids[k])."""
     previous = torch.cat([torch.tensor([False]), span_mask[:-1]])
     starts = span_mask & ~previous  # (L,) first token of each span
     span_number = starts.cumsum(0) - 1  # (L,) which span a token belongs to
     if int(starts.sum()) > len(sentinel_ids):
-        raise PipelineError(f"{int(starts.sum())} noise spans but only {len(sentinel_ids)} sentinel tokens "
-                            f"(<extra_id_*>) in the tokenizer")
+        raise PipelineError(
+            f"{int(starts.sum())} noise spans but only {len(sentinel_ids)} sentinel tokens "
+            f"(<extra_id_*>) in the tokenizer"
+        )
     sentinels = torch.tensor(list(sentinel_ids), dtype=tokens.dtype)
     out = torch.where(starts, sentinels[span_number.clamp(min=0, max=len(sentinel_ids) - 1)], tokens)
     return out[~(span_mask & ~starts)]  # drop the rest of each span
 
 
-def corrupt_spans(tokens: torch.Tensor, cfg: SpanCorruptionConfig, generator: torch.Generator | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def corrupt_spans(
+    tokens: torch.Tensor, cfg: SpanCorruptionConfig, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """tokens (L,) -> (inputs, targets) with a fresh random noise mask."""
     mask = compute_noise_mask(len(tokens), cfg.noise_density, cfg.mean_noise_span_length, generator)
     return apply_span_corruption(tokens, mask, cfg)

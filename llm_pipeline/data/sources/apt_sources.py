@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import IO
 
 from llm_pipeline.errors import PipelineError
 
@@ -27,14 +27,19 @@ _SUITE = re.compile(r"_dists_([^_]+)_main_")
 
 @dataclass(frozen=True)
 class IndexFiles:
-    packages: list[Path]       # main/binary-<arch>/Packages* (compressed as apt left them)
-    translations: list[Path]   # main/i18n/Translation-<lang>* for each requested language
+    packages: list[Path]  # main/binary-<arch>/Packages* (compressed as apt left them)
+    translations: list[Path]  # main/i18n/Translation-<lang>* for each requested language
 
 
 def _apt_options(cache_dir: Path) -> list[str]:
-    return ["-o", f"Dir::State::Lists={cache_dir / 'lists'}",
-            "-o", f"Dir::Cache={cache_dir / 'apt-cache'}",
-            "-o", "Debug::NoLocking=1"]
+    return [
+        "-o",
+        f"Dir::State::Lists={cache_dir / 'lists'}",
+        "-o",
+        f"Dir::Cache={cache_dir / 'apt-cache'}",
+        "-o",
+        "Debug::NoLocking=1",
+    ]
 
 
 def run_command(cmd: list[str], cwd: Path | None = None) -> str:
@@ -42,8 +47,10 @@ def run_command(cmd: list[str], cwd: Path | None = None) -> str:
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     except FileNotFoundError:
-        raise PipelineError(f"`{cmd[0]}` not found: the Debian sources need apt and dpkg "
-                            "(a Debian/Ubuntu machine); use a `local` source instead") from None
+        raise PipelineError(
+            f"`{cmd[0]}` not found: the Debian sources need apt and dpkg "
+            "(a Debian/Ubuntu machine); use a `local` source instead"
+        ) from None
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         last = lines[-1] if lines else "(no stderr)"
@@ -61,52 +68,54 @@ def _is_main_suite(path: Path) -> bool:
     # those mostly repeat the release's descriptions, and the release's two files change only
     # with point releases, which keeps the corpus reproducible (sha256 in the manifest).
     match = _SUITE.search(path.name)
-    return bool(match) and "-" not in match.group(1)
+    return match is not None and "-" not in match.group(1)
 
 
 def find_index_files(lists_dir: Path, languages: tuple[str, ...] = ("en",)) -> IndexFiles:
     """Main-suite Packages and Translation files that apt left in `lists_dir`."""
     names = sorted(p for p in lists_dir.glob("*") if p.is_file() and _is_main_suite(p))
     packages = [p for p in names if fnmatch.fnmatch(p.name, "*_main_binary-*_Packages*")]
-    translations = [p for lang in languages for p in names
-                    if fnmatch.fnmatch(p.name, f"*_main_i18n_Translation-{lang}*")]
+    translations = [
+        p for lang in languages for p in names if fnmatch.fnmatch(p.name, f"*_main_i18n_Translation-{lang}*")
+    ]
     return IndexFiles(packages, translations)
 
 
-def fetch_index_files(cache_dir: str | Path, languages: tuple[str, ...] = ("en",),
-                      refresh: bool = False) -> IndexFiles:
+def fetch_index_files(cache_dir: str | Path, languages: tuple[str, ...] = ("en",), refresh: bool = False) -> IndexFiles:
     """`apt-get update` into `<cache_dir>/lists` (skipped when the files are already there)."""
     cache_dir = Path(cache_dir).resolve()
     found = find_index_files(cache_dir / "lists", languages)
     if not refresh and found.packages and len(found.translations) >= len(languages):
         return found
     _prepare_dirs(cache_dir)
-    run_command(["apt-get", "update", *_apt_options(cache_dir),
-                 "-o", f"Acquire::Languages={','.join(languages)}"])
+    run_command(["apt-get", "update", *_apt_options(cache_dir), "-o", f"Acquire::Languages={','.join(languages)}"])
     found = find_index_files(cache_dir / "lists", languages)
     if not found.packages or len(found.translations) < len(languages):
-        raise PipelineError(f"apt-get update left no main-suite Packages/Translation-"
-                            f"{'/'.join(languages)} files in {cache_dir / 'lists'}: "
-                            "check that /etc/apt sources list a Debian suite with `main`")
+        raise PipelineError(
+            f"apt-get update left no main-suite Packages/Translation-"
+            f"{'/'.join(languages)} files in {cache_dir / 'lists'}: "
+            "check that /etc/apt sources list a Debian suite with `main`"
+        )
     return found
 
 
 @contextlib.contextmanager
-def open_index(path: str | Path) -> Iterator[TextIO]:
+def open_index(path: str | Path) -> Iterator[IO[str]]:
     """Stream an index file decompressed (any compression apt uses) via `apt-helper cat-file`."""
     cmd = [APT_HELPER, "cat-file", str(path)]
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, encoding="utf-8")
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     except FileNotFoundError:
         raise PipelineError(f"`{APT_HELPER}` not found: reading apt index files needs apt") from None
+    assert proc.stdout is not None and proc.stderr is not None  # both are PIPEs
     with proc:
         yield proc.stdout
         stderr = proc.stderr.read()
     if proc.returncode != 0:
         lines = [ln for ln in stderr.splitlines() if ln.strip()]
-        raise PipelineError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): "
-                            f"{lines[-1] if lines else '(no stderr)'}")
+        raise PipelineError(
+            f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {lines[-1] if lines else '(no stderr)'}"
+        )
 
 
 def fetch_deb(package: str, cache_dir: str | Path, refresh: bool = False) -> Path:
@@ -116,7 +125,7 @@ def fetch_deb(package: str, cache_dir: str | Path, refresh: bool = False) -> Pat
     existing = sorted(debs.glob(f"{package}_*.deb"))
     if existing and not refresh:
         return existing[-1]
-    fetch_index_files(cache_dir)            # apt-get download needs the lists
+    fetch_index_files(cache_dir)  # apt-get download needs the lists
     _prepare_dirs(cache_dir)
     for old in existing:
         old.unlink()

@@ -11,7 +11,7 @@ import bz2
 import gzip
 import io
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 
@@ -28,10 +28,11 @@ def strip_compression(path: Path) -> str:
 def open_binary(path: Path) -> BinaryIO:
     """A buffered binary stream of the decompressed bytes (supports readline(limit))."""
     kind = compression_of(path)
+    # cast: GzipFile and BZ2File are binary file objects, though typeshed does not declare them BinaryIO
     if kind == "gzip":
-        return gzip.open(path, "rb")
+        return cast(BinaryIO, gzip.open(path, "rb"))
     if kind == "bz2":
-        return bz2.open(path, "rb")
+        return cast(BinaryIO, bz2.open(path, "rb"))
     if kind == "zstd":
         return io.BufferedReader(_ZstdReader(open(path, "rb")), buffer_size=1 << 20)
     return open(path, "rb")
@@ -41,13 +42,13 @@ class _ZstdReader(io.RawIOBase):
     """Decompress concatenated zstd frames; EOFError if the file ends inside a frame."""
 
     def __init__(self, raw: BinaryIO, chunk_size: int = 1 << 20):
-        import zstandard   # imported here: only .zst inputs need it
+        import zstandard  # imported here: only .zst inputs need it
 
         self._raw, self._chunk_size = raw, chunk_size
         self._new_decoder = zstandard.ZstdDecompressor().decompressobj
         self._decoder = self._new_decoder()
-        self._pending = b""          # decompressed bytes not yet handed out
-        self._in_frame = False       # fed bytes of a frame that has not ended yet
+        self._pending = b""  # decompressed bytes not yet handed out
+        self._in_frame = False  # fed bytes of a frame that has not ended yet
 
     def readable(self) -> bool:
         return True

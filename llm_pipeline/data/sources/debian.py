@@ -18,14 +18,14 @@ from llm_pipeline.data.records import QuarantineRow
 
 SOURCE_NAME = "debian"
 _PACKAGE_FIELDS = ["Package", "Source", "Section", "Description-md5"]
-_LIST_ITEM = re.compile(r"\s+([*+\-o\u2022]|\d+[.)])\s")   # indented "* ", "- ", "o ", "1. "
+_LIST_ITEM = re.compile(r"\s+([*+\-o\u2022]|\d+[.)])\s")  # indented "* ", "- ", "o ", "1. "
 
 
 @dataclass(frozen=True)
 class PackageInfo:
     package: str
-    source: str       # source package name, no version
-    section: str      # without an archive-area prefix ("contrib/utils" -> "utils")
+    source: str  # source package name, no version
+    section: str  # without an archive-area prefix ("contrib/utils" -> "utils")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def read_package_info(stream: TextIO) -> dict[str, PackageInfo]:
         if not md5 or md5 in by_md5:
             continue
         package = para["Package"]
-        source = para.get("Source", "").split(" (")[0].strip() or package   # "foo (1.2)" -> "foo"
+        source = para.get("Source", "").split(" (")[0].strip() or package  # "foo (1.2)" -> "foo"
         section = para.get("Section", "unknown").rsplit("/", 1)[-1]
         by_md5[md5] = PackageInfo(package, source, section)
     return by_md5
@@ -80,13 +80,15 @@ def split_description(description: str) -> tuple[str, str]:
     return synopsis.strip(), long_description
 
 
-def read_descriptions(packages: Iterable[TextIO], translations: Iterable[TextIO],
-                      ) -> tuple[list[DebianDescription], list[QuarantineRow]]:
+def read_descriptions(
+    packages: Iterable[TextIO],
+    translations: Iterable[TextIO],
+) -> tuple[list[DebianDescription], list[QuarantineRow]]:
     """Join the streams on Description-md5; drops (with a reason) go to the quarantine list."""
     info: dict[str, PackageInfo] = {}
     for stream in packages:
-        for md5, pkg in read_package_info(stream).items():
-            info.setdefault(md5, pkg)
+        for key, package_info in read_package_info(stream).items():
+            info.setdefault(key, package_info)
     records: list[DebianDescription] = []
     dropped: list[QuarantineRow] = []
     seen: set[str] = set()
@@ -98,12 +100,11 @@ def read_descriptions(packages: Iterable[TextIO], translations: Iterable[TextIO]
             seen.add(md5)
             synopsis, long_description = split_description(text)
             pkg = info.get(md5)
-            reason = ("not_in_packages" if pkg is None
-                      else "empty_long_description" if not long_description else None)
+            reason = "not_in_packages" if pkg is None else "empty_long_description" if not long_description else None
             if reason:
                 where = pkg.package if pkg else para.get("Package", md5)
                 dropped.append(QuarantineRow(SOURCE_NAME, where, reason, text))
                 continue
-            records.append(DebianDescription(md5, pkg.package, pkg.source, pkg.section,
-                                             synopsis, long_description))
+            assert pkg is not None  # else reason is "not_in_packages"
+            records.append(DebianDescription(md5, pkg.package, pkg.source, pkg.section, synopsis, long_description))
     return records, dropped

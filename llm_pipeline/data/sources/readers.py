@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, cast
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,18 +36,18 @@ _STRING_TYPES = (pa.string(), pa.large_string(), pa.string_view())
 
 @dataclass(frozen=True)
 class BadRecord:
-    location: str    # "file.jsonl:12", "file.parquet:row3", or the file itself
-    reason: str      # invalid_utf8, malformed_json, missing_field, empty_file, corrupt_file, ...
-    detail: str      # what is wrong, for the error message
-    text: str = ""   # the raw record (a sample of it), for the quarantine table
+    location: str  # "file.jsonl:12", "file.parquet:row3", or the file itself
+    reason: str  # invalid_utf8, malformed_json, missing_field, empty_file, corrupt_file, ...
+    detail: str  # what is wrong, for the error message
+    text: str = ""  # the raw record (a sample of it), for the quarantine table
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    text_field: str = "text"                        # jsonl key / csv or parquet column
-    unit: Literal["file", "paragraph"] = "file"     # txt: one document per file or per paragraph
-    delimiter: str = ","                            # csv
-    max_record_bytes: int = 1_000_000               # bigger records: BadRecord "too_long"
+    text_field: str = "text"  # jsonl key / csv or parquet column
+    unit: Literal["file", "paragraph"] = "file"  # txt: one document per file or per paragraph
+    delimiter: str = ","  # csv
+    max_record_bytes: int = 1_000_000  # bigger records: BadRecord "too_long"
 
 
 Record = Document | BadRecord
@@ -64,15 +64,20 @@ def expand_location(path: str, fmt: FileFormat) -> list[Path]:
     if root.is_file():
         return [root]
     if root.is_dir():
-        return sorted(p for p in root.rglob("*") if p.is_file()
-                      and strip_compression(p).lower().endswith(EXTENSIONS[fmt]))
+        return sorted(
+            p for p in root.rglob("*") if p.is_file() and strip_compression(p).lower().endswith(EXTENSIONS[fmt])
+        )
     raise PipelineError(f"{path}: no such file or directory")
 
 
 def read_file(path: Path, fmt: FileFormat, source: str, opts: ReadOptions) -> Iterator[Record]:
     """Records of one file; a truncated/corrupt/unreadable file ends in a BadRecord."""
-    reader = {"txt": _read_paragraphs if opts.unit == "paragraph" else _read_whole_txt,
-              "jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[fmt]
+    reader = {
+        "txt": _read_paragraphs if opts.unit == "paragraph" else _read_whole_txt,
+        "jsonl": _read_jsonl,
+        "csv": _read_csv,
+        "parquet": _read_parquet,
+    }[fmt]
     last = None
     if path.stat().st_size == 0:
         yield _empty(path)
@@ -91,10 +96,9 @@ def _empty(path: Path) -> BadRecord:
 
 
 def _too_long(location: str, raw: bytes | str, limit: int) -> BadRecord:
-    sample = raw[:SAMPLE_CHARS * 4]
+    sample = raw[: SAMPLE_CHARS * 4]
     text = sample.decode("utf-8", "replace") if isinstance(sample, bytes) else sample
-    return BadRecord(location, "too_long", f"record larger than max_record_bytes={limit}",
-                     text[:SAMPLE_CHARS])
+    return BadRecord(location, "too_long", f"record larger than max_record_bytes={limit}", text[:SAMPLE_CHARS])
 
 
 def _decode(raw: bytes, path: Path, first_line: int | None) -> str | BadRecord:
@@ -103,9 +107,12 @@ def _decode(raw: bytes, path: Path, first_line: int | None) -> str | BadRecord:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = (first_line or 1) + raw.count(b"\n", 0, exc.start)
-        return BadRecord(f"{path}:{line}", "invalid_utf8",
-                         f"invalid UTF-8 byte(s) {raw[exc.start:exc.end]!r}",
-                         raw.decode("utf-8", "replace")[:SAMPLE_CHARS])
+        return BadRecord(
+            f"{path}:{line}",
+            "invalid_utf8",
+            f"invalid UTF-8 byte(s) {raw[exc.start : exc.end]!r}",
+            raw.decode("utf-8", "replace")[:SAMPLE_CHARS],
+        )
 
 
 def _read_whole_txt(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
@@ -156,12 +163,12 @@ def _read_paragraphs(path: Path, source: str, opts: ReadOptions) -> Iterator[Rec
             start = start if lines else lineno
             size += len(line) + 1
             too_long = too_long or cut or size > opts.max_record_bytes
-            if not too_long or size <= SAMPLE_CHARS * 4:   # of a huge paragraph keep a sample
+            if not too_long or size <= SAMPLE_CHARS * 4:  # of a huge paragraph keep a sample
                 lines.append(line)
     if lines:
         yield flush()
     elif not records:
-        yield _empty(path)      # nothing but blank lines
+        yield _empty(path)  # nothing but blank lines
 
 
 def _read_jsonl(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
@@ -174,7 +181,7 @@ def _read_jsonl(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
                 yield _too_long(location, line, opts.max_record_bytes)
                 continue
             if not line.strip():
-                continue                  # blank lines separate nothing and hold nothing
+                continue  # blank lines separate nothing and hold nothing
             seen_any = True
             text = _decode(line, path, lineno)
             if isinstance(text, BadRecord):
@@ -183,10 +190,13 @@ def _read_jsonl(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield BadRecord(location, "malformed_json", f"not valid JSON ({exc.msg} at column {exc.colno})", text[:SAMPLE_CHARS])
+                yield BadRecord(
+                    location, "malformed_json", f"not valid JSON ({exc.msg} at column {exc.colno})", text[:SAMPLE_CHARS]
+                )
                 continue
-            yield field_record(row.get(opts.text_field) if isinstance(row, dict) else None,
-                         row, opts.text_field, source, location)
+            yield field_record(
+                row.get(opts.text_field) if isinstance(row, dict) else None, row, opts.text_field, source, location
+            )
     if not seen_any:
         yield _empty(path)
 
@@ -196,10 +206,10 @@ def field_record(value: object, row: object, field: str, source: str, location: 
     if isinstance(value, str):
         return Document(source, location, value)
     if value is None:
-        return BadRecord(location, "missing_field", f"no {field!r} field (or it is null)",
-                         str(row)[:SAMPLE_CHARS])
-    return BadRecord(location, "bad_field_type",
-                     f"{field!r} is a {type(value).__name__}, expected a string", str(row)[:SAMPLE_CHARS])
+        return BadRecord(location, "missing_field", f"no {field!r} field (or it is null)", str(row)[:SAMPLE_CHARS])
+    return BadRecord(
+        location, "bad_field_type", f"{field!r} is a {type(value).__name__}, expected a string", str(row)[:SAMPLE_CHARS]
+    )
 
 
 @contextlib.contextmanager
@@ -214,17 +224,18 @@ def _csv_field_limit(limit: int) -> Iterator[None]:
 def _read_csv(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
     # surrogateescape: a bad byte stays visible in its field (as a lone surrogate), so it is
     # reported on its own row instead of failing the whole decoding buffer
-    with (open_binary(path) as raw,
-          io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as text,
-          _csv_field_limit(opts.max_record_bytes)):
+    with (
+        open_binary(path) as raw,
+        io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as text,
+        _csv_field_limit(opts.max_record_bytes),
+    ):
         rows = csv.reader(text, delimiter=opts.delimiter)
         header = next(rows, None)
         if header is None:
             yield _empty(path)
             return
         if opts.text_field not in header:
-            yield BadRecord(str(path), "wrong_schema",
-                            f"no column {opts.text_field!r} (columns: {', '.join(header)})")
+            yield BadRecord(str(path), "wrong_schema", f"no column {opts.text_field!r} (columns: {', '.join(header)})")
             return
         column, count = header.index(opts.text_field), 0
         while True:
@@ -248,13 +259,15 @@ def _read_csv(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
 def _csv_record(row: list[str], column: int, path: Path, line: int, source: str, field: str) -> Record:
     location = f"{path}:{line}"
     if column >= len(row):
-        return BadRecord(location, "missing_field", f"row has {len(row)} fields, no {field!r}",
-                         ",".join(row)[:SAMPLE_CHARS])
+        return BadRecord(
+            location, "missing_field", f"row has {len(row)} fields, no {field!r}", ",".join(row)[:SAMPLE_CHARS]
+        )
     value = row[column]
     try:
         value.encode("utf-8")
-    except UnicodeEncodeError:      # a lone surrogate: the byte was not UTF-8
-        return _decode(value.encode("utf-8", "surrogateescape"), path, line)
+    except UnicodeEncodeError:  # a lone surrogate: the byte was not UTF-8
+        # cast: a BadRecord, since the re-encoded bytes hold the byte that was not UTF-8
+        return cast(BadRecord, _decode(value.encode("utf-8", "surrogateescape"), path, line))
     return Document(source, location, value)
 
 
@@ -263,8 +276,9 @@ def _read_parquet(path: Path, source: str, opts: ReadOptions) -> Iterator[Record
         parquet = pq.ParquetFile(fh)
         schema = parquet.schema_arrow
         if opts.text_field not in schema.names:
-            yield BadRecord(str(path), "wrong_schema",
-                            f"no column {opts.text_field!r} (columns: {', '.join(schema.names)})")
+            yield BadRecord(
+                str(path), "wrong_schema", f"no column {opts.text_field!r} (columns: {', '.join(schema.names)})"
+            )
             return
         kind = schema.field(opts.text_field).type
         if kind not in _STRING_TYPES:
@@ -297,8 +311,9 @@ def _seekable(path: Path) -> Iterator[BinaryIO]:
         yield tmp
 
 
-def accept_records(records: Iterator[Record], source: str, on_error: Literal["fail", "quarantine"],
-                   dropped: list[QuarantineRow] | None) -> Iterator[Document]:
+def accept_records(
+    records: Iterator[Record], source: str, on_error: Literal["fail", "quarantine"], dropped: list[QuarantineRow] | None
+) -> Iterator[Document]:
     """Documents pass; a BadRecord raises (on_error: fail) or is appended to `dropped`.
 
     "too_long" is a length filter, not an error: it goes to `dropped` under either policy,
@@ -308,7 +323,9 @@ def accept_records(records: Iterator[Record], source: str, on_error: Literal["fa
         if isinstance(record, Document):
             yield record
         elif dropped is None or (on_error == "fail" and record.reason != "too_long"):
-            raise PipelineError(f"{record.location}: {record.detail} [{record.reason}] in source "
-                                f"{source!r} (on_error: quarantine skips such records)")
+            raise PipelineError(
+                f"{record.location}: {record.detail} [{record.reason}] in source "
+                f"{source!r} (on_error: quarantine skips such records)"
+            )
         else:
             dropped.append(QuarantineRow(source, record.location, record.reason, record.text, record.detail))

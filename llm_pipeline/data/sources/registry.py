@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from tqdm.auto import tqdm
@@ -29,8 +29,9 @@ OnError = Literal["fail", "quarantine"]
 
 class SourceOptions(StageConfig):
     """Fields every source kind shares."""
-    weight: float = Field(1.0, ge=0)             # train-split mixing weight: 2.0 = each train doc twice,
-                                                 # 0.5 = a hash-chosen half; val/test never reweighted
+
+    weight: float = Field(1.0, ge=0)  # train-split mixing weight: 2.0 = each train doc twice,
+    # 0.5 = a hash-chosen half; val/test never reweighted
 
 
 class DebianSourceConfig(SourceOptions):
@@ -45,17 +46,18 @@ class BibleSourceConfig(SourceOptions):
 
 class UserSourceOptions(SourceOptions):
     """Fields of the sources that read users' data."""
-    name: str | None = None                      # the `source` column; default "<kind>:<path>"
-    text_field: str = "text"                     # jsonl key / csv, parquet or dataset column
-    on_error: OnError | None = None              # null: the top-level on_error
+
+    name: str | None = None  # the `source` column; default "<kind>:<path>"
+    text_field: str = "text"  # jsonl key / csv, parquet or dataset column
+    on_error: OnError | None = None  # null: the top-level on_error
 
 
 class FileSourceConfig(UserSourceOptions):
     kind: Literal["txt", "jsonl", "csv", "parquet"]
-    path: str                                    # file, glob (`**` recurses) or directory (recursed,
-                                                 # files with the kind's extension, maybe .gz/.bz2/.zst)
+    path: str  # file, glob (`**` recurses) or directory (recursed,
+    # files with the kind's extension, maybe .gz/.bz2/.zst)
     unit: Literal["file", "paragraph"] = "file"  # txt: a document per file or per blank-line paragraph
-    delimiter: str = Field(",", min_length=1, max_length=1)   # csv
+    delimiter: str = Field(",", min_length=1, max_length=1)  # csv
 
     @model_validator(mode="after")
     def _unit_only_for_txt(self) -> FileSourceConfig:
@@ -66,28 +68,31 @@ class FileSourceConfig(UserSourceOptions):
 
 class HFDatasetSourceConfig(UserSourceOptions):
     kind: Literal["hf_dataset"]
-    path: str                                    # a save_to_disk directory, or a Hub id when online
-    split: str | None = None                     # null: every split of a DatasetDict
+    path: str  # a save_to_disk directory, or a Hub id when online
+    split: str | None = None  # null: every split of a DatasetDict
 
 
-SourceConfig = Annotated[Union[DebianSourceConfig, BibleSourceConfig, FileSourceConfig,
-                               HFDatasetSourceConfig], Field(discriminator="kind")]
+SourceConfig = Annotated[
+    DebianSourceConfig | BibleSourceConfig | FileSourceConfig | HFDatasetSourceConfig, Field(discriminator="kind")
+]
 
 
 @dataclass(frozen=True)
 class LoadContext:
     """What loaders need from the ingest config besides their own source's fields."""
-    cache_dir: str                               # downloaded apt lists and .debs
-    refresh: bool                                # refetch even when cached
-    progress: bool                               # tqdm bars
-    on_error: OnError                            # the top-level policy for bad records
-    max_record_bytes: int                        # bigger raw records are quarantined (too_long)
-    seed: str                                    # the split seed (hash-sampling max_records)
+
+    cache_dir: str  # downloaded apt lists and .debs
+    refresh: bool  # refetch even when cached
+    progress: bool  # tqdm bars
+    on_error: OnError  # the top-level policy for bad records
+    max_record_bytes: int  # bigger raw records are quarantined (too_long)
+    seed: str  # the split seed (hash-sampling max_records)
 
 
 @dataclass
 class SourceData:
     """One source, read lazily: `documents` fills `dropped` as it is consumed."""
+
     name: str
     documents: Iterable[Document]
     inputs: list[Path]
@@ -96,7 +101,7 @@ class SourceData:
     sampled_out: int = 0
 
 
-def source_name(src: StageConfig) -> str:
+def source_name(src: SourceConfig) -> str:
     name = getattr(src, "name", None)
     if name:
         return name
@@ -112,24 +117,31 @@ def _index_streams(paths: list[Path]) -> Iterator:
 
 def load_debian(src: DebianSourceConfig, ctx: LoadContext) -> SourceData:
     files = apt_sources.fetch_index_files(ctx.cache_dir, refresh=ctx.refresh)
-    records, dropped = debian.read_descriptions(_index_streams(files.packages),
-                                                _index_streams(files.translations))
+    records, dropped = debian.read_descriptions(_index_streams(files.packages), _index_streams(files.translations))
     kept = records
     if src.max_records is not None and len(records) > src.max_records:
         # a hash-ordered sample: the files are alphabetical, so the first N would be all "lib*"
-        chosen = set(sorted(range(len(records)),
-                            key=lambda i: unit_interval(records[i].md5, ctx.seed))[:src.max_records])
+        chosen = set(
+            sorted(range(len(records)), key=lambda i: unit_interval(records[i].md5, ctx.seed))[: src.max_records]
+        )
         kept = [r for i, r in enumerate(records) if i in chosen]
     docs = [Document(debian.SOURCE_NAME, r.package, r.long_description) for r in kept]
-    return SourceData(debian.SOURCE_NAME, docs, [*files.packages, *files.translations], dropped,
-                      kept, sampled_out=len(records) - len(kept))
+    return SourceData(
+        debian.SOURCE_NAME,
+        docs,
+        [*files.packages, *files.translations],
+        dropped,
+        kept,
+        sampled_out=len(records) - len(kept),
+    )
 
 
 def load_bible(src: BibleSourceConfig, ctx: LoadContext) -> SourceData:
     deb = apt_sources.fetch_deb(bible.DEB_PACKAGE, ctx.cache_dir, refresh=ctx.refresh)
     root = apt_sources.extract_deb(deb, Path(ctx.cache_dir) / bible.DEB_PACKAGE, refresh=ctx.refresh)
-    chapters = tqdm(bible.iter_chapters(root / "usr/share/sword"), desc="read bible",
-                    unit="chapter", disable=not ctx.progress)
+    chapters = tqdm(
+        bible.iter_chapters(root / "usr/share/sword"), desc="read bible", unit="chapter", disable=not ctx.progress
+    )
     docs = [d for _, d in zip(range(src.max_records or 10**9), chapters)]
     return SourceData(bible.SOURCE_NAME, docs, [deb])
 
@@ -139,13 +151,14 @@ def load_files(src: FileSourceConfig, on_error: OnError, max_record_bytes: int) 
     name = source_name(src)
     opts = ReadOptions(src.text_field, src.unit, src.delimiter, max_record_bytes)
     data = SourceData(name, [], files)
-    data.documents = read_local_files(files, src.kind, name, opts, src.on_error or on_error, data.dropped,
-                                      pattern=src.path)
+    data.documents = read_local_files(
+        files, src.kind, name, opts, src.on_error or on_error, data.dropped, pattern=src.path
+    )
     return data
 
 
 def load_hf_dataset(src: HFDatasetSourceConfig, on_error: OnError, max_record_bytes: int) -> SourceData:
-    from llm_pipeline.data.sources.hf_datasets import read_hf_dataset   # imports `datasets` (slow): only if used
+    from llm_pipeline.data.sources.hf_datasets import read_hf_dataset  # imports `datasets` (slow): only if used
 
     name = source_name(src)
     records = read_hf_dataset(src.path, src.text_field, src.split, name, max_record_bytes)

@@ -26,6 +26,7 @@ GroupKind = Literal["debian_source", "doc_id", "lemma", "record"]
 
 class SplitParams(Protocol):
     """The corpus split settings (ingest's SplitConfig): every task reuses them."""
+
     val_fraction: float
     test_fraction: float
     seed: str
@@ -34,13 +35,13 @@ class SplitParams(Protocol):
 @dataclass
 class TaskData:
     name: str
-    source: str                           # for the task card: where the examples come from
-    schema: pa.Schema                     # column names and types, in file order
+    source: str  # for the task card: where the examples come from
+    schema: pa.Schema  # column names and types, in file order
     splits: dict[str, list[Row]]
     group_kind: GroupKind
-    input_column: str                     # compared against the corpus train texts
-    label_column: str | None = None       # its distribution goes in the card
-    notes: dict[str, Any] = field(default_factory=dict)   # task-specific counts for the card
+    input_column: str  # compared against the corpus train texts
+    label_column: str | None = None  # its distribution goes in the card
+    notes: dict[str, Any] = field(default_factory=dict)  # task-specific counts for the card
 
     @property
     def columns(self) -> list[str]:
@@ -58,7 +59,7 @@ def empty_splits() -> dict[str, list[Row]]:
 def split_by_hash(rows: Iterable[Row], split: SplitParams, key: str = "group") -> dict[str, list[Row]]:
     """Assign each row by a stable hash of row[key] with the corpus seed (groups stay whole)."""
     out = empty_splits()
-    memo: dict[str, str] = {}            # one hash per group, not per row (WordNet: 207k rows)
+    memo: dict[str, str] = {}  # one hash per group, not per row (WordNet: 207k rows)
     for row in rows:
         group = row[key]
         if group not in memo:
@@ -67,8 +68,9 @@ def split_by_hash(rows: Iterable[Row], split: SplitParams, key: str = "group") -
     return out
 
 
-def cap_rows(rows: list[Row], max_rows: int | None, seed: str,
-             order_key: Callable[[Row], str] = lambda r: r["group"]) -> list[Row]:
+def cap_rows(
+    rows: list[Row], max_rows: int | None, seed: str, order_key: Callable[[Row], str] = lambda r: r["group"]
+) -> list[Row]:
     """A hash-ordered sample of at most max_rows (whole groups first; never file order,
     which is alphabetical and would keep only "lib*" packages or "a*" lemmas)."""
     if max_rows is None or len(rows) <= max_rows:
@@ -85,8 +87,9 @@ def write_task(task: TaskData, folder: Path) -> None:
     """<folder>/{train,val,test}.parquet with the task's schema (empty splits included)."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, rows in task.splits.items():
-        table = pa.table({c: pa.array([r[c] for r in rows], task.schema.field(c).type)
-                          for c in task.columns}, schema=task.schema)
+        table = pa.table(
+            {c: pa.array([r[c] for r in rows], task.schema.field(c).type) for c in task.columns}, schema=task.schema
+        )
         pq.write_table(table, folder / f"{split}.parquet")
 
 
@@ -94,23 +97,31 @@ def _length_stats(values: list[str]) -> dict[str, float]:
     if not values:
         return {"mean": 0.0, "median": 0.0, "p95": 0.0}
     lengths = sorted(len(v) for v in values)
-    return {"mean": round(statistics.fmean(lengths), 1), "median": float(statistics.median(lengths)),
-            "p95": float(lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))])}
+    return {
+        "mean": round(statistics.fmean(lengths), 1),
+        "median": float(statistics.median(lengths)),
+        "p95": float(lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))]),
+    }
 
 
 def task_card(task: TaskData) -> dict[str, Any]:
     """Sizes, groups, label distribution and lengths (chars) per split, for the report."""
-    text_columns = [c for c in task.columns if task.schema.field(c).type == pa.string()
-                    and c not in ("group", task.label_column)]
+    text_columns = [
+        c for c in task.columns if task.schema.field(c).type == pa.string() and c not in ("group", task.label_column)
+    ]
     card: dict[str, Any] = {
-        "source": task.source, "columns": task.columns, "group": task.group_kind,
+        "source": task.source,
+        "columns": task.columns,
+        "group": task.group_kind,
         "sizes": {s: len(rows) for s, rows in task.splits.items()},
         "groups": {s: len({r["group"] for r in rows}) for s, rows in task.splits.items()},
-        "lengths_chars": {c: {s: _length_stats([r[c] for r in rows]) for s, rows in task.splits.items()}
-                          for c in text_columns},
+        "lengths_chars": {
+            c: {s: _length_stats([r[c] for r in rows]) for s, rows in task.splits.items()} for c in text_columns
+        },
     }
     if task.label_column:
         card["label_distribution"] = {
             s: {str(k): n for k, n in Counter(r[task.label_column] for r in rows).most_common()}
-            for s, rows in task.splits.items()}
+            for s, rows in task.splits.items()
+        }
     return {**card, **task.notes}

@@ -40,7 +40,7 @@ class TasksConfig(StageConfig):
     qa: QAConfig = QAConfig()
     nsp: NSPConfig = NSPConfig()
     generation: GenerationTaskConfig = GenerationTaskConfig()
-    local: list[LocalTaskConfig] = Field(default_factory=list)   # users' own task files
+    local: list[LocalTaskConfig] = Field(default_factory=list)  # users' own task files
     # val/test examples whose input is pretraining train text (or whose group is in train):
     # "drop" removes them (counted in the report), "report" keeps and counts them
     held_out_overlap: OverlapPolicy = "drop"
@@ -57,18 +57,19 @@ class TasksConfig(StageConfig):
 @dataclass
 class BuiltTasks:
     tasks: dict[str, TaskData]
-    inputs: list[Path] = field(default_factory=list)    # files fetched/read for the tasks
-    skipped: dict[str, str] = field(default_factory=dict)   # enabled task -> why it was not built
+    inputs: list[Path] = field(default_factory=list)  # files fetched/read for the tasks
+    skipped: dict[str, str] = field(default_factory=dict)  # enabled task -> why it was not built
 
     def cards(self) -> dict[str, Any]:
         return {name: task_card(t) for name, t in self.tasks.items()}
 
 
-def descriptions_by_split(corpus: dict[str, list[Document]], descriptions: list[debian.DebianDescription],
-                          ) -> dict[str, list[debian.DebianDescription]]:
+def descriptions_by_split(
+    corpus: dict[str, list[Document]],
+    descriptions: list[debian.DebianDescription],
+) -> dict[str, list[debian.DebianDescription]]:
     """Descriptions whose text survived cleaning, in their corpus split, with the cleaned text."""
-    where = {d.location: (s, d.text) for s, docs in corpus.items() for d in docs
-             if d.source == debian.SOURCE_NAME}
+    where = {d.location: (s, d.text) for s, docs in corpus.items() for d in docs if d.source == debian.SOURCE_NAME}
     out: dict[str, list[debian.DebianDescription]] = {s: [] for s in SPLITS}
     for d in descriptions:
         if d.package in where:
@@ -77,9 +78,15 @@ def descriptions_by_split(corpus: dict[str, list[Document]], descriptions: list[
     return out
 
 
-def build_tasks(cfg: TasksConfig, corpus: dict[str, list[Document]],
-                descriptions: list[debian.DebianDescription], split: SplitParams, *,
-                cache_dir: str, refresh: bool = False) -> BuiltTasks:
+def build_tasks(
+    cfg: TasksConfig,
+    corpus: dict[str, list[Document]],
+    descriptions: list[debian.DebianDescription],
+    split: SplitParams,
+    *,
+    cache_dir: str,
+    refresh: bool = False,
+) -> BuiltTasks:
     built = BuiltTasks({})
     seed = split.seed
     by_split = descriptions_by_split(corpus, descriptions)
@@ -92,8 +99,7 @@ def build_tasks(cfg: TasksConfig, corpus: dict[str, list[Document]],
     if has_debian and cfg.summarization.enabled:
         built.tasks["summarization"] = build_summarization_task(cfg.summarization, by_split, seed)
     if has_debian and cfg.translation.enabled:
-        built.tasks["translation"], files = build_translation_task(cfg.translation, by_split, seed,
-                                                                   cache_dir, refresh)
+        built.tasks["translation"], files = build_translation_task(cfg.translation, by_split, seed, cache_dir, refresh)
         built.inputs += files
     if cfg.qa.enabled:
         built.tasks["qa"], files = build_qa_task(cfg.qa, split, cache_dir, refresh)
@@ -115,12 +121,18 @@ def _require_examples(name: str, task: TaskData) -> None:
     needed = ("val", "test") if name == "generation" else ("train",)
     if not any(task.splits[s] for s in needed):
         where = f"tasks.{name}.enabled" if name in BUILT_IN else f"the tasks.local entry {name!r}"
-        raise PipelineError(f"task {name!r} has no {'/'.join(needed)} examples (too few or too short "
-                            f"documents for it?); add data or set {where}: false")
+        raise PipelineError(
+            f"task {name!r} has no {'/'.join(needed)} examples (too few or too short "
+            f"documents for it?); add data or set {where}: false"
+        )
 
 
-def check_leakage(built: BuiltTasks, train: list[Document], descriptions: list[debian.DebianDescription],
-                  policy: OverlapPolicy = "drop") -> dict[str, Any]:
+def check_leakage(
+    built: BuiltTasks,
+    train: list[Document],
+    descriptions: list[debian.DebianDescription],
+    policy: OverlapPolicy = "drop",
+) -> dict[str, Any]:
     """Apply the overlap policy to val/test, then count what overlaps the corpus train split.
 
     Returns {"policy", "dropped": {task: {split: n}}, "total": n left, "per_task": counts}."""

@@ -22,19 +22,20 @@ _WORD = re.compile(r"\S+")
 class GenerationTaskConfig(StageConfig):
     enabled: bool = True
     prompt_words: int = Field(32, ge=1)
-    continuation_words: int = Field(64, ge=1)    # at most this many words of the real text
+    continuation_words: int = Field(64, ge=1)  # at most this many words of the real text
     min_continuation_words: int = Field(8, ge=1)  # shorter documents are skipped
     max_per_split: int | None = Field(None, ge=1)  # hash-sampled documents; null = all
 
 
-def cut_document(text: str, prompt_words: int, continuation_words: int,
-                 min_continuation_words: int) -> tuple[str, str] | None:
+def cut_document(
+    text: str, prompt_words: int, continuation_words: int, min_continuation_words: int
+) -> tuple[str, str] | None:
     """(prompt, continuation) cut at word boundaries, the text's own spacing kept."""
     words = list(_WORD.finditer(text))
     if len(words) < prompt_words + min_continuation_words:
         return None
     last = words[min(len(words), prompt_words + continuation_words) - 1]
-    return text[:words[prompt_words - 1].end()], text[words[prompt_words].start():last.end()]
+    return text[: words[prompt_words - 1].end()], text[words[prompt_words].start() : last.end()]
 
 
 def build_generation_rows(docs: list[Document], cfg: GenerationTaskConfig) -> list[Row]:
@@ -47,7 +48,15 @@ def build_generation_rows(docs: list[Document], cfg: GenerationTaskConfig) -> li
 
 
 def build_generation_task(cfg: GenerationTaskConfig, corpus: dict[str, list[Document]], seed: str) -> TaskData:
-    splits = {s: [] if s == "train" else cap_rows(build_generation_rows(docs, cfg), cfg.max_per_split, seed)
-              for s, docs in corpus.items()}
-    return TaskData("generation", SOURCE, string_schema("prompt", "continuation", "group"), splits,
-                    group_kind="doc_id", input_column="prompt")
+    splits = {
+        s: [] if s == "train" else cap_rows(build_generation_rows(docs, cfg), cfg.max_per_split, seed)
+        for s, docs in corpus.items()
+    }
+    return TaskData(
+        "generation",
+        SOURCE,
+        string_schema("prompt", "continuation", "group"),
+        splits,
+        group_kind="doc_id",
+        input_column="prompt",
+    )

@@ -24,15 +24,13 @@ OverlapPolicy = Literal["drop", "report"]
 
 @dataclass
 class TrainIndex:
-    texts: set[str]                  # train documents and their paragraphs
-    groups: dict[str, set[str]]      # group kind -> train groups of that kind
+    texts: set[str]  # train documents and their paragraphs
+    groups: dict[str, set[str]]  # group kind -> train groups of that kind
 
 
-def build_train_index(train: list[Document], package_source: dict[str, str],
-                      debian_source: str) -> TrainIndex:
+def build_train_index(train: list[Document], package_source: dict[str, str], debian_source: str) -> TrainIndex:
     texts = {d.text for d in train} | {p for d in train for p in d.text.split("\n\n")}
-    sources = {package_source[d.location] for d in train
-               if d.source == debian_source and d.location in package_source}
+    sources = {package_source[d.location] for d in train if d.source == debian_source and d.location in package_source}
     return TrainIndex(texts, {"debian_source": sources, "doc_id": {doc_id(d.source, d.text) for d in train}})
 
 

@@ -12,8 +12,9 @@ import pandas as pd
 from llm_pipeline.errors import PipelineError
 
 
-def load_task_split(tasks_dir: str | Path, task: str, split: str, columns: tuple[str, ...],
-                    nullable: tuple[str, ...] = ()) -> pd.DataFrame:
+def load_task_split(
+    tasks_dir: str | Path, task: str, split: str, columns: tuple[str, ...], nullable: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """The split's rows; every one of `columns` must be present and, unless in `nullable`, have no nulls."""
     path = Path(tasks_dir) / task / f"{split}.parquet"
     if not path.is_file():
@@ -38,5 +39,7 @@ def check_no_nulls(frame: pd.DataFrame, columns: list[str], where: str) -> None:
     if first is not None:
         row, column = first
         count = int(frame[columns].isna().to_numpy().sum())
-        raise PipelineError(f"{where}: column {column!r} is null at row {row} ({count} null cell(s) in "
-                            f"{', '.join(map(repr, columns))}); fix or drop those rows")
+        raise PipelineError(
+            f"{where}: column {column!r} is null at row {row} ({count} null cell(s) in "
+            f"{', '.join(map(repr, columns))}); fix or drop those rows"
+        )

@@ -24,13 +24,13 @@ COLUMNS = {"seq2seq": ("input", "target"), "classification": ("text", "label")}
 
 
 class LocalTaskConfig(StageConfig):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")   # the folder under tasks/
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")  # the folder under tasks/
     kind: Literal["seq2seq", "classification"]
-    path: str                                    # file or glob (`**` recurses)
+    path: str  # file or glob (`**` recurses)
     format: Literal["jsonl", "parquet"]
     input_field: str = "input"
-    target_field: str = "target"                 # the label, for kind: classification
-    group_field: str | None = None               # rows sharing it stay in one split
+    target_field: str = "target"  # the label, for kind: classification
+    group_field: str | None = None  # rows sharing it stay in one split
     max_per_split: int | None = Field(None, ge=1)
 
 
@@ -57,12 +57,19 @@ def build_local_task(cfg: LocalTaskConfig, split: SplitParams) -> tuple[TaskData
     files = expand_paths(cfg.path)
     rows, skipped = read_local_rows(cfg, files)
     if not rows:
-        raise PipelineError(f"tasks.local {cfg.name!r}: no rows with a non-empty {cfg.input_field!r} "
-                            f"and {cfg.target_field!r} in {cfg.path}")
+        raise PipelineError(
+            f"tasks.local {cfg.name!r}: no rows with a non-empty {cfg.input_field!r} "
+            f"and {cfg.target_field!r} in {cfg.path}"
+        )
     in_col, out_col = COLUMNS[cfg.kind]
-    task = TaskData(cfg.name, f"local {cfg.format}: {cfg.path}", string_schema(in_col, out_col, "group"),
-                    cap_splits(split_by_hash(rows, split), cfg.max_per_split, split.seed),
-                    group_kind="record", input_column=in_col,
-                    label_column=out_col if cfg.kind == "classification" else None,
-                    notes={"skipped_empty": skipped})
+    task = TaskData(
+        cfg.name,
+        f"local {cfg.format}: {cfg.path}",
+        string_schema(in_col, out_col, "group"),
+        cap_splits(split_by_hash(rows, split), cfg.max_per_split, split.seed),
+        group_kind="record",
+        input_column=in_col,
+        label_column=out_col if cfg.kind == "classification" else None,
+        notes={"skipped_empty": skipped},
+    )
     return task, files

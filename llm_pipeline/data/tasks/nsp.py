@@ -20,8 +20,7 @@ from llm_pipeline.data.records import Document, doc_id, unit_interval
 from llm_pipeline.data.tasks.base import Row, TaskData
 
 SOURCE = "corpus documents of each split: consecutive sentences vs a sentence of another document"
-SCHEMA = pa.schema([("text_a", pa.string()), ("text_b", pa.string()), ("is_next", pa.int64()),
-                    ("group", pa.string())])
+SCHEMA = pa.schema([("text_a", pa.string()), ("text_b", pa.string()), ("is_next", pa.int64()), ("group", pa.string())])
 # A sentence ends at . ! ? (maybe followed by a closing quote/bracket) before a space and an
 # upper-case letter or digit (maybe after an opening quote); newlines always end a segment.
 _BOUNDARY = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)]))[^\S\n]+(?=[\"'“‘(]?[A-Z0-9])|\n+")
@@ -29,7 +28,7 @@ _BOUNDARY = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)]))[^\S\n]+(?=[\"'“
 
 class NSPConfig(StageConfig):
     enabled: bool = True
-    min_segment_chars: int = Field(20, ge=1)     # shorter sentences are merged into the next
+    min_segment_chars: int = Field(20, ge=1)  # shorter sentences are merged into the next
     max_per_split: int | None = Field(None, ge=1)  # hash-sampled pair positions; null = all
 
 
@@ -49,7 +48,7 @@ def segments(text: str, min_chars: int) -> list[str]:
 def build_pairs(docs: list[Document], min_chars: int, max_pairs: int | None, seed: str) -> list[Row]:
     segs = [segments(d.text, min_chars) for d in docs]
     ids = [doc_id(d.source, d.text) for d in docs]
-    pools: dict[str, list[int]] = {}                       # source -> docs a random B can come from
+    pools: dict[str, list[int]] = {}  # source -> docs a random B can come from
     for i, s in enumerate(segs):
         if s:
             pools.setdefault(docs[i].source, []).append(i)
@@ -57,7 +56,7 @@ def build_pairs(docs: list[Document], min_chars: int, max_pairs: int | None, see
     if len(everything) < 2:
         return []
     positions = [(i, k) for i, s in enumerate(segs) for k in range(len(s) - 1)]
-    u = lambda key: unit_interval(key, f"{seed}/nsp")      # noqa: E731 - one seeded hash, three uses
+    u = lambda key: unit_interval(key, f"{seed}/nsp")
     positions.sort(key=lambda p: u(f"{ids[p[0]]}:{p[1]}"))
     rows = []
     for i, k in positions[:max_pairs]:
@@ -77,7 +76,5 @@ def build_pairs(docs: list[Document], min_chars: int, max_pairs: int | None, see
 
 
 def build_nsp_task(cfg: NSPConfig, corpus: dict[str, list[Document]], seed: str) -> TaskData:
-    splits = {s: build_pairs(docs, cfg.min_segment_chars, cfg.max_per_split, seed)
-              for s, docs in corpus.items()}
-    return TaskData("nsp", SOURCE, SCHEMA, splits, group_kind="doc_id", input_column="text_a",
-                    label_column="is_next")
+    splits = {s: build_pairs(docs, cfg.min_segment_chars, cfg.max_per_split, seed) for s, docs in corpus.items()}
+    return TaskData("nsp", SOURCE, SCHEMA, splits, group_kind="doc_id", input_column="text_a", label_column="is_next")

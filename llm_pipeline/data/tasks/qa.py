@@ -26,13 +26,16 @@ DEB_PACKAGE = "wordnet-base"
 DATA_DIR = "usr/share/wordnet"
 SOURCE = "WordNet 3.0 glosses, Debian package wordnet-base (data.noun/verb/adj/adv)"
 PartOfSpeech = Literal["noun", "verb", "adj", "adv"]
-_ADJ_MARKER = re.compile(r"\((a|p|ip)\)$")    # syntactic marker on adjectives: "outback(a)"
+_ADJ_MARKER = re.compile(r"\((a|p|ip)\)$")  # syntactic marker on adjectives: "outback(a)"
+
+
+def _all_parts_of_speech() -> list[PartOfSpeech]:
+    return ["noun", "verb", "adj", "adv"]
 
 
 class QAConfig(StageConfig):
     enabled: bool = True
-    parts_of_speech: list[PartOfSpeech] = Field(default_factory=lambda: ["noun", "verb", "adj", "adv"],
-                                                min_length=1)
+    parts_of_speech: list[PartOfSpeech] = Field(default_factory=_all_parts_of_speech, min_length=1)
     max_per_split: int | None = Field(None, ge=1)  # hash-sampled by lemma (~207k senses in all)
 
 
@@ -45,7 +48,7 @@ def parse_data_line(line: str) -> tuple[list[str], str] | None:
     if not sep or len(fields) < 6:
         raise ValueError("expected 'offset lex_filenum ss_type w_cnt word lex_id ... | gloss'")
     w_cnt = int(fields[3], 16)
-    words = fields[4:4 + 2 * w_cnt:2]
+    words = fields[4 : 4 + 2 * w_cnt : 2]
     lemmas = [_ADJ_MARKER.sub("", w).replace("_", " ") for w in words]
     definition = gloss.strip().split('; "')[0].strip().rstrip(";").strip()
     return lemmas, definition
@@ -70,7 +73,7 @@ def build_qa_from_dir(cfg: QAConfig, data_dir: Path, split: SplitParams) -> Task
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise PipelineError(f"WordNet data file(s) not found: {', '.join(missing)}")
-    seen: set[tuple[str, str]] = set()      # "bank"/"Bank" can carry the same gloss twice
+    seen: set[tuple[str, str]] = set()  # "bank"/"Bank" can carry the same gloss twice
     rows = []
     for path in files:
         for row in iter_senses(path):
@@ -78,12 +81,18 @@ def build_qa_from_dir(cfg: QAConfig, data_dir: Path, split: SplitParams) -> Task
                 seen.add((row["group"], row["target"]))
                 rows.append(row)
     splits = cap_splits(split_by_hash(rows, split), cfg.max_per_split, split.seed)
-    return TaskData("qa", SOURCE, string_schema("input", "target", "group"), splits,
-                    group_kind="lemma", input_column="input", notes={"senses_read": len(rows)})
+    return TaskData(
+        "qa",
+        SOURCE,
+        string_schema("input", "target", "group"),
+        splits,
+        group_kind="lemma",
+        input_column="input",
+        notes={"senses_read": len(rows)},
+    )
 
 
-def build_qa_task(cfg: QAConfig, split: SplitParams, cache_dir: str,
-                  refresh: bool) -> tuple[TaskData, list[Path]]:
+def build_qa_task(cfg: QAConfig, split: SplitParams, cache_dir: str, refresh: bool) -> tuple[TaskData, list[Path]]:
     deb = apt_sources.fetch_deb(DEB_PACKAGE, cache_dir, refresh=refresh)
     root = apt_sources.extract_deb(deb, Path(cache_dir).resolve() / DEB_PACKAGE, refresh=refresh)
     return build_qa_from_dir(cfg, root / DATA_DIR, split), [deb]

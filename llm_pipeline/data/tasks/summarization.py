@@ -18,15 +18,26 @@ SOURCE = "Debian Translation-en: long description -> synopsis, joined on Descrip
 
 class SummarizationConfig(StageConfig):
     enabled: bool = True
-    min_input_chars: int = Field(40, ge=0)       # shorter descriptions say too little to summarize
+    min_input_chars: int = Field(40, ge=0)  # shorter descriptions say too little to summarize
     max_per_split: int | None = Field(None, ge=1)  # hash-sampled by source package; null = all
 
 
-def build_summarization_task(cfg: SummarizationConfig, descriptions: dict[str, list[DebianDescription]],
-                             seed: str) -> TaskData:
-    splits = {s: [{"input": d.long_description, "target": normalize_text(d.synopsis), "group": d.source}
-                  for d in rows if len(d.long_description) >= cfg.min_input_chars and d.synopsis.strip()]
-              for s, rows in descriptions.items()}
-    return TaskData("summarization", SOURCE, string_schema("input", "target", "group"),
-                    cap_splits(splits, cfg.max_per_split, seed),
-                    group_kind="debian_source", input_column="input")
+def build_summarization_task(
+    cfg: SummarizationConfig, descriptions: dict[str, list[DebianDescription]], seed: str
+) -> TaskData:
+    splits = {
+        s: [
+            {"input": d.long_description, "target": normalize_text(d.synopsis), "group": d.source}
+            for d in rows
+            if len(d.long_description) >= cfg.min_input_chars and d.synopsis.strip()
+        ]
+        for s, rows in descriptions.items()
+    }
+    return TaskData(
+        "summarization",
+        SOURCE,
+        string_schema("input", "target", "group"),
+        cap_splits(splits, cfg.max_per_split, seed),
+        group_kind="debian_source",
+        input_column="input",
+    )

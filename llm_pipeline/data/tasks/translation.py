@@ -23,14 +23,13 @@ from llm_pipeline.data.sources.debian import DebianDescription, split_descriptio
 from llm_pipeline.data.tasks.base import Row, TaskData, cap_rows, empty_splits, string_schema
 from llm_pipeline.errors import PipelineError
 
-SOURCE = ("Debian Description Translation Project: Translation-{de,fr,it} joined to "
-          "Translation-en on Description-md5")
+SOURCE = "Debian Description Translation Project: Translation-{de,fr,it} joined to Translation-en on Description-md5"
 
 
 class TranslationConfig(StageConfig):
     enabled: bool = True
     languages: list[str] = Field(default_factory=lambda: ["de", "fr", "it"], min_length=1)
-    paragraphs: bool = True                      # also aligned paragraphs (when counts match)
+    paragraphs: bool = True  # also aligned paragraphs (when counts match)
     max_per_split: int | None = Field(None, ge=1)  # per language, hash-sampled pairs; null = all
 
 
@@ -45,19 +44,21 @@ def read_translations(streams: Iterable[TextIO], lang: str, wanted: set[str] | N
     prefix = f"Description-{lang}:"
     out: dict[str, str] = {}
     for stream in streams:
-        md5, lines, in_field = None, [], False
-        for line in itertools.chain(stream, ["\n"]):     # a final blank line ends the last stanza
+        md5: str | None = None
+        lines: list[str] = []
+        in_field = False
+        for line in itertools.chain(stream, ["\n"]):  # a final blank line ends the last stanza
             if not line.strip():
                 if md5 and lines and md5 not in out and (wanted is None or md5 in wanted):
                     out[md5] = "\n".join(lines)
                 md5, lines, in_field = None, [], False
-            elif line.startswith(" "):                    # continuation of the current field
+            elif line.startswith(" "):  # continuation of the current field
                 if in_field:
                     lines.append(line.rstrip("\n"))
             else:
                 in_field = line.startswith(prefix)
                 if in_field:
-                    lines = [line[len(prefix):].strip()]
+                    lines = [line[len(prefix) :].strip()]
                 elif line.startswith("Description-md5:"):
                     md5 = line.split(":", 1)[1].strip()
     return out
@@ -84,8 +85,9 @@ def _streams(paths: list[Path]):
             yield stream
 
 
-def build_translation_task(cfg: TranslationConfig, descriptions: dict[str, list[DebianDescription]],
-                           seed: str, cache_dir: str, refresh: bool) -> tuple[TaskData, list[Path]]:
+def build_translation_task(
+    cfg: TranslationConfig, descriptions: dict[str, list[DebianDescription]], seed: str, cache_dir: str, refresh: bool
+) -> tuple[TaskData, list[Path]]:
     # A superset of the corpus' languages ("en" first): apt-get update drops list files that
     # its last run did not ask for, so asking for fewer would delete Translation-en.
     languages = ("en", *[lang for lang in cfg.languages if lang != "en"])
@@ -96,19 +98,29 @@ def build_translation_task(cfg: TranslationConfig, descriptions: dict[str, list[
     for lang in cfg.languages:
         paths = translation_files(files, lang)
         if not paths:
-            raise PipelineError(f"tasks.translation.languages: no Translation-{lang} file in "
-                                f"{cache_dir}/lists (the DDTP may not cover {lang!r})")
+            raise PipelineError(
+                f"tasks.translation.languages: no Translation-{lang} file in "
+                f"{cache_dir}/lists (the DDTP may not cover {lang!r})"
+            )
         used += paths
         wanted = {d.md5 for rows in descriptions.values() for d in rows}
         table = read_translations(_streams(paths), lang, wanted)
         matched[lang] = 0
         for split, rows in descriptions.items():
-            pairs = [p for d in rows if d.md5 in table
-                     for p in translation_pairs(d, table[d.md5], lang, cfg.paragraphs)]
+            pairs = [
+                p for d in rows if d.md5 in table for p in translation_pairs(d, table[d.md5], lang, cfg.paragraphs)
+            ]
             matched[lang] += len({d.md5 for d in rows if d.md5 in table})
             # ordered by input, not group: a source package can hold dozens of paragraphs
             splits[split] += cap_rows(pairs, cfg.max_per_split, seed, order_key=lambda r: r["input"])
-    task = TaskData("translation", SOURCE, string_schema("input", "target", "lang", "group"), splits,
-                    group_kind="debian_source", input_column="input", label_column="lang",
-                    notes={"descriptions_with_translation": matched})
+    task = TaskData(
+        "translation",
+        SOURCE,
+        string_schema("input", "target", "lang", "group"),
+        splits,
+        group_kind="debian_source",
+        input_column="input",
+        label_column="lang",
+        notes={"descriptions_with_translation": matched},
+    )
     return task, used

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from tokenizers import Encoding, Tokenizer
 
 from llm_pipeline.errors import PipelineError
@@ -34,8 +35,9 @@ def special_tokens_as_text(tokenizer: Tokenizer) -> Iterator[Tokenizer]:
         tokenizer.encode_special_tokens = previous
 
 
-def encode_chunks(tokenizer: Tokenizer, batches: Iterable[list[str]], sep: int,
-                  dtype: np.dtype) -> Iterator[np.ndarray]:
+def encode_chunks(
+    tokenizer: Tokenizer, batches: Iterable[list[str]], sep: int, dtype: np.dtype
+) -> Iterator[np.ndarray]:
     """One flat token array per batch of documents, each document followed by `sep`.
 
     The documents of a batch are encoded in parallel on all cores (rayon threads inside
@@ -69,7 +71,7 @@ def write_shard(chunks: Iterable[np.ndarray], path: str | Path) -> int:
     total = 0
     with open(path, "wb") as fh:
         for chunk in chunks:
-            fh.write(memoryview(chunk))
+            fh.write(chunk.data)  # the array's buffer, as memoryview(chunk)
             total += len(chunk)
     return total
 
@@ -78,12 +80,12 @@ def iter_documents(shard: np.ndarray, sep: int, window: int = 1 << 22) -> Iterat
     """The documents of a shard (views, separators dropped), scanning `window` tokens at a time."""
     start = 0
     for offset in range(0, len(shard), window):
-        for cut in np.flatnonzero(np.asarray(shard[offset:offset + window]) == sep) + offset:
+        for cut in np.flatnonzero(np.asarray(shard[offset : offset + window]) == sep) + offset:
             yield shard[start:cut]
             start = int(cut) + 1
 
 
-def load_shard(path: str | Path, dtype: str | np.dtype) -> np.memmap:
+def load_shard(path: str | Path, dtype: npt.DTypeLike) -> np.memmap:
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: token shard not found (run the tokenize stage first)")

@@ -9,13 +9,12 @@ A tokenizer's identity downstream is the sha256 of its `tokenizer.json`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
-from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
-                        trainers)
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from llm_pipeline.config import StageConfig
 from llm_pipeline.errors import PipelineError
@@ -27,32 +26,34 @@ T5_SPECIALS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}  # this order give
 
 class BpeSpec(StageConfig):
     kind: Literal["bpe"]
-    vocab_size: int = Field(8192, ge=258)   # incl. the 256 byte tokens and EOT
-    min_frequency: int = Field(2, ge=1)     # a pair must occur this often to be merged
+    vocab_size: int = Field(8192, ge=258)  # incl. the 256 byte tokens and EOT
+    min_frequency: int = Field(2, ge=1)  # a pair must occur this often to be merged
 
 
 class WordPieceSpec(StageConfig):
     kind: Literal["wordpiece"]
     vocab_size: int = Field(8192, ge=100)
     min_frequency: int = Field(2, ge=1)
-    lowercase: bool = True                  # bert-base-uncased style
+    lowercase: bool = True  # bert-base-uncased style
 
 
 class UnigramSpec(StageConfig):
     kind: Literal["unigram"]
     vocab_size: int = Field(8192, ge=100)
-    extra_ids: int = Field(100, ge=0)       # T5 span-corruption sentinels <extra_id_0..N-1>
+    extra_ids: int = Field(100, ge=0)  # T5 span-corruption sentinels <extra_id_0..N-1>
     max_piece_length: int = Field(16, ge=1)
 
     @model_validator(mode="after")
     def _room_for_pieces(self) -> UnigramSpec:
         if self.vocab_size <= len(T5_SPECIALS) + self.extra_ids:
-            raise ValueError(f"vocab_size {self.vocab_size} leaves no room for pieces after "
-                             f"{len(T5_SPECIALS)} special tokens and {self.extra_ids} extra_ids")
+            raise ValueError(
+                f"vocab_size {self.vocab_size} leaves no room for pieces after "
+                f"{len(T5_SPECIALS)} special tokens and {self.extra_ids} extra_ids"
+            )
         return self
 
 
-TokenizerSpec = Annotated[Union[BpeSpec, WordPieceSpec, UnigramSpec], Field(discriminator="kind")]
+TokenizerSpec = Annotated[BpeSpec | WordPieceSpec | UnigramSpec, Field(discriminator="kind")]
 
 
 def special_tokens(spec: TokenizerSpec) -> dict[str, str]:
@@ -69,37 +70,47 @@ def sentinels(n: int) -> list[str]:
     return [f"<extra_id_{i}>" for i in range(n)]
 
 
-def _bpe(spec: BpeSpec) -> tuple[Tokenizer, trainers.Trainer]:
+def _bpe(spec: BpeSpec) -> tuple[Tokenizer, trainers.BpeTrainer]:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=spec.vocab_size, min_frequency=spec.min_frequency, special_tokens=[EOT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        vocab_size=spec.vocab_size,
+        min_frequency=spec.min_frequency,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     return tokenizer, trainer
 
 
-def _wordpiece(spec: WordPieceSpec) -> tuple[Tokenizer, trainers.Trainer]:
+def _wordpiece(spec: WordPieceSpec) -> tuple[Tokenizer, trainers.WordPieceTrainer]:
     tokenizer = Tokenizer(models.WordPiece(unk_token=BERT_SPECIALS["unk"]))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=spec.lowercase)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     trainer = trainers.WordPieceTrainer(
-        vocab_size=spec.vocab_size, min_frequency=spec.min_frequency,
-        special_tokens=list(BERT_SPECIALS.values()), continuing_subword_prefix="##")
+        vocab_size=spec.vocab_size,
+        min_frequency=spec.min_frequency,
+        special_tokens=list(BERT_SPECIALS.values()),
+        continuing_subword_prefix="##",
+    )
     return tokenizer, trainer
 
 
-def _unigram(spec: UnigramSpec) -> tuple[Tokenizer, trainers.Trainer]:
+def _unigram(spec: UnigramSpec) -> tuple[Tokenizer, trainers.UnigramTrainer]:
     tokenizer = Tokenizer(models.Unigram())
     # what HF's T5 converter does: SentencePiece's nmt_nfkc, runs of spaces collapsed
     tokenizer.normalizer = normalizers.Sequence(
-        [normalizers.Nmt(), normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+        [normalizers.Nmt(), normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     trainer = trainers.UnigramTrainer(
-        vocab_size=spec.vocab_size, special_tokens=[*T5_SPECIALS.values(), *sentinels(spec.extra_ids)],
-        unk_token=T5_SPECIALS["unk"], max_piece_length=spec.max_piece_length)
+        vocab_size=spec.vocab_size,
+        special_tokens=[*T5_SPECIALS.values(), *sentinels(spec.extra_ids)],
+        unk_token=T5_SPECIALS["unk"],
+        max_piece_length=spec.max_piece_length,
+    )
     return tokenizer, trainer
 
 
@@ -108,20 +119,30 @@ def _post_processor(spec: TokenizerSpec, tokenizer: Tokenizer) -> processors.Pos
     if spec.kind == "wordpiece":
         cls, sep = BERT_SPECIALS["cls"], BERT_SPECIALS["sep"]
         return processors.TemplateProcessing(
-            single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
-            special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))])
+            single=f"{cls} $A {sep}",
+            pair=f"{cls} $A {sep} $B:1 {sep}:1",
+            special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))],
+        )
     if spec.kind == "unigram":
         eos = T5_SPECIALS["eos"]
-        return processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B {eos}",
-                                             special_tokens=[(eos, tokenizer.token_to_id(eos))])
+        return processors.TemplateProcessing(
+            single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, tokenizer.token_to_id(eos))]
+        )
     return None
 
 
-BUILDERS = {"bpe": _bpe, "wordpiece": _wordpiece, "unigram": _unigram}
+# each builder takes its own kind of spec, hence Any
+_KindTrainer = trainers.BpeTrainer | trainers.WordPieceTrainer | trainers.UnigramTrainer
+BUILDERS: dict[str, Callable[[Any], tuple[Tokenizer, _KindTrainer]]] = {
+    "bpe": _bpe,
+    "wordpiece": _wordpiece,
+    "unigram": _unigram,
+}
 
 
-def train_tokenizer(spec: TokenizerSpec, texts: Iterable[str], length: int | None = None,
-                    progress: bool = False) -> Tokenizer:
+def train_tokenizer(
+    spec: TokenizerSpec, texts: Iterable[str], length: int | None = None, progress: bool = False
+) -> Tokenizer:
     """Train a tokenizer of `spec.kind` on `texts` (streamed; only word counts are held)."""
     tokenizer, trainer = BUILDERS[spec.kind](spec)
     trainer.show_progress = progress

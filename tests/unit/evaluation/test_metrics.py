@@ -5,8 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from llm_pipeline.evaluation.metrics import (compute_accuracy, compute_macro_f1, compute_majority_baseline,
-                                             compute_unigram_perplexity)
+from llm_pipeline.evaluation.metrics import (
+    compute_accuracy,
+    compute_macro_f1,
+    compute_majority_baseline,
+    compute_unigram_perplexity,
+)
 
 
 def test_accuracy():

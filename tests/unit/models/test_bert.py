@@ -1,3 +1,5 @@
+from typing import cast
+
 import pytest
 import torch
 
@@ -11,7 +13,7 @@ VOCAB = 40
 @pytest.fixture
 def model() -> BERT:
     torch.manual_seed(0)
-    return build_model("bert", "tiny", VOCAB, max_position_embeddings=16).eval()
+    return cast(BERT, build_model("bert", "tiny", VOCAB, max_position_embeddings=16).eval())
 
 
 def test_heads_shapes_and_tied_decoder(model):

@@ -1,8 +1,11 @@
+from typing import cast
+
 import pytest
 import torch
 
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.models import GPT, SequenceClassifier
+from llm_pipeline.models.blocks import Block
 from llm_pipeline.registry import get_family
 from llm_pipeline.training.objectives import lengths_to_mask, token_cross_entropy
 
@@ -34,8 +37,9 @@ def test_lm_head_tied_to_token_embedding(model):
 def test_residual_projections_get_scaled_init():
     torch.manual_seed(0)
     model = GPT(build_gpt_config("tiny", VOCAB, n_layer=8, n_embd=64))
-    proj = model.transformer.h[0].mlp.c_proj.weight.std().item()
-    fc = model.transformer.h[0].mlp.c_fc.weight.std().item()
+    block = cast(Block, model.transformer.h[0])
+    proj = block.mlp.c_proj.weight.std().item()
+    fc = block.mlp.c_fc.weight.std().item()
     assert proj == pytest.approx(0.02 / 4, rel=0.1) and fc == pytest.approx(0.02, rel=0.1)
 
 
@@ -123,7 +127,7 @@ def _model(preset: str, **overrides) -> GPT:
 
 def test_modern_preset_uses_rope_rmsnorm_swiglu():
     model = _model("tiny-modern")
-    block = model.transformer.h[0]
+    block = cast(Block, model.transformer.h[0])
     assert "wpe" not in model.transformer and type(block.ln_1).__name__ == "RMSNorm"
     assert block.mlp.gated and block.mlp.c_fc.bias is None
     restyled = GPT(build_gpt_config("tiny", VOCAB, style="modern"))
@@ -153,6 +157,16 @@ def test_cached_steps_give_full_forward_logits(preset):
 
 
 @pytest.mark.parametrize("preset", STYLES)
+def test_chunks_of_several_tokens_over_a_cache_give_full_forward_logits(preset):
+    model = _model(preset)
+    idx = torch.randint(VOCAB, (2, 12))
+    full = model(idx).logits  # (B, T, V)
+    cache = model.new_cache()
+    chunks = [model.lm_head(model.hidden_states(idx[:, a:b], cache=cache)) for a, b in ((0, 5), (5, 9), (9, 12))]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", STYLES)
 def test_kv_cache_generation_equals_no_cache(preset):
     model = _model(preset)
     prompt = torch.randint(VOCAB, (3, 5))
@@ -160,9 +174,10 @@ def test_kv_cache_generation_equals_no_cache(preset):
     cached = model.generate(prompt, 20)
     uncached = model.generate(prompt, 20, use_cache=False)
     torch.testing.assert_close(cached, uncached)
-    seeded = [model.generate(prompt, 10, temperature=1.0, top_k=10, use_cache=c,
-                             generator=torch.Generator().manual_seed(3))
-              for c in (True, False)]
+    seeded = [
+        model.generate(prompt, 10, temperature=1.0, top_k=10, use_cache=c, generator=torch.Generator().manual_seed(3))
+        for c in (True, False)
+    ]
     torch.testing.assert_close(*seeded)
 
 
@@ -174,7 +189,7 @@ def test_left_padded_batch_generates_what_each_row_would_alone(preset):
     batch = torch.zeros(len(prompts), width, dtype=torch.long)
     mask = torch.zeros_like(batch)
     for row, p in enumerate(prompts):
-        batch[row, width - len(p):], mask[row, width - len(p):] = p, 1
+        batch[row, width - len(p) :], mask[row, width - len(p) :] = p, 1
     out = model.generate(batch, 12, attention_mask=mask)  # 6 + 12 > 16: window slides too
     for row, p in enumerate(prompts):
         alone = model.generate(p[None], 12)

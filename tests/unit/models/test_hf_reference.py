@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any, TypeVar, cast
 
 import pytest
 import torch
@@ -18,16 +19,18 @@ import torch.nn as nn
 
 from llm_pipeline.models import BERT, GPT, IGNORE_INDEX, T5
 from llm_pipeline.models.attention import Attention
+from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.registry import build_model, get_family
 
 pytest.importorskip("transformers")
 # the reference classes load once, at collection, not inside the first test that converts
-from transformers import (BertForPreTraining, GPT2LMHeadModel, LlamaForCausalLM,  # noqa: E402,F401
-                          T5ForConditionalGeneration)
-from llm_pipeline.training.objectives import token_cross_entropy  # noqa: E402
+from transformers import BertForPreTraining, GPT2LMHeadModel, LlamaForCausalLM, T5ForConditionalGeneration  # noqa: F401
 
+from llm_pipeline.training.objectives import token_cross_entropy
+
+M = TypeVar("M", bound=nn.Module)
 SEEDS = [0, 1, 2, 3]
-TOL = dict(atol=1e-4, rtol=0)
+TOL: dict[str, Any] = dict(atol=1e-4, rtol=0)
 HF_IGNORE = -100
 B, T = 3, 11  # batch rows and input length of every test batch
 ATTN_GAIN = 1.8  # q/k/v weights ~ N(0, (ATTN_GAIN / sqrt(C))^2): std 0.32 at C = 32
@@ -37,7 +40,7 @@ ATTN_GAIN = 1.8  # q/k/v weights ~ N(0, (ATTN_GAIN / sqrt(C))^2): std 0.32 at C 
 # randomised models and inputs
 
 
-def randomize_(model: nn.Module, generator: torch.Generator) -> nn.Module:
+def randomize_(model: M, generator: torch.Generator) -> M:
     """Draw every parameter of `model` at random, in place.
 
     Norm gains U(0.5, 1.5); every 1-D non-gain tensor (Linear and LayerNorm biases, BERT's
@@ -47,6 +50,7 @@ def randomize_(model: nn.Module, generator: torch.Generator) -> nn.Module:
     (test_randomised_attention_is_peaked_not_saturated); other matrices N(0, 1 / fan_in).
     A tied tensor is drawn once.
     """
+
     def normal(shape, std):
         return torch.randn(shape, generator=generator) * std
 
@@ -75,19 +79,24 @@ def _dims(seed: int) -> dict:
     """Tiny, seed-dependent shapes shared by the families (vocab_size: the registry's argument)."""
     rng = random.Random(seed)
     n_head = rng.choice([1, 2, 4])
-    return dict(n_layer=rng.choice([1, 2, 3]), n_head=n_head, n_embd=n_head * rng.choice([8, 12, 16]),
-                mlp_hidden=rng.choice([24, 40, 56, 72]), vocab_size=rng.randint(40, 100))
+    return dict(
+        n_layer=rng.choice([1, 2, 3]),
+        n_head=n_head,
+        n_embd=n_head * rng.choice([8, 12, 16]),
+        mlp_hidden=rng.choice([24, 40, 56, 72]),
+        vocab_size=rng.randint(40, 100),
+    )
 
 
-def _build(family: str, preset: str, seed: int, fields: dict) -> nn.Module:
+def _build(family: str, preset: str, seed: int, fields: dict) -> FamilyModel:
     """Through the registry, every parameter then randomised."""
     fields = dict(fields)
     model = build_model(family, preset, fields.pop("vocab_size"), **fields)
     return randomize_(model, torch.Generator().manual_seed(seed)).eval()
 
 
-def reference(model: nn.Module) -> nn.Module:
-    """The family's HF twin, as the registry names it."""
+def reference(model: nn.Module) -> Any:
+    """The family's HF twin, as the registry names it (Any: its config and generate are transformers')."""
     return get_family({GPT: "gpt", BERT: "bert", T5: "t5"}[type(model)]).to_reference(model).eval()
 
 
@@ -99,26 +108,37 @@ def make_gpt(style: str, seed: int, **overrides) -> GPT:
     rng = random.Random(seed + 100)
     fields = {**_dims(seed), "block_size": 32, "norm_eps": _eps(rng)}
     if style == "gpt2":
-        return _build("gpt", "tiny", seed, {**fields, "mlp": rng.choice(["gelu", "gelu_tanh", "relu"]), **overrides})
+        return cast(
+            GPT, _build("gpt", "tiny", seed, {**fields, "mlp": rng.choice(["gelu", "gelu_tanh", "relu"]), **overrides})
+        )
     fields["rope_base"] = rng.choice([10000.0, 100.0, 500.0])
     # the modern block both ways the registry offers: its preset, or the style override of a size
     preset, style_field = ("tiny-modern", {}) if seed % 2 == 0 else ("tiny", {"style": "modern"})
-    return _build("gpt", preset, seed, {**fields, **style_field, **overrides})
+    return cast(GPT, _build("gpt", preset, seed, {**fields, **style_field, **overrides}))
 
 
 def make_bert(seed: int, **overrides) -> BERT:
     rng = random.Random(seed + 200)
-    fields = {**_dims(seed), "max_position_embeddings": 32, "norm_eps": _eps(rng),
-              "type_vocab_size": rng.choice([2, 3])}
-    return _build("bert", "tiny", seed, {**fields, **overrides})
+    fields = {
+        **_dims(seed),
+        "max_position_embeddings": 32,
+        "norm_eps": _eps(rng),
+        "type_vocab_size": rng.choice([2, 3]),
+    }
+    return cast(BERT, _build("bert", "tiny", seed, {**fields, **overrides}))
 
 
 def make_t5(seed: int, **overrides) -> T5:
     rng = random.Random(seed + 300)
     buckets = rng.choice([8, 12, 16])  # max_distance must pass the exact buckets (num_buckets // 2)
-    fields = {**_dims(seed), "n_decoder_layer": rng.choice([1, 2, 3]), "norm_eps": _eps(rng),
-              "num_buckets": buckets, "max_distance": rng.choice([1, 2]) * buckets}
-    return _build("t5", "tiny", seed, {**fields, **overrides})
+    fields = {
+        **_dims(seed),
+        "n_decoder_layer": rng.choice([1, 2, 3]),
+        "norm_eps": _eps(rng),
+        "num_buckets": buckets,
+        "max_distance": rng.choice([1, 2]) * buckets,
+    }
+    return cast(T5, _build("t5", "tiny", seed, {**fields, **overrides}))
 
 
 def _ids(vocab: int, seed: int, shape=(B, T)) -> torch.Tensor:
@@ -228,7 +248,11 @@ def llama_reference(ours: GPT) -> nn.Module:
     assert type(ref).__name__ == "LlamaForCausalLM"
     c = ref.config
     assert (c.num_key_value_heads, c.rms_norm_eps, c.rope_parameters["rope_theta"], c.tie_word_embeddings) == (
-        ours.config.n_head, ours.config.norm_eps, ours.config.rope_base, True)
+        ours.config.n_head,
+        ours.config.norm_eps,
+        ours.config.rope_base,
+        True,
+    )
     return ref
 
 
@@ -248,8 +272,15 @@ def test_gpt_left_padded_greedy_generate_matches_hf(style, seed):
     ref = reference(ours)
     ids, mask = _ids(ours.config.vocab_size, seed), left_padded_mask()
     got = ours.generate(ids, 6, attention_mask=mask)
-    want = ref.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, min_new_tokens=6, do_sample=False,
-                        eos_token_id=None, pad_token_id=0)
+    want = ref.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=6,
+        min_new_tokens=6,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     torch.testing.assert_close(got, want[:, T:], rtol=0, atol=0)
 
 
@@ -287,8 +318,15 @@ def test_t5_greedy_generate_matches_hf(seed):
     ids, mask, _ = t5_inputs(ours, seed)
     got = ours.generate(ids, 8, attention_mask=mask)
     uncached = ours.generate(ids, 8, attention_mask=mask, use_cache=False)
-    want = ref.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, min_new_tokens=8, do_sample=False,
-                        eos_token_id=None, use_cache=False)  # HF's cache: IndexError with a deeper decoder
+    want = ref.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=8,
+        min_new_tokens=8,
+        do_sample=False,
+        eos_token_id=None,
+        use_cache=False,
+    )  # HF's cache: IndexError with a deeper decoder
     torch.testing.assert_close(got, want[:, 1:], rtol=0, atol=0)  # HF's output starts with the start token
     torch.testing.assert_close(uncached, got, rtol=0, atol=0)
 
@@ -310,7 +348,7 @@ def test_randomised_attention_is_peaked_not_saturated(monkeypatch):
         probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
         entropy = -(probs * probs.clamp(min=1e-30).log()).sum(-1)  # (B, nh, T)
         n = allowed.sum(-1)
-        ratios.append((entropy[n >= 4] / n[n >= 4].float().log()))
+        ratios.append(entropy[n >= 4] / n[n >= 4].float().log())
         return sdpa(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p, scale=scale, **kw)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
@@ -329,8 +367,16 @@ def test_randomised_attention_is_peaked_not_saturated(monkeypatch):
     assert all(0.1 < r < 0.7 for r in means.values()), means  # entropy / log(#keys); uniform = 1
 
 
-@pytest.mark.parametrize("mix", [dict(pos_embedding="rope"), dict(norm="rmsnorm"), dict(bias=False),
-                                 dict(mlp="swiglu"), dict(style="modern", mlp="gelu")])
+@pytest.mark.parametrize(
+    "mix",
+    [
+        dict(pos_embedding="rope"),
+        dict(norm="rmsnorm"),
+        dict(bias=False),
+        dict(mlp="swiglu"),
+        dict(style="modern", mlp="gelu"),
+    ],
+)
 def test_gpt_blocks_without_a_twin_are_refused(mix):
     with pytest.raises(ValueError, match="has no transformers twin"):
         get_family("gpt").to_reference(build_model("gpt", "tiny", 16, **mix))
@@ -357,25 +403,65 @@ def mutate_(model: nn.Module, spec: str, generator: torch.Generator) -> None:
             p.copy_(torch.cat((k, q, v) if how == "qk" else (q, v, k)))
 
 
-GPT2_MUTATIONS = ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
-                  "transformer.h.0.ln_1.bias", "transformer.h.1.ln_2.bias", "transformer.h.0.attn.c_attn.bias",
-                  "transformer.h.1.attn.c_attn.weight@kv", "transformer.h.0.attn.c_proj.bias",
-                  "transformer.h.1.mlp.c_fc.bias", "transformer.h.0.mlp.c_proj.bias", "transformer.ln_f.weight",
-                  "transformer.ln_f.bias"]
-MODERN_MUTATIONS = ["transformer.wte.weight", "transformer.h.0.ln_1.weight", "transformer.h.1.ln_2.weight",
-                    "transformer.h.0.attn.c_attn.weight@qk", "transformer.h.1.attn.c_attn.weight@kv",
-                    "transformer.h.0.attn.c_proj.weight", "transformer.h.0.mlp.c_fc.weight@halves",
-                    "transformer.h.1.mlp.c_proj.weight", "transformer.ln_f.weight"]
-BERT_MUTATIONS = ["embeddings.word.weight", "embeddings.position.weight", "embeddings.token_type.weight",
-                  "embeddings.norm.weight", "embeddings.norm.bias", "layers.0.attn.c_attn.bias",
-                  "layers.1.attn.c_attn.weight@qk", "layers.0.ln_1.bias", "layers.1.ln_2.weight",
-                  "layers.0.mlp.c_fc.bias", "layers.1.mlp.c_proj.bias", "mlm_transform.bias", "mlm_norm.weight",
-                  "mlm_norm.bias", "mlm_bias", "pooler.weight", "pooler.bias", "nsp_head.bias"]
-T5_MUTATIONS = ["shared.weight", "encoder.rel_bias.embedding.weight", "decoder.rel_bias.embedding.weight",
-                "encoder.blocks.0.ln_1.weight", "encoder.blocks.1.attn.c_attn.weight@qk", "encoder.ln_f.weight",
-                "decoder.blocks.0.ln_cross.weight", "decoder.blocks.0.cross_attn.c_attn.weight@kv",
-                "decoder.blocks.1.cross_attn.c_proj.weight", "decoder.blocks.1.ln_2.weight",
-                "decoder.blocks.0.mlp.c_fc.weight", "decoder.ln_f.weight"]
+GPT2_MUTATIONS = [
+    "transformer.wte.weight",
+    "transformer.wpe.weight",
+    "transformer.h.0.ln_1.weight",
+    "transformer.h.0.ln_1.bias",
+    "transformer.h.1.ln_2.bias",
+    "transformer.h.0.attn.c_attn.bias",
+    "transformer.h.1.attn.c_attn.weight@kv",
+    "transformer.h.0.attn.c_proj.bias",
+    "transformer.h.1.mlp.c_fc.bias",
+    "transformer.h.0.mlp.c_proj.bias",
+    "transformer.ln_f.weight",
+    "transformer.ln_f.bias",
+]
+MODERN_MUTATIONS = [
+    "transformer.wte.weight",
+    "transformer.h.0.ln_1.weight",
+    "transformer.h.1.ln_2.weight",
+    "transformer.h.0.attn.c_attn.weight@qk",
+    "transformer.h.1.attn.c_attn.weight@kv",
+    "transformer.h.0.attn.c_proj.weight",
+    "transformer.h.0.mlp.c_fc.weight@halves",
+    "transformer.h.1.mlp.c_proj.weight",
+    "transformer.ln_f.weight",
+]
+BERT_MUTATIONS = [
+    "embeddings.word.weight",
+    "embeddings.position.weight",
+    "embeddings.token_type.weight",
+    "embeddings.norm.weight",
+    "embeddings.norm.bias",
+    "layers.0.attn.c_attn.bias",
+    "layers.1.attn.c_attn.weight@qk",
+    "layers.0.ln_1.bias",
+    "layers.1.ln_2.weight",
+    "layers.0.mlp.c_fc.bias",
+    "layers.1.mlp.c_proj.bias",
+    "mlm_transform.bias",
+    "mlm_norm.weight",
+    "mlm_norm.bias",
+    "mlm_bias",
+    "pooler.weight",
+    "pooler.bias",
+    "nsp_head.bias",
+]
+T5_MUTATIONS = [
+    "shared.weight",
+    "encoder.rel_bias.embedding.weight",
+    "decoder.rel_bias.embedding.weight",
+    "encoder.blocks.0.ln_1.weight",
+    "encoder.blocks.1.attn.c_attn.weight@qk",
+    "encoder.ln_f.weight",
+    "decoder.blocks.0.ln_cross.weight",
+    "decoder.blocks.0.cross_attn.c_attn.weight@kv",
+    "decoder.blocks.1.cross_attn.c_proj.weight",
+    "decoder.blocks.1.ln_2.weight",
+    "decoder.blocks.0.mlp.c_fc.weight",
+    "decoder.ln_f.weight",
+]
 
 
 def _assert_mutation_breaks(ours: nn.Module, check, spec: str, seed: int) -> None:

@@ -1,3 +1,5 @@
+from typing import cast
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ VOCAB = 40
 @pytest.fixture
 def model() -> T5:
     torch.manual_seed(0)
-    return build_model("t5", "tiny", VOCAB).eval()
+    return cast(T5, build_model("t5", "tiny", VOCAB).eval())
 
 
 def test_forward_shapes_loss_and_shift_right(model):
@@ -43,8 +45,7 @@ def test_encoder_padding_is_ignored(model):
     src, dec = torch.randint(VOCAB, (2, 6)), torch.randint(VOCAB, (2, 4))
     padded = torch.cat((src, torch.zeros(2, 3, dtype=torch.long)), dim=1)
     mask = torch.cat((torch.ones(2, 6), torch.zeros(2, 3)), dim=1).long()
-    torch.testing.assert_close(model(padded, dec, mask).logits, model(src, dec).logits,
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(padded, dec, mask).logits, model(src, dec).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_kv_cache_generation_equals_no_cache(model):

@@ -1,5 +1,6 @@
-import contextlib
+import functools
 import json
+from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
@@ -13,10 +14,15 @@ SPLITS = ("train", "val", "test")
 
 
 def _config(tmp_path, sources, **extra):
-    data = {"output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"),
-            "progress": False, "sources": sources,
-            "cleaning": {"min_chars": 20, "max_chars": 1000},
-            "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": "t"}, **extra}
+    data = {
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        "progress": False,
+        "sources": sources,
+        "cleaning": {"min_chars": 20, "max_chars": 1000},
+        "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": "t"},
+        **extra,
+    }
     return build_config(IngestConfig, data)
 
 
@@ -28,12 +34,14 @@ def test_ingest_local_files_end_to_end(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
     rows = [{"text": f"Document number {i} has enough characters to be kept."} for i in range(40)]
-    rows += [{"text": "too short"}, {"text": rows[0]["text"]}]         # two drops
+    rows += [{"text": "too short"}, {"text": rows[0]["text"]}]  # two drops
     (docs / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (docs / "b.txt").write_text("A plain text file with a sentence long enough to keep.")
-    cfg = _config(tmp_path, [{"kind": "jsonl", "path": str(docs / "*.jsonl")},
-                             {"kind": "txt", "path": str(docs / "*.txt")}],
-                  tasks={t: {"enabled": False} for t in ("qa", "nsp", "generation")})
+    cfg = _config(
+        tmp_path,
+        [{"kind": "jsonl", "path": str(docs / "*.jsonl")}, {"kind": "txt", "path": str(docs / "*.txt")}],
+        tasks={t: {"enabled": False} for t in ("qa", "nsp", "generation")},
+    )
     result = run(cfg)
 
     out = tmp_path / "out"
@@ -45,9 +53,12 @@ def test_ingest_local_files_end_to_end(tmp_path):
     assert len(set(ids)) == len(ids)
     quarantine = _read(out / "quarantine.parquet")
     assert sorted(q["reason"] for q in quarantine) == ["duplicate", "too_short"]
-    assert not (out / "tasks").exists()                # no Debian source, no Debian tasks
+    assert not (out / "tasks").exists()  # no Debian source, no Debian tasks
     assert set(json.loads((out / "manifest.json").read_text())["counts"]["tasks_skipped"]) == {
-        "classification", "summarization", "translation"}
+        "classification",
+        "summarization",
+        "translation",
+    }
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert [i["path"] for i in manifest["inputs"]] == [str(docs / "a.jsonl"), str(docs / "b.txt")]
@@ -61,27 +72,30 @@ def _fake_debian(tmp_path, monkeypatch):
     packages, translation, german = [], [], []
     for i in range(120):
         section = ["libs", "python", "doc", "games"][i % 4] if i < 119 else "rare"
-        src = f"src{i // 2}"                               # two binaries per source package
-        packages.append(f"Package: pkg{i}\nSource: {src} (1.0)\nSection: {section}\n"
-                        f"Description-md5: m{i}\n")
-        translation.append(f"Package: pkg{i}\nDescription-md5: m{i}\nDescription-en: synopsis {i}\n"
-                           f" Package {i} from {src} is described here at some length. And more.\n")
-        german.append(f"Package: pkg{i}\nDescription-md5: m{i}\nDescription-de: Kurz {i}\n"
-                      f" Paket {i} aus {src} wird hier beschrieben.\n")
+        src = f"src{i // 2}"  # two binaries per source package
+        packages.append(f"Package: pkg{i}\nSource: {src} (1.0)\nSection: {section}\nDescription-md5: m{i}\n")
+        translation.append(
+            f"Package: pkg{i}\nDescription-md5: m{i}\nDescription-en: synopsis {i}\n"
+            f" Package {i} from {src} is described here at some length. And more.\n"
+        )
+        german.append(
+            f"Package: pkg{i}\nDescription-md5: m{i}\nDescription-de: Kurz {i}\n"
+            f" Paket {i} aus {src} wird hier beschrieben.\n"
+        )
     (tmp_path / "Packages").write_text("\n".join(packages))
     (tmp_path / "Translation-en").write_text("\n".join(translation))
     (tmp_path / "Translation-de").write_text("\n".join(german))
-    files = apt_sources.IndexFiles([tmp_path / "Packages"],
-                                   [tmp_path / "Translation-en", tmp_path / "Translation-de"])
+    files = apt_sources.IndexFiles([tmp_path / "Packages"], [tmp_path / "Translation-en", tmp_path / "Translation-de"])
     monkeypatch.setattr(apt_sources, "fetch_index_files", lambda *a, **k: files)
-    monkeypatch.setattr(apt_sources, "open_index", lambda p: open(p, encoding="utf-8"))
+    monkeypatch.setattr(apt_sources, "open_index", functools.partial(open, encoding="utf-8"))
 
 
 def _fake_wordnet(tmp_path, monkeypatch):
     root = tmp_path / "wordnet"
     (root / "usr/share/wordnet").mkdir(parents=True)
-    (root / "usr/share/wordnet/data.noun").write_text("".join(
-        f"{i:08d} 03 n 01 word{i} 0 000 | meaning number {i}; \"an example\"\n" for i in range(60)))
+    (root / "usr/share/wordnet/data.noun").write_text(
+        "".join(f'{i:08d} 03 n 01 word{i} 0 000 | meaning number {i}; "an example"\n' for i in range(60))
+    )
     (tmp_path / "wordnet.deb").write_bytes(b"deb")
     monkeypatch.setattr(apt_sources, "fetch_deb", lambda *a, **k: tmp_path / "wordnet.deb")
     monkeypatch.setattr(apt_sources, "extract_deb", lambda *a, **k: root)
@@ -90,10 +104,17 @@ def _fake_wordnet(tmp_path, monkeypatch):
 def test_ingest_debian_tasks_without_leakage(tmp_path, monkeypatch):
     _fake_debian(tmp_path, monkeypatch)
     _fake_wordnet(tmp_path, monkeypatch)
-    cfg = _config(tmp_path, [{"kind": "debian_descriptions", "max_records": None}],
-                  tasks={"classification": {"top_n_sections": 3}, "translation": {"languages": ["de"]},
-                         "qa": {"parts_of_speech": ["noun"]}, "nsp": {"min_segment_chars": 5},
-                         "generation": {"prompt_words": 5, "min_continuation_words": 2}})
+    cfg = _config(
+        tmp_path,
+        [{"kind": "debian_descriptions", "max_records": None}],
+        tasks={
+            "classification": {"top_n_sections": 3},
+            "translation": {"languages": ["de"]},
+            "qa": {"parts_of_speech": ["noun"]},
+            "nsp": {"min_segment_chars": 5},
+            "generation": {"prompt_words": 5, "min_continuation_words": 2},
+        },
+    )
     result = run(cfg)
 
     out = tmp_path / "out"
@@ -117,7 +138,10 @@ def test_ingest_debian_tasks_without_leakage(tmp_path, monkeypatch):
     assert str(tmp_path / "Translation-de") in [i["path"] for i in manifest["inputs"]]
     assert result.metrics["classification/num_labels"] == 3
     assert result.metrics["qa/train_examples"] == cards["qa"]["sizes"]["train"]
-    assert 0 < result.metrics["classification/test_majority_fraction"] <= 1
+    test_labels = Counter(r["label"] for r in _read(out / "tasks" / "classification" / "test.parquet"))
+    assert result.metrics["classification/test_majority_fraction"] == pytest.approx(
+        max(test_labels.values()) / sum(test_labels.values())
+    )
 
 
 def test_ingest_empty_corpus_is_an_error_and_leaves_no_output(tmp_path):

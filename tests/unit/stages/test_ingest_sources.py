@@ -14,9 +14,16 @@ NO_TASKS = {t: {"enabled": False} for t in ("qa", "nsp", "generation")}
 
 
 def _config(tmp_path, sources, **extra):
-    data = {"output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache"), "progress": False,
-            "sources": sources, "cleaning": {"min_chars": 20, "max_chars": 1000},
-            "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": "t"}, "tasks": NO_TASKS, **extra}
+    data = {
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "cache"),
+        "progress": False,
+        "sources": sources,
+        "cleaning": {"min_chars": 20, "max_chars": 1000},
+        "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": "t"},
+        "tasks": NO_TASKS,
+        **extra,
+    }
     return build_config(IngestConfig, data)
 
 
@@ -25,11 +32,14 @@ def _lines(prefix, n):
 
 
 def _write_sources(tmp_path):
-    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(
-        "".join(json.dumps({"text": t}) + "\n" for t in _lines("alpha", 100)).encode() + b"{broken\n"))
+    (tmp_path / "a.jsonl.gz").write_bytes(
+        gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in _lines("alpha", 100)).encode() + b"{broken\n")
+    )
     (tmp_path / "b.csv").write_text("id,body\n" + "".join(f"{i},{t}\n" for i, t in enumerate(_lines("beta", 100))))
-    return [{"kind": "jsonl", "path": str(tmp_path / "a.jsonl.gz"), "weight": 2.0, "name": "alpha"},
-            {"kind": "csv", "path": str(tmp_path / "b.csv"), "text_field": "body", "weight": 0.5, "name": "beta"}]
+    return [
+        {"kind": "jsonl", "path": str(tmp_path / "a.jsonl.gz"), "weight": 2.0, "name": "alpha"},
+        {"kind": "csv", "path": str(tmp_path / "b.csv"), "text_field": "body", "weight": 0.5, "name": "beta"},
+    ]
 
 
 def test_weights_change_train_only_and_bad_records_are_quarantined(tmp_path):
@@ -58,7 +68,7 @@ def test_a_bad_record_fails_the_run_and_keeps_the_previous_output(tmp_path):
     run(_config(tmp_path, sources, on_error="quarantine"))
     before = (tmp_path / "out" / "manifest.json").read_text()
     with pytest.raises(PipelineError, match=r"a\.jsonl\.gz:101: not valid JSON"):
-        run(_config(tmp_path, sources))                      # on_error defaults to fail
+        run(_config(tmp_path, sources))  # on_error defaults to fail
     assert (tmp_path / "out" / "manifest.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 

@@ -17,13 +17,24 @@ from llm_pipeline.stages import evaluate, finetune, pretrain, tokenize
 from llm_pipeline.tracking import StageRun
 
 NO_TRACKING = StageRun(None)
-TINY_TRAINER = {"max_steps": 30, "val_check_interval": 15, "limit_val_batches": 2,
-                "enable_progress_bar": False, "accelerator": "cpu", "devices": 1, "log_every_n_steps": 5}
+TINY_TRAINER = {
+    "max_steps": 30,
+    "val_check_interval": 15,
+    "limit_val_batches": 2,
+    "enable_progress_bar": False,
+    "accelerator": "cpu",
+    "devices": 1,
+    "log_every_n_steps": 5,
+}
 
 
 def bpe_config(ingest_dir, out, vocab_size=300):
-    return tokenize.TokenizeConfig(input_dir=str(ingest_dir), output_dir=str(out), progress=False,
-                                   tokenizers={"bpe": {"kind": "bpe", "vocab_size": vocab_size}})
+    return tokenize.TokenizeConfig(
+        input_dir=str(ingest_dir),
+        output_dir=str(out),
+        progress=False,
+        tokenizers={"bpe": {"kind": "bpe", "vocab_size": vocab_size}},
+    )
 
 
 def shard_dir(cfg) -> str:
@@ -62,11 +73,20 @@ def test_tokenize_refuses_a_missing_split(fake_ingest_dir, tmp_path):
 
 
 def pretrain_config(tok_cfg, tmp_path, family="gpt", tokenizer="bpe", **family_cfg):
-    block = {"tokenizer": tokenizer, "model": {"preset": "tiny", "overrides": {"block_size": 32}},
-             "data": {"batch_size": 16}, "optim": {"lr": 1e-2, "warmup_steps": 10},
-             "trainer": TINY_TRAINER | {"max_steps": 100, "val_check_interval": 50}} | family_cfg
-    return pretrain.PretrainConfig(family=family, families={family: block}, tokenize_root=tok_cfg.output_dir,
-                                   output_root=str(tmp_path / "pretrain"), plots_dir=str(tmp_path / "plots"))
+    block = {
+        "tokenizer": tokenizer,
+        "model": {"preset": "tiny", "overrides": {"block_size": 32}},
+        "data": {"batch_size": 16},
+        "optim": {"lr": 1e-2, "warmup_steps": 10},
+        "trainer": TINY_TRAINER | {"max_steps": 100, "val_check_interval": 50},
+    } | family_cfg
+    return pretrain.PretrainConfig(
+        family=family,
+        families={family: block},
+        tokenize_root=tok_cfg.output_dir,
+        output_root=str(tmp_path / "pretrain"),
+        plots_dir=str(tmp_path / "plots"),
+    )
 
 
 def test_model_stages_chain(tokenized, fake_ingest_dir, tmp_path):
@@ -82,17 +102,30 @@ def test_model_stages_chain(tokenized, fake_ingest_dir, tmp_path):
     assert not (tmp_path / "pretrain" / ".gpt.partial").exists()
 
     ft_cfg = finetune.FinetuneConfig(
-        task="classification", tasks_dir=str(fake_ingest_dir / "tasks"), pretrained=f"{pre_cfg.output_root}/gpt/model.pt",
-        tokenizer=f"{shard_dir(tok_cfg)}/tokenizer.json", output_root=str(tmp_path / "finetune"), max_len=32, batch_size=16,
-        optim={"lr": 3e-3, "warmup_steps": 5}, trainer=TINY_TRAINER | {"max_steps": 60, "val_check_interval": 30})
+        task="classification",
+        tasks_dir=str(fake_ingest_dir / "tasks"),
+        pretrained=f"{pre_cfg.output_root}/gpt/model.pt",
+        tokenizer=f"{shard_dir(tok_cfg)}/tokenizer.json",
+        output_root=str(tmp_path / "finetune"),
+        max_len=32,
+        batch_size=16,
+        optim={"lr": 3e-3, "warmup_steps": 5},
+        trainer=TINY_TRAINER | {"max_steps": 60, "val_check_interval": 30},
+    )
     ft = finetune.run(ft_cfg, NO_TRACKING)
     classifier, ft_meta = load_classifier(tmp_path / "finetune" / "classification" / "model.pt")
     assert ft_meta["labels"] == ["games", "net", "sound"]
     assert ft.metrics["val/acc"] > 0.6  # the label word leads every text: learnable in 60 steps
 
     ev_cfg = evaluate.EvaluateConfig(
-        tokenize_dir=shard_dir(tok_cfg), pretrained=ft_cfg.pretrained, tasks_dir=ft_cfg.tasks_dir,
-        finetune_root=ft_cfg.output_root, pretrain_root=pre_cfg.output_root, families=["gpt"], generation={"prompts": ["The package"], "max_new_tokens": 5})
+        tokenize_dir=shard_dir(tok_cfg),
+        pretrained=ft_cfg.pretrained,
+        tasks_dir=ft_cfg.tasks_dir,
+        finetune_root=ft_cfg.output_root,
+        pretrain_root=pre_cfg.output_root,
+        families=["gpt"],
+        generation={"prompts": ["The package"], "max_new_tokens": 5},
+    )
     ev = evaluate.run(ev_cfg, NO_TRACKING)
     m = ev.metrics
     assert m["eval/lm/ppl"] < m["eval/lm/unigram_ppl"]
@@ -100,8 +133,15 @@ def test_model_stages_chain(tokenized, fake_ingest_dir, tmp_path):
     assert m["eval/classification/macro_f1"] > m["eval/classification/majority_macro_f1"]
     assert m["eval/gpt/val_ppl"] == pytest.approx(pre.metrics["val/ppl"])
     sample = ev.report["generations"][0]
-    assert sample["prompt"] == "The package" and len(load_tokenizer(f"{shard_dir(tok_cfg)}/tokenizer.json").encode(
-        sample["continuation"], add_special_tokens=False).ids) > 0
+    assert (
+        sample["prompt"] == "The package"
+        and len(
+            load_tokenizer(f"{shard_dir(tok_cfg)}/tokenizer.json")
+            .encode(sample["continuation"], add_special_tokens=False)
+            .ids
+        )
+        > 0
+    )
 
 
 def test_pretrain_refuses_shards_made_by_another_tokenizer(tokenized, fake_ingest_dir, tmp_path):
@@ -109,7 +149,9 @@ def test_pretrain_refuses_shards_made_by_another_tokenizer(tokenized, fake_inges
     other = bpe_config(fake_ingest_dir, tmp_path / "tok2", vocab_size=280)
     tokenize.run(other, NO_TRACKING)
     shutil.copy(f"{shard_dir(other)}/tokenizer.json", f"{shard_dir(tok_cfg)}/tokenizer.json")
-    with pytest.raises(PipelineError, match=r"token shards in .*tok/bpe was made with tokenizer sha256 .* but .*tok/bpe/tokenizer.json"):
+    with pytest.raises(
+        PipelineError, match=r"token shards in .*tok/bpe was made with tokenizer sha256 .* but .*tok/bpe/tokenizer.json"
+    ):
         pretrain.run(pretrain_config(tok_cfg, tmp_path), NO_TRACKING)
 
 
@@ -122,18 +164,30 @@ def test_pretrain_needs_a_configured_family(tokenized, tmp_path):
         pretrain.run(cfg.model_copy(update={"family": "t5"}), NO_TRACKING)
 
 
-@pytest.mark.parametrize("family, kind, expected", [
-    ("bert", "wordpiece", {"val/mlm_acc", "val/nsp_acc", "val/loss"}),
-    ("t5", "unigram", {"val/loss", "val/ppl"}),
-])
+@pytest.mark.parametrize(
+    ("family", "kind", "expected"),
+    [
+        ("bert", "wordpiece", {"val/mlm_acc", "val/nsp_acc", "val/loss"}),
+        ("t5", "unigram", {"val/loss", "val/ppl"}),
+    ],
+)
 def test_pretrain_bert_and_t5_through_the_stage(fake_ingest_dir, tmp_path, family, kind, expected):
-    tok_cfg = tokenize.TokenizeConfig(input_dir=str(fake_ingest_dir), output_dir=str(tmp_path / "tok"), progress=False,
-                                      tokenizers={kind: {"kind": kind, "vocab_size": 400}})
+    tok_cfg = tokenize.TokenizeConfig(
+        input_dir=str(fake_ingest_dir),
+        output_dir=str(tmp_path / "tok"),
+        progress=False,
+        tokenizers={kind: {"kind": kind, "vocab_size": 400}},
+    )
     tokenize.run(tok_cfg, NO_TRACKING)
-    cfg = pretrain_config(tok_cfg, tmp_path, family=family, tokenizer=kind,
-                          model={"preset": "tiny", "overrides": {}},
-                          data={"batch_size": 8, "seq_len": 32, "tasks_dir": str(fake_ingest_dir / "tasks")},
-                          trainer=TINY_TRAINER | {"max_steps": 6, "val_check_interval": 3})
+    cfg = pretrain_config(
+        tok_cfg,
+        tmp_path,
+        family=family,
+        tokenizer=kind,
+        model={"preset": "tiny", "overrides": {}},
+        data={"batch_size": 8, "seq_len": 32},
+        trainer=TINY_TRAINER | {"max_steps": 6, "val_check_interval": 3},
+    ).model_copy(update={"tasks_dir": str(fake_ingest_dir / "tasks")})
     result = pretrain.run(cfg, NO_TRACKING)
     assert expected <= set(result.metrics) and result.metrics["steps"] == 6
     model, meta = load_pretrained(tmp_path / "pretrain" / family / "model.pt")

@@ -17,9 +17,11 @@ from llm_pipeline.stages import tokenize
 from llm_pipeline.tracking import StageRun
 
 NO_TRACKING = StageRun(None)
-TINY = {"bpe": {"kind": "bpe", "vocab_size": 300},
-        "wordpiece": {"kind": "wordpiece", "vocab_size": 200},
-        "unigram": {"kind": "unigram", "vocab_size": 150, "extra_ids": 4}}
+TINY = {
+    "bpe": {"kind": "bpe", "vocab_size": 300},
+    "wordpiece": {"kind": "wordpiece", "vocab_size": 200},
+    "unigram": {"kind": "unigram", "vocab_size": 150, "extra_ids": 4},
+}
 SEPARATORS = {"bpe": "<|endoftext|>", "wordpiece": "[SEP]", "unigram": "</s>"}
 
 
@@ -29,14 +31,14 @@ def awkward_ingest_dir(fake_ingest_dir):
     path = fake_ingest_dir / "corpus" / "test.parquet"
     df = pd.read_parquet(path)
     extra = ["Grüße — ça va?\n\n  日本語  👩‍💻\t", "  spaces   everywhere ", "tab\there <|endoftext|> too"]
-    pd.concat([df, pd.DataFrame({"doc_id": ["x1", "x2", "x3"], "source": "synthetic", "text": extra})]) \
-        .to_parquet(path)
+    pd.concat([df, pd.DataFrame({"doc_id": ["x1", "x2", "x3"], "source": "synthetic", "text": extra})]).to_parquet(path)
     return fake_ingest_dir
 
 
 def test_every_kind_gets_a_folder_with_its_separator_manifest_and_zero_bpe_failures(awkward_ingest_dir, tmp_path):
-    cfg = tokenize.TokenizeConfig(input_dir=str(awkward_ingest_dir), output_dir=str(tmp_path / "tok"),
-                                  tokenizers=TINY, progress=False)
+    cfg = tokenize.TokenizeConfig(
+        input_dir=str(awkward_ingest_dir), output_dir=str(tmp_path / "tok"), tokenizers=TINY, progress=False
+    )
     result = tokenize.run(cfg, NO_TRACKING)
     test_docs = len(pd.read_parquet(awkward_ingest_dir / "corpus" / "test.parquet"))
     for name, sep_token in SEPARATORS.items():
@@ -56,14 +58,30 @@ def test_every_kind_gets_a_folder_with_its_separator_manifest_and_zero_bpe_failu
 
 def test_only_builds_one_tokenizer_and_set_overrides_reach_it(fake_ingest_dir, tmp_path):
     params = tmp_path / "tokenize.yaml"
-    params.write_text(json.dumps({"input_dir": str(fake_ingest_dir), "output_dir": str(tmp_path / "tok"),
-                                  "tokenizers": TINY, "progress": False}))
+    params.write_text(
+        json.dumps(
+            {
+                "input_dir": str(fake_ingest_dir),
+                "output_dir": str(tmp_path / "tok"),
+                "tokenizers": TINY,
+                "progress": False,
+            }
+        )
+    )
     cfg = load_config(tokenize.TokenizeConfig, params, ["only=unigram", "tokenizers.unigram.vocab_size=120"])
     result = tokenize.run(cfg, NO_TRACKING)
     assert [p.name for p in (tmp_path / "tok").iterdir()] == ["unigram"]
-    assert set(result.metrics) == {f"unigram/{k}" for k in
-                                   ("vocab_size", "tokens/train", "tokens/val", "tokens/test",
-                                    "val/chars_per_token", "test/roundtrip_failures")}
+    assert set(result.metrics) == {
+        f"unigram/{k}"
+        for k in (
+            "vocab_size",
+            "tokens/train",
+            "tokens/val",
+            "tokens/test",
+            "val/chars_per_token",
+            "test/roundtrip_failures",
+        )
+    }
     assert result.metrics["unigram/vocab_size"] <= 120
 
 
@@ -72,30 +90,43 @@ def test_tokenizer_is_trained_on_the_train_split_only(fake_ingest_dir, tmp_path)
     df = pd.read_parquet(path)
     df["text"] = "zyzzyva " * 50  # only in val: frequent enough to merge if val were used
     df.to_parquet(path)
-    cfg = tokenize.TokenizeConfig(input_dir=str(fake_ingest_dir), output_dir=str(tmp_path / "tok"),
-                                  tokenizers={"bpe": TINY["bpe"]}, progress=False)
+    cfg = tokenize.TokenizeConfig(
+        input_dir=str(fake_ingest_dir),
+        output_dir=str(tmp_path / "tok"),
+        tokenizers={"bpe": TINY["bpe"]},
+        progress=False,
+    )
     tokenize.run(cfg, NO_TRACKING)
     vocab = load_tokenizer(Path(cfg.output_dir) / "bpe" / "tokenizer.json").get_vocab()
     assert not any("zy" in token for token in vocab)
 
 
 def test_roundtrip_failures_counts_the_documents_that_do_not_decode_back(fake_ingest_dir, tmp_path):
-    cfg = tokenize.TokenizeConfig(input_dir=str(fake_ingest_dir), output_dir=str(tmp_path / "tok"),
-                                  tokenizers={"wp": TINY["wordpiece"]}, progress=False)
+    cfg = tokenize.TokenizeConfig(
+        input_dir=str(fake_ingest_dir),
+        output_dir=str(tmp_path / "tok"),
+        tokenizers={"wp": TINY["wordpiece"]},
+        progress=False,
+    )
     tokenize.run(cfg, NO_TRACKING)
     folder = tmp_path / "tok" / "wp"
     tok, manifest = load_tokenizer(folder / "tokenizer.json"), json.loads((folder / "manifest.json").read_text())
     shard = np.fromfile(folder / "test.bin", dtype=np.uint16)
-    failures, first = tokenize.roundtrip_failures(tok, fake_ingest_dir / "corpus" / "test.parquet", shard,
-                                                  manifest["eot_id"], batch_docs=7)
+    failures, first = tokenize.roundtrip_failures(
+        tok, fake_ingest_dir / "corpus" / "test.parquet", shard, manifest["eot_id"], batch_docs=7
+    )
     # every synthetic document starts with a capital letter, which the uncased WordPiece drops
     assert (failures, first) == (30, 0)
 
 
 def test_a_byte_level_round_trip_failure_fails_the_stage_and_writes_nothing(fake_ingest_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(tokenize, "roundtrip_failures", lambda *args: (2, 5))
-    cfg = tokenize.TokenizeConfig(input_dir=str(fake_ingest_dir), output_dir=str(tmp_path / "tok"),
-                                  tokenizers={"bpe": TINY["bpe"]}, progress=False)
+    cfg = tokenize.TokenizeConfig(
+        input_dir=str(fake_ingest_dir),
+        output_dir=str(tmp_path / "tok"),
+        tokenizers={"bpe": TINY["bpe"]},
+        progress=False,
+    )
     with pytest.raises(PipelineError, match=r"test.parquet: record 5 \(and 1 more\) does not decode back"):
         tokenize.run(cfg, NO_TRACKING)
     assert not (tmp_path / "tok" / "bpe").exists()

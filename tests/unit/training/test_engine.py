@@ -1,9 +1,11 @@
 """The engine's cross-cutting features: accumulation, validation/checkpoint cadence, throughput, compile."""
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from lightning.pytorch.callbacks import Callback
 
 from llm_pipeline.data.loaders.causal_lm import build_lm_dataloaders
 from llm_pipeline.models import IGNORE_INDEX, ModelOutput
@@ -17,19 +19,32 @@ from llm_pipeline.training.throughput import TokenThroughputMonitor, lookup_peak
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 
+def callbacks_of(trainer: L.Trainer) -> list[Callback]:
+    return trainer.callbacks  # type: ignore[attr-defined]  # Lightning sets it at run time, undeclared
+
+
 def lm_setup(tmp_path, max_steps):
     pattern = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7], dtype=np.uint16)
     np.tile(pattern, 100).tofile(tmp_path / "train.bin")
     np.tile(pattern, 10).tofile(tmp_path / "val.bin")
     loaders = build_lm_dataloaders(tmp_path, "uint16", block_size=16, batch_size=4, samples_per_epoch=200)
-    module = TrainingModule(build_model("gpt", "tiny", 10, block_size=16), CausalLM(),
-                            OptimConfig(warmup_steps=1, max_steps=max_steps))
+    module = TrainingModule(
+        build_model("gpt", "tiny", 10, block_size=16), CausalLM(), OptimConfig(warmup_steps=1, max_steps=max_steps)
+    )
     return module, *loaders
 
 
 def trainer_config(**kw):
-    return TrainerConfig(**{"accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
-                            "log_every_n_steps": 1, "limit_val_batches": 2, **kw})
+    return TrainerConfig(
+        **{
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_progress_bar": False,
+            "log_every_n_steps": 1,
+            "limit_val_batches": 2,
+            **kw,
+        }
+    )
 
 
 def test_steps_count_optimizer_steps_and_the_last_step_is_checkpointed(tmp_path):
@@ -50,16 +65,18 @@ def test_steps_count_optimizer_steps_and_the_last_step_is_checkpointed(tmp_path)
 def test_throughput_and_mfu_are_logged_from_the_model_flops(tmp_path):
     module, train, val = lm_setup(tmp_path, max_steps=4)
     trainer = build_trainer(trainer_config(max_steps=4, val_check_interval=4), tmp_path)
-    monitor = next(cb for cb in trainer.callbacks if isinstance(cb, TokenThroughputMonitor))
+    monitor = next(cb for cb in callbacks_of(trainer) if isinstance(cb, TokenThroughputMonitor))
     monitor.peak_flops = 1e12  # as if on a device from the table
     trainer.fit(module, train, val)
     metrics = trainer.callback_metrics
     cfg = module.model.config
-    flops_per_token = compute_transformer_flops(module.model.num_parameters(exclude_position_embedding=True),
-                                                cfg.n_layer, cfg.n_embd, 16, 1)
+    flops_per_token = compute_transformer_flops(
+        module.model.num_parameters(exclude_position_embedding=True), cfg.n_layer, cfg.n_embd, 16, 1
+    )
     assert metrics["train/tokens_per_sec"] > 0
     assert float(metrics["train/mfu"]) * 1e12 / float(metrics["train/tokens_per_sec"]) == pytest.approx(
-        flops_per_token, rel=1e-3)
+        flops_per_token, rel=1e-3
+    )
 
 
 def test_peak_flops_table():
@@ -74,12 +91,15 @@ def test_peak_flops_table():
 def test_compile_flag_compiles_the_model_in_place(tmp_path):
     module, train, val = lm_setup(tmp_path, max_steps=2)
     keys = set(module.model.state_dict())
-    trainer = build_trainer(trainer_config(max_steps=2, val_check_interval=2), tmp_path,
-                            callbacks=[CompileModel(backend="eager")])  # eager: no C++ toolchain, seconds
+    trainer = build_trainer(
+        trainer_config(max_steps=2, val_check_interval=2), tmp_path, callbacks=[CompileModel(backend="eager")]
+    )  # eager: no C++ toolchain, seconds
     trainer.fit(module, train, val)
     assert module.model._compiled_call_impl is not None
     assert set(module.model.state_dict()) == keys  # no _orig_mod. prefix in checkpoints
-    assert any(isinstance(cb, CompileModel) for cb in build_trainer(trainer_config(compile=True), tmp_path).callbacks)
+    assert any(
+        isinstance(cb, CompileModel) for cb in callbacks_of(build_trainer(trainer_config(compile=True), tmp_path))
+    )
 
 
 class FixedBert(nn.Module):
@@ -99,9 +119,13 @@ def test_mlm_nsp_objective_scores_only_masked_positions():
     nsp_logits = torch.tensor([[2.0, 0.0], [2.0, 0.0]])  # predicts class 0 for both pairs
     labels = torch.full((2, 3), IGNORE_INDEX)
     labels[0, 1], labels[1, 2] = 4, int(mlm_logits[1, 2].argmax())  # the second is predicted right
-    batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "token_type_ids": torch.zeros(2, 3, dtype=torch.long),
-             "attention_mask": torch.ones(2, 3, dtype=torch.long), "mlm_labels": labels,
-             "nsp_label": torch.tensor([0, 1])}
+    batch = {
+        "input_ids": torch.zeros(2, 3, dtype=torch.long),
+        "token_type_ids": torch.zeros(2, 3, dtype=torch.long),
+        "attention_mask": torch.ones(2, 3, dtype=torch.long),
+        "mlm_labels": labels,
+        "nsp_label": torch.tensor([0, 1]),
+    }
     loss, metrics = MaskedLMWithNSP().compute(FixedBert(mlm_logits, nsp_logits), batch)
     expected_mlm = nn.functional.cross_entropy(mlm_logits[[0, 1], [1, 2]], torch.tensor([4, labels[1, 2]]))
     expected_nsp = nn.functional.cross_entropy(nsp_logits, torch.tensor([0, 1]))

@@ -46,9 +46,14 @@ def test_lm_module_learns_a_repeating_stream(tmp_path):
     assert rows[0] == "step\ttrain_loss" and len(rows) == 41 and rows[-1].startswith("40\t")
     assert float(rows[-1].split("\t")[1]) < float(rows[1].split("\t")[1])
     val_rows = (tmp_path / "val.tsv").read_text().splitlines()
-    assert val_rows[0].split("\t")[:2] == ["step", "val_loss"] and [r.split("\t")[0] for r in val_rows[1:]] == ["0", "20", "40"]  # validate() before fit adds step 0
-    reloaded = TrainingModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt",
-                                                   model=gpt.model_cls(config), objective=CausalLM())
+    assert val_rows[0].split("\t")[:2] == ["step", "val_loss"] and [r.split("\t")[0] for r in val_rows[1:]] == [
+        "0",
+        "20",
+        "40",
+    ]  # validate() before fit adds step 0
+    reloaded = TrainingModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "last.ckpt", model=gpt.model_cls(config), objective=CausalLM()
+    )
     for name, weight in module.model.state_dict().items():
         assert torch.equal(reloaded.model.state_dict()[name], weight), name
 

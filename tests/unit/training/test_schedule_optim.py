@@ -7,7 +7,7 @@ from llm_pipeline.training.schedule import warmup_cosine, warmup_stable_decay
 
 
 def test_warmup_cosine_values():
-    f = lambda s: warmup_cosine(s, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)  # noqa: E731
+    f = lambda s: warmup_cosine(s, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
     assert 0 < f(0) < f(5) < f(9) < 1.0
     assert f(10) == pytest.approx(1.0)  # peak right after warmup
     assert f(60) == pytest.approx(0.55)  # halfway down the cosine: (1 + 0.1) / 2
@@ -32,18 +32,20 @@ def test_scheduler_steps_the_learning_rate():
     model = torch.nn.Linear(2, 2)
     cfg = OptimConfig(lr=1.0, warmup_steps=2, max_steps=4, min_lr_ratio=0.0)
     built = build_optimizers(model, cfg)
-    opt, sched = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    scheduling = built["lr_scheduler"]
+    assert isinstance(scheduling, dict)  # a scheduler config, not a bare scheduler
+    opt, sched = built["optimizer"], scheduling["scheduler"]
     lrs = []
     for _ in range(5):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
     assert lrs == pytest.approx([1 / 3, 2 / 3, 1.0, 0.5, 0.0])
-    assert built["lr_scheduler"]["interval"] == "step"
+    assert scheduling["interval"] == "step"
 
 
 def test_warmup_stable_decay_values():
-    f = lambda s: warmup_stable_decay(s, warmup_steps=10, max_steps=110, min_lr_ratio=0.1, decay_steps=20)  # noqa: E731
+    f = lambda s: warmup_stable_decay(s, warmup_steps=10, max_steps=110, min_lr_ratio=0.1, decay_steps=20)
     assert 0 < f(0) < f(9) < 1.0
     assert f(10) == f(50) == f(89) == 1.0  # the plateau
     assert f(90) == 1.0 and f(100) == pytest.approx(0.55) and f(109) < f(100)  # linear decay
@@ -52,9 +54,12 @@ def test_warmup_stable_decay_values():
 
 def test_optim_config_selects_the_schedule():
     model = torch.nn.Linear(2, 2)
-    built = build_optimizers(model, OptimConfig(lr=1.0, warmup_steps=0, max_steps=10, min_lr_ratio=0.0,
-                                                schedule="wsd", decay_fraction=0.5))
-    opt, sched = built["optimizer"], built["lr_scheduler"]["scheduler"]
+    built = build_optimizers(
+        model, OptimConfig(lr=1.0, warmup_steps=0, max_steps=10, min_lr_ratio=0.0, schedule="wsd", decay_fraction=0.5)
+    )
+    scheduling = built["lr_scheduler"]
+    assert isinstance(scheduling, dict)  # a scheduler config, not a bare scheduler
+    opt, sched = built["optimizer"], scheduling["scheduler"]
     lrs = []
     for _ in range(10):
         lrs.append(opt.param_groups[0]["lr"])

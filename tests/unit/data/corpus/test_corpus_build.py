@@ -11,8 +11,7 @@ def _source(name, texts):
 
 
 def _texts(name, n):
-    return [f"{name} document {i} " + " ".join(f"{name}{(i * 7 + k) % 97}x{i}" for k in range(12))
-            for i in range(n)]
+    return [f"{name} document {i} " + " ".join(f"{name}{(i * 7 + k) % 97}x{i}" for k in range(12)) for i in range(n)]
 
 
 def _where(corpus):
@@ -33,7 +32,7 @@ def test_adding_a_source_moves_no_existing_document_between_splits():
 
 def test_a_copy_across_sources_keeps_the_eval_member_and_counts_per_source():
     a = _texts("a", 200)
-    corpus = _build([_source("a", a), _source("b", a)])          # b repeats every text of a
+    corpus = _build([_source("a", a), _source("b", a)])  # b repeats every text of a
     # each text survives once, in the split of whichever copy was not in train
     assert sum(len(d) for d in corpus.splits.values()) == 200
     assert eval_copies_in_train(corpus.splits) == 0

@@ -1,8 +1,10 @@
 from llm_pipeline.data.corpus.dedup import NearDupOptions, remove_duplicates, shingles
 from llm_pipeline.data.records import Document
 
-BASE = ("the quick brown fox jumps over the lazy dog while the farmer sleeps under "
-        "an old oak tree near the river bank on a warm summer afternoon in july")
+BASE = (
+    "the quick brown fox jumps over the lazy dog while the farmer sleeps under "
+    "an old oak tree near the river bank on a warm summer afternoon in july"
+)
 
 
 def _doc(loc, text, source="s"):
@@ -25,9 +27,8 @@ def test_exact_duplicate_in_train_goes_and_eval_copy_stays():
 
 
 def test_near_duplicate_across_splits_keeps_the_test_member():
-    near = BASE.replace("july", "june")                       # 1 word of 28 changed
-    docs = [_doc("t1", BASE), _doc("x", "an unrelated text about parsing debian packages today"),
-            _doc("test1", near)]
+    near = BASE.replace("july", "june")  # 1 word of 28 changed
+    docs = [_doc("t1", BASE), _doc("x", "an unrelated text about parsing debian packages today"), _doc("test1", near)]
     keep, dropped, stats = remove_duplicates(docs, ["train", "train", "test"], NearDupOptions())
     assert keep == [1, 2]
     assert [(q.location, q.reason) for q in dropped] == [("t1", "near_duplicate")]

@@ -18,7 +18,7 @@ def test_weights_repeat_or_subsample_deterministically():
     assert n["a"] == 2000 and n["c"] == 0
     assert n["b"] == pytest.approx(500, abs=50)
     assert out == apply_weights(train, weights, "seed")
-    first_round = 1000 + n["b"]                 # copies come in rounds, not back to back
+    first_round = 1000 + n["b"]  # copies come in rounds, not back to back
     assert len(set(out[:first_round])) == first_round
     counts = weighted_counts(train, out, weights)
     assert counts["a"] == {"weight": 2.0, "train_documents": 1000, "train_effective": 2000}

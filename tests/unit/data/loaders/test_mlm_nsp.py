@@ -10,7 +10,7 @@ from llm_pipeline.data.loaders.mlm_nsp import BertSpecialIds, NSPDataset, build_
 from llm_pipeline.errors import PipelineError
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-WORDS = "the cat sat on a mat dog ran far away".split()
+WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away"]
 
 
 def wordpiece() -> Tokenizer:
@@ -37,9 +37,14 @@ def test_pair_layout_and_truncation_keeps_both_segments():
 
 def test_batches_pad_mask_and_label(tmp_path):
     (tmp_path / "nsp").mkdir()
-    pd.DataFrame({"text_a": ["the cat sat", "a dog ran far away", "the mat"],
-                  "text_b": ["on a mat", "the cat", "dog ran"],
-                  "is_next": [1, 0, 1], "group": ["d1", "d2", "d3"]}).to_parquet(tmp_path / "nsp" / "val.parquet")
+    pd.DataFrame(
+        {
+            "text_a": ["the cat sat", "a dog ran far away", "the mat"],
+            "text_b": ["on a mat", "the cat", "dog ran"],
+            "is_next": [1, 0, 1],
+            "group": ["d1", "d2", "d3"],
+        }
+    ).to_parquet(tmp_path / "nsp" / "val.parquet")
     pairs, is_next = load_nsp_pairs(tmp_path, "val", wordpiece())
     masking = MaskingConfig(SPECIAL.mask, 15, (0, 1, 2, 3, 4), mlm_probability=0.5)
     dataset = NSPDataset(pairs, is_next, SPECIAL, masking, max_len=16, seed=3)
@@ -58,7 +63,8 @@ def test_batches_pad_mask_and_label(tmp_path):
 def test_bad_is_next_and_missing_tokens_are_clear_errors(tmp_path):
     (tmp_path / "nsp").mkdir()
     pd.DataFrame({"text_a": ["a"], "text_b": ["b"], "is_next": [2], "group": ["g"]}).to_parquet(
-        tmp_path / "nsp" / "train.parquet")
+        tmp_path / "nsp" / "train.parquet"
+    )
     with pytest.raises(PipelineError, match="row 0: is_next must be 0 or 1"):
         load_nsp_pairs(tmp_path, "train", wordpiece())
     with pytest.raises(PipelineError, match=r"\[MASK\]"):

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from llm_pipeline.data.loaders.span_masking import (
-    SpanCorruptionConfig, apply_span_corruption, compute_noise_mask, compute_raw_length, corrupt_spans)
+    SpanCorruptionConfig,
+    apply_span_corruption,
+    compute_noise_mask,
+    compute_raw_length,
+    corrupt_spans,
+)
 from llm_pipeline.errors import PipelineError
 
 EOS = 1
@@ -14,19 +19,21 @@ CFG = SpanCorruptionConfig(sentinel_ids=SENTINELS, eos_id=EOS)
 
 def reconstruct(inputs: torch.Tensor, targets: torch.Tensor, sentinels=SENTINELS) -> list[int]:
     """Put the target spans back in place of the input sentinels."""
-    spans, current = {}, None
+    spans: dict[int, list[int]] = {}
+    current: list[int] | None = None
     for t in targets[:-1].tolist():
         if t in sentinels:
             current = spans.setdefault(t, [])
         else:
+            assert current is not None, "targets start with a sentinel"
             current.append(t)
-    out = []
+    out: list[int] = []
     for t in inputs[:-1].tolist():
         out.extend(spans[t] if t in sentinels else [t])
     return out
 
 
-@pytest.mark.parametrize("inputs_length, expected", [(512, (568, 114)), (128, (141, 29))])
+@pytest.mark.parametrize(("inputs_length", "expected"), [(512, (568, 114)), (128, (141, 29))])
 def test_raw_length_matches_t5_random_spans_helper(inputs_length, expected):
     assert compute_raw_length(inputs_length, 0.15, 3.0) == expected
 

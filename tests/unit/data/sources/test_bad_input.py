@@ -62,8 +62,17 @@ def _directory_without_matches(d):
     return "jsonl", "sub", r"sub.*no jsonl files", "no_files"
 
 
-CASES = [_invalid_utf8, _invalid_utf8_txt_paragraph, _malformed_jsonl, _missing_field, _empty_file,
-         _truncated_gz, _parquet_wrong_schema, _csv_missing_column, _directory_without_matches]
+CASES = [
+    _invalid_utf8,
+    _invalid_utf8_txt_paragraph,
+    _malformed_jsonl,
+    _missing_field,
+    _empty_file,
+    _truncated_gz,
+    _parquet_wrong_schema,
+    _csv_missing_column,
+    _directory_without_matches,
+]
 
 
 def _load(kind, path, on_error):
@@ -85,7 +94,7 @@ def test_bad_input_is_quarantined_with_its_reason(tmp_path, make):
     docs, dropped = _load(kind, str(tmp_path / rel), "quarantine")
     assert [q.reason for q in dropped] == [reason]
     assert dropped[0].detail and dropped[0].source == f"{kind}:{tmp_path / rel}"
-    if reason not in ("no_files", "wrong_schema"):       # whole-file problems hold no good rows
+    if reason not in ("no_files", "wrong_schema"):  # whole-file problems hold no good rows
         assert docs, "the good records around a bad one are still read"
 
 

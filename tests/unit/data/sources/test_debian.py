@@ -56,18 +56,19 @@ Description-en: Not in Packages
 def test_split_description_paragraphs_and_lists():
     synopsis, long = split_description(TRANSLATION.split("Description-en: ")[1].split("\n\nPackage")[0])
     assert synopsis == "Foo utilities"
-    assert long == ("The first paragraph spans two lines.\n\n"
-                    "Second paragraph:\n* item one continued\n* item two")
+    assert long == ("The first paragraph spans two lines.\n\nSecond paragraph:\n* item one continued\n* item two")
 
 
 def test_read_descriptions_joins_on_md5():
     records, dropped = read_descriptions([io.StringIO(PACKAGES)], [io.StringIO(TRANSLATION)])
     by_pkg = {r.package: r for r in records}
-    assert set(by_pkg) == {"foo-utils", "bar"}         # one record per md5: bbb kept once
+    assert set(by_pkg) == {"foo-utils", "bar"}  # one record per md5: bbb kept once
     foo = by_pkg["foo-utils"]
     assert (foo.source, foo.section, foo.synopsis) == ("foo", "utils", "Foo utilities")
     assert foo.long_description.startswith("The first paragraph spans two lines.\n\nSecond")
     bar = by_pkg["bar"]
     assert (bar.source, bar.section, bar.long_description) == ("bar", "libs", "Bar does things.")
     assert {(q.location, q.reason) for q in dropped} == {
-        ("empty", "empty_long_description"), ("orphan", "not_in_packages")}
+        ("empty", "empty_long_description"),
+        ("orphan", "not_in_packages"),
+    }

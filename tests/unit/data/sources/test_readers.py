@@ -10,8 +10,12 @@ import zstandard
 from llm_pipeline.data.records import Document
 from llm_pipeline.data.sources.readers import BadRecord, ReadOptions, expand_location, iter_lines, read_file
 
-COMPRESSORS = {"": lambda b: b, ".gz": gzip.compress, ".bz2": bz2.compress,
-               ".zst": lambda b: zstandard.ZstdCompressor().compress(b)}
+COMPRESSORS = {
+    "": lambda b: b,
+    ".gz": gzip.compress,
+    ".bz2": bz2.compress,
+    ".zst": lambda b: zstandard.ZstdCompressor().compress(b),
+}
 
 
 def _texts(records):
@@ -58,7 +62,10 @@ def test_directory_recurses_and_keeps_matching_extensions(tmp_path):
     for name in ("b.jsonl", "sub/a.jsonl.gz", "sub/c.ndjson.zst", "notes.txt", "x.jsonl.bak"):
         (tmp_path / name).write_bytes(b"")
     assert [p.relative_to(tmp_path).as_posix() for p in expand_location(str(tmp_path), "jsonl")] == [
-        "b.jsonl", "sub/a.jsonl.gz", "sub/c.ndjson.zst"]
+        "b.jsonl",
+        "sub/a.jsonl.gz",
+        "sub/c.ndjson.zst",
+    ]
     assert [p.name for p in expand_location(str(tmp_path / "**/*.gz"), "jsonl")] == ["a.jsonl.gz"]
 
 
@@ -67,13 +74,18 @@ def test_iter_lines_cuts_a_long_line_and_resumes_after_it(tmp_path):
     path.write_bytes(b"short\n" + b"x" * 100 + b"\nnext\nlast-no-newline")
     with open(path, "rb") as fh:
         lines = list(iter_lines(fh, limit=10))
-    assert lines == [(1, b"short", False), (2, b"x" * 10, True), (3, b"next", False),
-                     (4, b"last-no-newline"[:10], True)]
+    assert lines == [
+        (1, b"short", False),
+        (2, b"x" * 10, True),
+        (3, b"next", False),
+        (4, b"last-no-newline"[:10], True),
+    ]
 
 
 def test_read_file_reports_a_truncated_zstd(tmp_path):
-    data = zstandard.ZstdCompressor().compress(b"".join(json.dumps({"text": f"row {i}"}).encode() + b"\n"
-                                                        for i in range(5000)))
+    data = zstandard.ZstdCompressor().compress(
+        b"".join(json.dumps({"text": f"row {i}"}).encode() + b"\n" for i in range(5000))
+    )
     path = tmp_path / "a.jsonl.zst"
     path.write_bytes(data[: len(data) // 2])
     last = list(read_file(path, "jsonl", "s", ReadOptions()))[-1]

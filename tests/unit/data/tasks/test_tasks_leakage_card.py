@@ -12,30 +12,48 @@ from llm_pipeline.errors import PipelineError
 
 
 def _task(val, test, group_kind="debian_source"):
-    return TaskData("t", "src", string_schema("input", "target", "group"),
-                    {"train": [], "val": val, "test": test}, group_kind=group_kind, input_column="input")
+    return TaskData(
+        "t",
+        "src",
+        string_schema("input", "target", "group"),
+        {"train": [], "val": val, "test": test},
+        group_kind=group_kind,
+        input_column="input",
+    )
 
 
 def test_overlap_counts_texts_paragraphs_and_groups_in_train():
-    train = [Document("debian", "pkg1", "First paragraph.\n\nSecond paragraph."),
-             Document("bible_web", "Genesis 1", "In the beginning.")]
+    train = [
+        Document("debian", "pkg1", "First paragraph.\n\nSecond paragraph."),
+        Document("bible_web", "Genesis 1", "In the beginning."),
+    ]
     index = build_train_index(train, {"pkg1": "src1", "pkg2": "src2"}, "debian")
     clean = _task([{"input": "new text", "target": "t", "group": "src2"}], [])
     assert count_overlap(clean, index) == {"val": {"text": 0, "group": 0}, "test": {"text": 0, "group": 0}}
-    leaky = _task([{"input": "Second paragraph.", "target": "t", "group": "src2"}],
-                  [{"input": "In the beginning.", "target": "t", "group": "src1"}])
+    leaky = _task(
+        [{"input": "Second paragraph.", "target": "t", "group": "src2"}],
+        [{"input": "In the beginning.", "target": "t", "group": "src1"}],
+    )
     assert count_overlap(leaky, index) == {"val": {"text": 1, "group": 0}, "test": {"text": 1, "group": 1}}
-    by_doc = _task([{"input": "x", "target": "t", "group": doc_id("bible_web", "In the beginning.")}], [],
-                   group_kind="doc_id")
+    by_doc = _task(
+        [{"input": "x", "target": "t", "group": doc_id("bible_web", "In the beginning.")}], [], group_kind="doc_id"
+    )
     assert count_overlap(by_doc, index)["val"] == {"text": 0, "group": 1}
     assert count_overlap(_task([], [], group_kind="lemma"), index)["val"] == {"text": 0}
 
 
 def test_task_card_and_write_task(tmp_path):
-    rows = {"train": [{"text_a": "a" * 10, "text_b": "b" * 30, "is_next": 1, "group": "g"},
-                      {"text_a": "a" * 20, "text_b": "b", "is_next": 0, "group": "h"}], "val": [], "test": []}
-    task = TaskData("nsp", "corpus", NSP_SCHEMA, rows, group_kind="doc_id", input_column="text_a",
-                    label_column="is_next")
+    rows = {
+        "train": [
+            {"text_a": "a" * 10, "text_b": "b" * 30, "is_next": 1, "group": "g"},
+            {"text_a": "a" * 20, "text_b": "b", "is_next": 0, "group": "h"},
+        ],
+        "val": [],
+        "test": [],
+    }
+    task = TaskData(
+        "nsp", "corpus", NSP_SCHEMA, rows, group_kind="doc_id", input_column="text_a", label_column="is_next"
+    )
     card = task_card(task)
     assert card["sizes"] == {"train": 2, "val": 0, "test": 0} and card["groups"]["train"] == 2
     assert card["label_distribution"]["train"] == {"1": 1, "0": 1}
@@ -56,16 +74,19 @@ def test_tasks_config_rejects_clashing_local_names():
 
 
 def test_drop_policy_removes_overlapping_held_out_examples_and_reports_them():
-    from llm_pipeline.data.tasks.build import BuiltTasks, check_leakage
     from llm_pipeline.data.sources.debian import DebianDescription
+    from llm_pipeline.data.tasks.build import BuiltTasks, check_leakage
 
     train = [Document("debian", "pkg1", "Intro.\n\nThis package contains the documentation.")]
     descriptions = [DebianDescription("m1", "pkg1", "src1", "doc", "s", train[0].text)]
-    rows = [{"input": "This package contains the documentation.", "target": "t", "group": "src2"},
-            {"input": "Something new.", "target": "t", "group": "src2"}]
+    rows = [
+        {"input": "This package contains the documentation.", "target": "t", "group": "src2"},
+        {"input": "Something new.", "target": "t", "group": "src2"},
+    ]
 
     def built():
         return BuiltTasks({"t": _task(list(rows), list(rows))})
+
     kept = built()
     report = check_leakage(kept, train, descriptions, policy="drop")
     assert report["dropped"] == {"t": {"val": 1, "test": 1}} and report["total"] == 0

@@ -15,23 +15,36 @@ def test_local_seq2seq_jsonl_split_by_group_field(tmp_path):
     rows = [{"q": f"question {i}", "a": f"answer {i}", "topic": f"t{i % 7}"} for i in range(100)]
     rows.append({"q": "unanswered", "a": "", "topic": "t0"})
     (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    cfg = LocalTaskConfig(name="myqa", kind="seq2seq", path=str(tmp_path / "*.jsonl"), format="jsonl",
-                          input_field="q", target_field="a", group_field="topic")
+    cfg = LocalTaskConfig(
+        name="myqa",
+        kind="seq2seq",
+        path=str(tmp_path / "*.jsonl"),
+        format="jsonl",
+        input_field="q",
+        target_field="a",
+        group_field="topic",
+    )
     task, files = build_local_task(cfg, SPLIT)
     assert files == [tmp_path / "qa.jsonl"]
     assert task.columns == ["input", "target", "group"]
     assert sum(len(r) for r in task.splits.values()) == 100 and task.notes["skipped_empty"] == 1
     assert {"input": "question 3", "target": "answer 3", "group": "t3"} in [
-        r for rows in task.splits.values() for r in rows]
+        r for rows in task.splits.values() for r in rows
+    ]
     topics = [{r["group"] for r in task.splits[s]} for s in ("train", "val", "test")]
     assert not (topics[0] & topics[1]) and not (topics[0] & topics[2])
 
 
 def test_local_classification_parquet_uses_classification_columns(tmp_path):
-    pq.write_table(pa.table({"body": [f"text {i}" for i in range(30)], "tag": ["x", "y"] * 15}),
-                   tmp_path / "c.parquet")
-    cfg = LocalTaskConfig(name="tags", kind="classification", path=str(tmp_path / "c.parquet"),
-                          format="parquet", input_field="body", target_field="tag")
+    pq.write_table(pa.table({"body": [f"text {i}" for i in range(30)], "tag": ["x", "y"] * 15}), tmp_path / "c.parquet")
+    cfg = LocalTaskConfig(
+        name="tags",
+        kind="classification",
+        path=str(tmp_path / "c.parquet"),
+        format="parquet",
+        input_field="body",
+        target_field="tag",
+    )
     task, _ = build_local_task(cfg, SPLIT)
     assert task.columns == ["text", "label", "group"] and task.label_column == "label"
     assert {r["label"] for rows in task.splits.values() for r in rows} == {"x", "y"}

@@ -5,21 +5,31 @@ from llm_pipeline.data.tasks.nsp import NSPConfig, build_nsp_task, build_pairs, 
 
 def test_segments_split_sentences_and_lines_and_merge_short_ones():
     text = 'He said, "Go." Then he left! Ok. Done at 3 p.m. today.\n\nA list item\nAnother line here'
-    assert segments(text, 1) == ['He said, "Go."', "Then he left!", "Ok.", "Done at 3 p.m. today.",
-                                 "A list item", "Another line here"]
-    assert segments(text, 15) == ['He said, "Go." Then he left!', "Ok. Done at 3 p.m. today.",
-                                  "A list item Another line here"]
+    assert segments(text, 1) == [
+        'He said, "Go."',
+        "Then he left!",
+        "Ok.",
+        "Done at 3 p.m. today.",
+        "A list item",
+        "Another line here",
+    ]
+    assert segments(text, 15) == [
+        'He said, "Go." Then he left!',
+        "Ok. Done at 3 p.m. today.",
+        "A list item Another line here",
+    ]
 
 
 def _docs(n, prefix):
-    return [Document("s", f"{prefix}{i}", " ".join(f"{prefix} doc {i} sentence {k}." for k in range(6)))
-            for i in range(n)]
+    return [
+        Document("s", f"{prefix}{i}", " ".join(f"{prefix} doc {i} sentence {k}." for k in range(6))) for i in range(n)
+    ]
 
 
 def test_nsp_pairs_are_half_next_half_from_another_document():
     docs = _docs(40, "Train")
     rows = build_pairs(docs, 5, None, "seed")
-    assert rows == build_pairs(docs, 5, None, "seed")                 # deterministic
+    assert rows == build_pairs(docs, 5, None, "seed")  # deterministic
     assert len(rows) == 40 * 5
     assert 0.4 < sum(r["is_next"] for r in rows) / len(rows) < 0.6
     for r in rows:
@@ -37,8 +47,7 @@ def test_nsp_builds_each_split_from_its_own_documents():
     task = build_nsp_task(NSPConfig(min_segment_chars=5), corpus, "seed")
     for split, prefix in (("train", "Train"), ("val", "Val"), ("test", "Test")):
         assert task.splits[split]
-        assert all(r["text_a"].startswith(prefix) and r["text_b"].startswith(prefix)
-                   for r in task.splits[split])
+        assert all(r["text_a"].startswith(prefix) and r["text_b"].startswith(prefix) for r in task.splits[split])
 
 
 def test_generation_cuts_held_out_documents_only():
@@ -46,8 +55,7 @@ def test_generation_cuts_held_out_documents_only():
     assert cut_document(text, 2, 3, 1) == ("one two", "three\nfour five")
     assert cut_document(text, 2, 100, 1) == ("one two", "three\nfour five six seven eight")
     assert cut_document(text, 8, 3, 1) is None
-    corpus = {s: [Document("s", f"{s}{i}", f"{s} " + "word " * 60) for i in range(3)]
-              for s in ("train", "val", "test")}
+    corpus = {s: [Document("s", f"{s}{i}", f"{s} " + "word " * 60) for i in range(3)] for s in ("train", "val", "test")}
     task = build_generation_task(GenerationTaskConfig(prompt_words=10, continuation_words=5), corpus, "s")
     assert task.splits["train"] == []
     assert len(task.splits["val"]) == 3 and task.splits["test"][0]["prompt"].startswith("test ")
@@ -55,8 +63,11 @@ def test_generation_cuts_held_out_documents_only():
 
 
 def test_nsp_negatives_come_from_the_same_source_when_it_has_other_documents():
-    docs = [Document(src, f"{src}{i}", " ".join(f"{src} {i} sentence {k}." for k in range(4)))
-            for src in ("Bible", "Debian") for i in range(10)]
+    docs = [
+        Document(src, f"{src}{i}", " ".join(f"{src} {i} sentence {k}." for k in range(4)))
+        for src in ("Bible", "Debian")
+        for i in range(10)
+    ]
     rows = build_pairs(docs, 5, None, "seed")
     negatives = [r for r in rows if not r["is_next"]]
     assert negatives and all(r["text_a"].split()[0] == r["text_b"].split()[0] for r in negatives)

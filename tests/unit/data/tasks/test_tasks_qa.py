@@ -22,7 +22,8 @@ def test_parse_data_line_reads_hex_word_count_markers_and_definition():
     assert parse_data_line(line) == (["abstraction", "abstract entity"], "a general concept")
     assert parse_data_line(ADJS.splitlines()[1]) == (["outback", "remote"], "inaccessible; far")
     big = "00000001 03 n 0b " + " ".join(f"w{i} 0" for i in range(11)) + " 000 | eleven words"
-    assert len(parse_data_line(big)[0]) == 11                # w_cnt is hexadecimal
+    parsed = parse_data_line(big)
+    assert parsed is not None and len(parsed[0]) == 11  # w_cnt is hexadecimal
 
 
 @pytest.fixture
@@ -36,10 +37,13 @@ def test_qa_examples_keep_all_senses_of_a_lemma_in_one_split(wordnet):
     split = SplitConfig(val_fraction=0.3, test_fraction=0.3, seed="s")
     task = build_qa_from_dir(QAConfig(parts_of_speech=["noun", "adj"]), wordnet, split)
     rows = [r for rows in task.splits.values() for r in rows]
-    assert {"input": "What does 'abstract entity' mean?", "target": "a general concept",
-            "group": "abstract entity"} in rows
-    assert task.notes["senses_read"] == len(rows) == 7       # "Bank" = "bank" for sense 1: one row
-    where = {}
+    assert {
+        "input": "What does 'abstract entity' mean?",
+        "target": "a general concept",
+        "group": "abstract entity",
+    } in rows
+    assert task.notes["senses_read"] == len(rows) == 7  # "Bank" = "bank" for sense 1: one row
+    where: dict[str, set[str]] = {}
     for name, split_rows in task.splits.items():
         for r in split_rows:
             where.setdefault(r["group"], set()).add(name)

@@ -1,9 +1,15 @@
+import functools
+
 import pytest
 
 from llm_pipeline.data.sources import apt_sources
 from llm_pipeline.data.sources.debian import DebianDescription
-from llm_pipeline.data.tasks.translation import (TranslationConfig, build_translation_task,
-                                                 read_translations, translation_pairs)
+from llm_pipeline.data.tasks.translation import (
+    TranslationConfig,
+    build_translation_task,
+    read_translations,
+    translation_pairs,
+)
 from llm_pipeline.errors import PipelineError
 
 TRANSLATION_DE = """\
@@ -44,25 +50,31 @@ def test_pairs_align_paragraphs_only_when_counts_match():
     text = "Ein Werkzeug\n Erster Absatz über das\n Werkzeug.\n .\n Zweiter Absatz."
     two = translation_pairs(_desc("m1", "First paragraph.\n\nSecond paragraph."), text, "de", True)
     assert [(r["input"], r["target"]) for r in two] == [
-        ("A tool", "Ein Werkzeug"), ("First paragraph.", "Erster Absatz über das Werkzeug."),
-        ("Second paragraph.", "Zweiter Absatz.")]
+        ("A tool", "Ein Werkzeug"),
+        ("First paragraph.", "Erster Absatz über das Werkzeug."),
+        ("Second paragraph.", "Zweiter Absatz."),
+    ]
     assert {r["lang"] for r in two} == {"de"} and {r["group"] for r in two} == {"src"}
     three = translation_pairs(_desc("m1", "One.\n\nTwo.\n\nThree."), text, "de", True)
-    assert len(three) == 1                                   # synopsis only
+    assert len(three) == 1  # synopsis only
     assert len(translation_pairs(_desc("m1", "A.\n\nB."), text, "de", paragraphs=False)) == 1
 
 
 def test_build_translation_joins_on_md5_in_each_description_split(tmp_path, monkeypatch):
     (tmp_path / "x_Translation-de").write_text(TRANSLATION_DE)
     files = apt_sources.IndexFiles([], [tmp_path / "x_Translation-en", tmp_path / "x_Translation-de"])
-    asked = {}
-    monkeypatch.setattr(apt_sources, "fetch_index_files",
-                        lambda cache, languages, refresh: asked.update(languages=languages) or files)
-    monkeypatch.setattr(apt_sources, "open_index", lambda p: open(p, encoding="utf-8"))
-    by_split = {"train": [_desc("m2", "Only one paragraph.", "b")], "val": [_desc("m1", "P1.\n\nP2.", "a")],
-                "test": [_desc("m9", "Untranslated.")]}
+    asked: dict[str, object] = {}
+    monkeypatch.setattr(
+        apt_sources, "fetch_index_files", lambda cache, languages, refresh: asked.update(languages=languages) or files
+    )
+    monkeypatch.setattr(apt_sources, "open_index", functools.partial(open, encoding="utf-8"))
+    by_split = {
+        "train": [_desc("m2", "Only one paragraph.", "b")],
+        "val": [_desc("m1", "P1.\n\nP2.", "a")],
+        "test": [_desc("m9", "Untranslated.")],
+    }
     task, used = build_translation_task(TranslationConfig(languages=["de"]), by_split, "s", "cache", False)
-    assert asked["languages"] == ("en", "de")                # never fewer lists than the corpus needs
+    assert asked["languages"] == ("en", "de")  # never fewer lists than the corpus needs
     assert used == [tmp_path / "x_Translation-de"]
     assert [r["target"] for r in task.splits["train"]] == ["Eine Bibliothek", "Nur ein Absatz."]
     assert len(task.splits["val"]) == 3 and task.splits["test"] == []
@@ -72,9 +84,11 @@ def test_build_translation_joins_on_md5_in_each_description_split(tmp_path, monk
 
 
 def test_read_translations_keeps_wanted_md5s_and_only_its_language_field(tmp_path):
-    text = ("Package: a\nDescription-md5: m1\nDescription-de: Titel\n Zeile eins\n .\n Zeile zwei\n"
-            "X-Other: value\n continued other field\n\nPackage: b\nDescription-md5: m2\n"
-            "Description-de: Anderes\n Text\n")
+    text = (
+        "Package: a\nDescription-md5: m1\nDescription-de: Titel\n Zeile eins\n .\n Zeile zwei\n"
+        "X-Other: value\n continued other field\n\nPackage: b\nDescription-md5: m2\n"
+        "Description-de: Anderes\n Text\n"
+    )
     (tmp_path / "t").write_text(text)
     with open(tmp_path / "t") as fh:
         table = read_translations([fh], "de", wanted={"m1"})

@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from llm_pipeline.data.tokenization.shards import encode_chunks, iter_documents, load_shard, token_dtype, write_shard
-from llm_pipeline.data.tokenization.tokenizer import BpeSpec, EOT, train_tokenizer
+from llm_pipeline.data.tokenization.tokenizer import EOT, BpeSpec, train_tokenizer
 from llm_pipeline.errors import PipelineError
 from tests.conftest import make_documents
 
@@ -23,7 +23,8 @@ def test_writer_holds_one_chunk_and_reads_one_batch_ahead_at_most(bpe, tmp_path)
     """A corpus of 40 chunks streams through: when chunk k is made, chunks before k-1 are freed
     and batches 0..k+1 at most have been read (k+1 encoding in the background) -- memory is a
     couple of chunks, not the corpus."""
-    pulled, made = [], []
+    pulled: list[int] = []
+    made: list[weakref.ref[np.ndarray]] = []
 
     def batches():
         for k in range(40):
@@ -32,7 +33,7 @@ def test_writer_holds_one_chunk_and_reads_one_batch_ahead_at_most(bpe, tmp_path)
 
     def watched(chunks):
         for chunk in chunks:
-            assert len(pulled) <= len(made) + 2          # at most one batch read ahead
+            assert len(pulled) <= len(made) + 2  # at most one batch read ahead
             assert all(ref() is None for ref in made[:-1])  # the writer kept no old chunk
             made.append(weakref.ref(chunk))
             yield chunk

@@ -6,8 +6,14 @@ import pytest
 from pydantic import TypeAdapter
 
 from llm_pipeline.data.tokenization.shards import special_tokens_as_text
-from llm_pipeline.data.tokenization.tokenizer import (EOT, TokenizerSpec, load_tokenizer, separator_token,
-                                                      special_tokens, train_tokenizer)
+from llm_pipeline.data.tokenization.tokenizer import (
+    EOT,
+    TokenizerSpec,
+    load_tokenizer,
+    separator_token,
+    special_tokens,
+    train_tokenizer,
+)
 from tests.conftest import make_documents
 
 # unicode from several scripts, emoji, combining marks, tabs, newlines and runs of spaces
@@ -34,8 +40,11 @@ def corpus() -> list[str]:
 def trained(corpus, tmp_path_factory):
     """Each kind trained on the tiny corpus, saved and reloaded (what downstream stages see)."""
     out = {}
-    for s in (spec(kind="bpe", vocab_size=300), spec(kind="wordpiece", vocab_size=200),
-              spec(kind="unigram", vocab_size=150, extra_ids=5)):
+    for s in (
+        spec(kind="bpe", vocab_size=300),
+        spec(kind="wordpiece", vocab_size=200),
+        spec(kind="unigram", vocab_size=150, extra_ids=5),
+    ):
         path = tmp_path_factory.mktemp(s.kind) / "tokenizer.json"
         train_tokenizer(s, corpus).save(str(path))
         out[s.kind] = (s, load_tokenizer(path))
