@@ -18,7 +18,7 @@ from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_ST
 from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from llm_pipeline.config import StageConfig
 from llm_pipeline.errors import PipelineError
@@ -63,31 +63,15 @@ class TrainerConfig(StageConfig):
     enable_progress_bar: bool = True
     deterministic: bool = False
 
-    @field_validator("accelerator")
+    @field_validator("accelerator", "strategy", "precision")
     @classmethod
-    def _known_accelerator(cls, value: str) -> str:
-        if value not in known_accelerators():
+    def _known_to_lightning(cls, value: str, info: ValidationInfo) -> str:
+        """Refuse a name Lightning would reject only once the Trainer is built, listing the ones it takes."""
+        known = {"accelerator": known_accelerators, "strategy": known_strategies, "precision": known_precisions}
+        allowed = known[info.field_name]()  # type: ignore[index]  # field_name is one of the three above
+        if (value.lower() if info.field_name == "strategy" else value) not in allowed:
             raise ValueError(
-                f"trainer.accelerator {value!r} is not one Lightning knows; "
-                f"use one of {', '.join(known_accelerators())}"
-            )
-        return value
-
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        if value.lower() not in known_strategies():
-            raise ValueError(
-                f"trainer.strategy {value!r} is not one Lightning knows; use one of {', '.join(known_strategies())}"
-            )
-        return value
-
-    @field_validator("precision")
-    @classmethod
-    def _known_precision(cls, value: str) -> str:
-        if value not in known_precisions():
-            raise ValueError(
-                f"trainer.precision {value!r} is not one Lightning takes; use one of {', '.join(known_precisions())}"
+                f"trainer.{info.field_name} {value!r} is not one Lightning takes; use one of {', '.join(allowed)}"
             )
         return value
 
