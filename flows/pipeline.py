@@ -1,4 +1,4 @@
-"""The Prefect flow: ingest -> tokenize -> pretrain -> finetune (per task) -> evaluate.
+"""The Prefect flow: ingest -> tokenize -> pretrain -> finetune (per task x family run) -> evaluate -> report.
 
 Thin on purpose. Each stage is a Prefect task (with retries) that runs `dvc repro -s <stage>`
 in the project, so DVC stays the one judge of what is up to date: a stage whose inputs,
@@ -58,15 +58,15 @@ def run_stage(stage: str, project_dir: str, parent_run_id: str | None, force: bo
 
 def foreach_items(project_dir: str, stage: str, key: str) -> list[str]:
     """Item names of a foreach stage: `key` of params/<stage>.yaml, as dvc.yaml's foreach reads it
-    (finetune's `tasks` list, tokenize's `tokenizers` mapping -> its names)."""
+    (finetune's `runs`, pretrain's `families`, tokenize's `tokenizers`: mapping keys)."""
     import yaml
 
     params = yaml.safe_load((Path(project_dir) / "params" / f"{stage}.yaml").read_text())
     return list(params[key])
 
 
-def finetune_tasks(project_dir: str) -> list[str]:
-    return foreach_items(project_dir, "finetune", "tasks")
+def finetune_runs(project_dir: str) -> list[str]:
+    return foreach_items(project_dir, "finetune", "runs")
 
 
 def tokenizer_names(project_dir: str) -> list[str]:
@@ -87,9 +87,13 @@ def pipeline(project_dir: str = str(PROJECT_DIR), force: bool = False) -> dict:
                 results[f"tokenize-{name}"] = run_stage(f"tokenize@{name}", project_dir, parent, force)
             for name in foreach_items(project_dir, "pretrain", "families"):
                 results[f"pretrain-{name}"] = run_stage(f"pretrain@{name}", project_dir, parent, force)
-            for name in finetune_tasks(project_dir):
+            for name in finetune_runs(project_dir):
                 results[f"finetune-{name}"] = run_stage(f"finetune@{name}", project_dir, parent, force)
             results["evaluate"] = run_stage("evaluate", project_dir, parent, force)
+            results["report"] = run_stage("report", project_dir, parent, force)
+            tracking.log_to_run(
+                parent, [Path(project_dir) / "reports" / "summary.md", Path(project_dir) / "reports" / "figures"]
+            )
         except BaseException:
             tracking.end_pipeline_run(parent, status="FAILED")
             raise

@@ -21,6 +21,7 @@ STAGE_HELP = {
     "pretrain": "pretrain one model family (a key of `families` in the params) with Lightning; register it",
     "finetune": "fine-tune a pretrained model (any family) on a downstream task; register it",
     "evaluate": "perplexity vs unigram, classification vs majority, sample generations",
+    "report": "reports/summary.md and PNG figures from the evaluation and the loss curves",
 }
 
 

@@ -6,6 +6,8 @@ key or a value of the wrong type is rejected with the key's dotted path.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +27,14 @@ class StageConfig(BaseModel):
 
 
 ConfigT = TypeVar("ConfigT", bound=StageConfig)
+
+
+def check_folder_names(names: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Keys that become folder names (tokenizers, finetune runs): a pydantic field validator body."""
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"name {name!r} must be a folder name (letters, digits, _ . -)")
+    return names
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -67,6 +67,13 @@ def write_json(path: str | Path, data: Any) -> Path:
     return Path(path)
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+    return Path(path)
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():

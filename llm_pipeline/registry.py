@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from llm_pipeline.data.loaders.causal_lm import build_causal_lm_loaders
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.loaders.mlm_nsp import build_mlm_nsp_loaders
+from llm_pipeline.data.loaders.seq2seq import Seq2SeqStyle
 from llm_pipeline.data.loaders.span_corruption import build_span_corruption_loaders, t5_tokenizer_fields
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.models import (
@@ -61,6 +62,20 @@ class FamilySpec:
     tokenizer_fields: Callable[[Tokenizer, str], dict[str, Any]] = _no_fields  # config fields the tokenizer fixes
     styles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # named field groups: `style` override
     default_seq_len: int | None = None  # input length when neither params nor the model bound it
+    # how it fine-tunes on input -> target tasks: encoder reads, decoder writes (T5), or one
+    # sequence prompt + target with the loss on the target (GPT); None: it cannot write text
+    seq2seq_style: Seq2SeqStyle | None = None
+
+    @property
+    def task_kinds(self) -> tuple[str, ...]:
+        """The downstream task kinds (data/tasks/loading.TASK_KINDS) it can serve: every family
+        classifies (a head over sequence_features); writers do seq2seq; causal LMs continue text."""
+        kinds = ["classification"]
+        if self.seq2seq_style is not None:
+            kinds.append("seq2seq")
+        if self.objective is CausalLM:
+            kinds.append("generation")
+        return tuple(kinds)
 
     def build_config(self, preset: str, vocab_size: int, **overrides: Any) -> Any:
         """Config for a named preset; `overrides` replace single fields (e.g. dropout=0.1), `style` a group."""
@@ -114,6 +129,7 @@ FAMILIES: dict[str, FamilySpec] = {
             build_loaders=build_causal_lm_loaders,
             to_reference=to_hf_gpt,
             styles=GPT_STYLES,
+            seq2seq_style="prompted",
         ),
         FamilySpec(
             "bert",
@@ -136,6 +152,7 @@ FAMILIES: dict[str, FamilySpec] = {
             to_reference=to_hf_t5,
             tokenizer_fields=t5_tokenizer_fields,
             default_seq_len=128,
+            seq2seq_style="encoder_decoder",
         ),
     )
 }

@@ -131,7 +131,9 @@ class StageRun:
             experiment_name=experiment_name(), tracking_uri=tracking_uri(), run_id=self.run_id, log_model=False
         )
 
-    def register_model(self, model, registered_name: str, *, description: str = "") -> str | None:
+    def register_model(
+        self, model, registered_name: str, *, description: str = "", tags: Mapping[str, str] | None = None
+    ) -> str | None:
         """Log a torch module and register it; returns the new model version (or None).
 
         Pickle serialization (not the default pt2 export) so the loaded model accepts any
@@ -152,6 +154,8 @@ class StageRun:
         version = str(info.registered_model_version)
         if description:
             _client().update_model_version(registered_name, version, description=description)
+        for key, value in (tags or {}).items():  # lineage on the version itself, not only on its run
+            _client().set_model_version_tag(registered_name, version, key, value)
         return version
 
 
@@ -205,3 +209,26 @@ def load_registered_model(name: str, version: str | int = "latest"):
 
 def registered_versions(name: str) -> list[Any]:
     return list(_client().search_model_versions(f"name='{name}'"))
+
+
+def model_version_of_run(run_id: str | None) -> tuple[str, str] | None:
+    """(registered name, version) of the model version a run registered, for lineage; None if none."""
+    if run_id is None or not enabled():
+        return None
+    versions = _client().search_model_versions(f"run_id='{run_id}'")
+    if not versions:
+        return None
+    newest = max(versions, key=lambda v: int(v.version))
+    return newest.name, str(newest.version)
+
+
+def log_to_run(run_id: str | None, paths: list[Path]) -> None:
+    """Attach files or folders (that exist) to a run by id, e.g. the report to the pipeline's parent run."""
+    if run_id is None:
+        return
+    client = _client()
+    for path in paths:
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), artifact_path=path.name)
+        elif path.is_file():
+            client.log_artifact(run_id, str(path))

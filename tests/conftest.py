@@ -65,10 +65,15 @@ def make_documents(n: int, seed: int = 0, min_words: int = 20, max_words: int = 
 @pytest.fixture
 def tracking_dir(tmp_path, monkeypatch):
     """MLflow sqlite + artifacts under tmp_path, for tests that exercise tracking."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("LLM_PIPELINE_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
+    return track_into(tmp_path, monkeypatch)
+
+
+def track_into(root, monkeypatch):
+    """Point MLflow (tracking db + artifacts) into `root`; `monkeypatch` undoes it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("LLM_PIPELINE_ARTIFACT_ROOT", str(root / "mlartifacts"))
     monkeypatch.delenv("LLM_PIPELINE_TRACKING", raising=False)
-    return tmp_path
+    return root
 
 
 @pytest.fixture
@@ -78,7 +83,11 @@ def fake_ingest_dir(tmp_path):
     Classification labels are recoverable from the text (a keyword per label), so a tiny
     model can learn them.
     """
-    root = tmp_path / "ingest"
+    return write_fake_ingest(tmp_path / "ingest")
+
+
+def write_fake_ingest(root):
+    """The body of `fake_ingest_dir`, for fixtures of a wider scope."""
     (root / "corpus").mkdir(parents=True)
     for split, n in (("train", 300), ("val", 30), ("test", 30)):
         docs = make_documents(n, seed=len(split) * 7 + n)
@@ -106,6 +115,34 @@ def fake_ingest_dir(tmp_path):
                 "group": [f"d{i}" for i in range(n)],
             }
         ).to_parquet(nsp / f"{split}.parquet")
+    # seq2seq: the target is the input's first three words (learnable), with a column the
+    # template can read, as translation's `lang`
+    echo = root / "tasks" / "echo"
+    echo.mkdir(parents=True)
+    for split, n in (("train", 96), ("val", 16), ("test", 16)):
+        docs = make_documents(n, seed=n + 2, min_words=6, max_words=12)
+        pd.DataFrame(
+            {
+                "input": docs,
+                "target": [" ".join(d.split()[:3]) for d in docs],
+                "lang": [("de", "fr")[i % 2] for i in range(n)],
+                "group": [f"e{i}" for i in range(n)],
+            }
+        ).to_parquet(echo / f"{split}.parquet")
+    # generation: held-out documents cut into prompt -> real continuation; no train rows
+    generation = root / "tasks" / "generation"
+    generation.mkdir(parents=True)
+    for split, n in (("train", 0), ("val", 8), ("test", 8)):
+        docs = make_documents(n, seed=n + 3)
+        words = [d.split() for d in docs]
+        pd.DataFrame(
+            {
+                "prompt": [" ".join(w[:8]) for w in words],
+                "continuation": [" " + " ".join(w[8:]) for w in words],
+                "group": [f"p{i}" for i in range(n)],
+            },
+            columns=["prompt", "continuation", "group"],
+        ).astype(str).to_parquet(generation / f"{split}.parquet")
     (root / "manifest.json").write_text('{"stage": "ingest", "mlflow_run_id": null}')
     return root
 

@@ -12,6 +12,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from llm_pipeline.models.base import FamilyModel
+from llm_pipeline.models.blocks import IGNORE_INDEX as IGNORE
 from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.training.objectives import lengths_to_mask, token_cross_entropy
 
@@ -81,3 +82,85 @@ def generate_continuations(
         new = [t for t in out[0].tolist() if t != eos_id]
         samples.append({"prompt": prompt, "continuation": tokenizer.decode(new)})
     return samples
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths -> ids, mask (B, T), real tokens at the right end (for GPT)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids, mask
+
+
+def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder inputs -> ids, mask (B, S), real tokens first (for T5)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def decode_texts(
+    model,
+    tokenizer: Tokenizer,
+    sources: Sequence[Sequence[int]],
+    style: str,
+    *,
+    pad_id: int,
+    end_id: int,
+    max_new_tokens: int,
+    batch_size: int,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+) -> list[str]:
+    """Decode a text for each encoded source: the encoder input (encoder_decoder) or the prompt
+    (prompted, left-padded so every row continues from its own last token); stops at end_id."""
+    texts: list[str] = []
+    pad = _right_pad if style == "encoder_decoder" else _left_pad
+    for start in range(0, len(sources), batch_size):
+        ids, mask = pad(sources[start : start + batch_size], pad_id)
+        out = model.generate(
+            ids,
+            max_new_tokens,
+            attention_mask=mask,
+            stop_ids=(end_id,),
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+        )  # (b, n): new tokens only, padded with end_id after a stop
+        for row in out.tolist():
+            row = row[: row.index(end_id)] if end_id in row else row
+            texts.append(tokenizer.decode(row).strip())
+    return texts
+
+
+@torch.no_grad()
+def compute_continuation_perplexity(
+    model: FamilyModel, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], batch_size: int
+) -> float:
+    """Perplexity of each real continuation given its prompt, over continuation tokens only.
+
+    A pair longer than the model's context loses tokens from the head of its prompt; keep
+    continuations shorter than the context. Rows are right-padded: causality hides the pads.
+    """
+    block = model.config.max_seq_len
+    total_nll, total_tokens = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        xs, ys = [], []
+        for prompt, continuation in pairs[start : start + batch_size]:
+            full = [*prompt, *continuation]
+            labels = [IGNORE] * len(prompt) + list(continuation)  # the prompt is context, not scored
+            xs.append(torch.tensor(full[:-1][-block:]))
+            ys.append(torch.tensor(labels[1:][-block:]))
+        x = torch.nn.utils.rnn.pad_sequence(xs, batch_first=True, padding_value=0)  # (B, T)
+        y = torch.nn.utils.rnn.pad_sequence(ys, batch_first=True, padding_value=IGNORE)  # (B, T)
+        n = int((y != IGNORE).sum())
+        total_nll += float(token_cross_entropy(model(x).logits, y)) * n
+        total_tokens += n
+    return math.exp(total_nll / max(total_tokens, 1))

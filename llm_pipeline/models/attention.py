@@ -102,6 +102,12 @@ class KVCache:
         self.v = v if self.v is None else torch.cat((self.v, v), dim=2)
         return self.k, self.v
 
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep batch rows `rows` (B',), in that order, repeats allowed: beam search follows each
+        beam back to the row it extends (and first expands each prompt row into its beams)."""
+        if self.k is not None and self.v is not None:
+            self.k, self.v = self.k.index_select(0, rows), self.v.index_select(0, rows)  # (B', nh, S, hs)
+
 
 class Attention(nn.Module):
     """Multi-head self- or cross-attention.

@@ -8,18 +8,18 @@ Shapes: B batch, T time, C n_embd, V vocab size.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import torch
 import torch.nn as nn
 
+from llm_pipeline.models import decoding
 from llm_pipeline.models.attention import KVCache, build_attn_mask, positions_from_mask, rope_angles
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.blocks import Block, BlockConfig, build_norm, init_normal
 from llm_pipeline.models.checks import check_sequence_length
-from llm_pipeline.models.decoding import decode_tokens
+from llm_pipeline.models.decoding import DecodeStep
 from llm_pipeline.models.flops import compute_transformer_flops
 from llm_pipeline.models.output import ModelOutput
 
@@ -207,47 +207,38 @@ class GPT(FamilyModel):
             self.num_parameters(exclude_position_embedding=True), c.n_layer, c.n_embd, input_len, input_tokens
         )
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop_ids: Sequence[int] = (),
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-    ) -> torch.Tensor:
-        """Up to `max_new_tokens` new tokens (B, n) continuing input_ids (B, T); greedy at temperature 0.
+    # one `generate` (greedy, sampling, beam search) serves every family: see decoding.generate.
+    # What is GPT's is decode_step
+    generate = decoding.generate
 
-        A row stops at any of `stop_ids` (see decode_tokens). For prompts of different lengths,
-        left-pad them and pass attention_mask (B, T): positions then count real tokens only, so
-        each row generates what it would alone. Contexts longer than block_size keep the last
-        block_size tokens (the cache is rebuilt when that window slides).
+    @torch.no_grad()
+    def decode_step(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, use_cache: bool = True
+    ) -> DecodeStep:
+        """The decoding state of `generate` for prompts input_ids (B, T).
+
+        For prompts of different lengths, left-pad them and pass attention_mask (B, T): positions
+        then count real tokens only, so each row generates what it would alone. Contexts longer
+        than block_size keep the last block_size tokens (the cache is rebuilt when that window slides).
         """
-        ids = input_ids
-        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(ids.dtype)
+        ids = input_ids  # (N, T): prompt and tokens so far; N = B, or B*k once beam search expands it
+        mask = torch.ones_like(ids) if attention_mask is None else attention_mask.to(ids.dtype)  # (N, T)
         cache: list[KVCache] | None = None
 
         def next_logits(new: torch.Tensor | None) -> torch.Tensor:
             nonlocal ids, mask, cache
-            if new is not None:
+            if new is not None:  # (N, 1)
                 ids, mask = torch.cat((ids, new), dim=1), torch.cat((mask, torch.ones_like(new)), dim=1)
             logits, cache = self._next_logits(ids, mask, cache, use_cache)
-            return logits
+            return logits  # (N, V)
 
-        return decode_tokens(
-            next_logits,
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            stop_ids=stop_ids,
-            generator=generator,
-        )
+        def reorder(rows: torch.Tensor) -> None:
+            nonlocal ids, mask
+            ids, mask = ids[rows], mask[rows]  # the ids too: a sliding window rebuilds the cache from them
+            for layer in cache or ():
+                layer.reorder(rows)
+
+        return DecodeStep(next_logits, reorder)
 
     def _next_logits(
         self, idx: torch.Tensor, mask: torch.Tensor, cache: list[KVCache] | None, use_cache: bool

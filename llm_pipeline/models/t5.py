@@ -10,17 +10,17 @@ Shapes: B batch, S source length, T target length, C n_embd, nh heads, V vocab s
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
+from llm_pipeline.models import decoding
 from llm_pipeline.models.attention import Attention, KVCache, build_attn_mask
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.blocks import IGNORE_INDEX, Block, BlockConfig, RMSNorm
-from llm_pipeline.models.decoding import decode_tokens
+from llm_pipeline.models.decoding import DecodeStep
 from llm_pipeline.models.flops import compute_transformer_flops
 from llm_pipeline.models.output import ModelOutput
 
@@ -237,45 +237,40 @@ class T5(FamilyModel):
         )
         return encoder + decoder
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        *,
-        attention_mask: torch.Tensor | None = None,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop_ids: Sequence[int] = (),
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-    ) -> torch.Tensor:
-        """Up to `max_new_tokens` target tokens (B, n) for input_ids (B, S); greedy at temperature 0.
+    # one `generate` (greedy, sampling, beam search) serves every family: see decoding.generate.
+    # What is T5's is decode_step
+    generate = decoding.generate
 
-        The decoder starts from pad_id (T5's start token); a row stops at any of `stop_ids`
-        (see decode_tokens). The encoder runs once; with the cache each step feeds only the newest token.
+    @torch.no_grad()
+    def decode_step(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, use_cache: bool = True
+    ) -> DecodeStep:
+        """The decoding state of `generate` for encoder inputs input_ids, attention_mask (B, S).
+
+        The encoder runs once, here; the decoder starts from pad_id (T5's start token) and, with
+        the cache, each step feeds it only the newest token.
         """
-        memory = self.encode(input_ids, attention_mask)  # (B, S, C), once
-        decoded = torch.full_like(input_ids[:, :1], self.config.pad_id)  # (B, 1): the start token
+        memory = self.encode(input_ids, attention_mask)  # (N, S, C); N = B, or B*k once beam search expands it
+        memory_mask = attention_mask  # (N, S) or None
+        decoded = torch.full_like(input_ids[:, :1], self.config.pad_id)  # (N, t): start token, tokens so far
         cache = self.new_cache() if use_cache else None
 
         def next_logits(new: torch.Tensor | None) -> torch.Tensor:
             nonlocal decoded
-            if new is not None:
+            if new is not None:  # (N, 1)
                 decoded = torch.cat((decoded, new), dim=1)
             step = decoded[:, -1:] if cache is not None else decoded  # cached: only the newest token runs
-            return self.decode(step, memory, attention_mask, cache)[:, -1]  # (B, V)
+            return self.decode(step, memory, memory_mask, cache)[:, -1]  # (N, V)
 
-        return decode_tokens(
-            next_logits,
-            max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            stop_ids=stop_ids,
-            generator=generator,
-        )
+        def reorder(rows: torch.Tensor) -> None:
+            nonlocal memory, memory_mask, decoded
+            memory, decoded = memory[rows], decoded[rows]
+            memory_mask = None if memory_mask is None else memory_mask[rows]
+            for self_cache, cross_cache in cache or ():  # cross: the encoder keys/values, once per row
+                self_cache.reorder(rows)
+                cross_cache.reorder(rows)
+
+        return DecodeStep(next_logits, reorder)
 
 
 def _count(module: nn.Module) -> int:

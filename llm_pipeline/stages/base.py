@@ -16,7 +16,7 @@ from llm_pipeline import tracking
 from llm_pipeline.config import StageConfig
 from llm_pipeline.io import write_json
 
-STAGES = ("ingest", "tokenize", "pretrain", "finetune", "evaluate")
+STAGES = ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "report")
 REPORTS_DIR = Path("reports")
 
 
@@ -39,8 +39,8 @@ def config_class(stage: str) -> type[StageConfig]:
 
 def run_name(stage: str, cfg: StageConfig) -> str:
     """MLflow run name and report file stem: the stage, plus the item of a per-item stage
-    (finetune's task, tokenize's `only` tokenizer, pretrain's family) -- dvc.yaml's `<stage>@<item>` reports."""
-    item = getattr(cfg, "task", None) or getattr(cfg, "only", None) or getattr(cfg, "family", None)
+    (finetune's run, tokenize's `only` tokenizer, pretrain's family) -- dvc.yaml's `<stage>@<item>` reports."""
+    item = getattr(cfg, "run", None) or getattr(cfg, "only", None) or getattr(cfg, "family", None)
     return f"{stage}-{item}" if item else stage
 
 

@@ -1,49 +1,49 @@
-"""evaluate: every model next to the baseline it must beat.
+"""evaluate: every model on the test split, next to the baselines that give its number a meaning.
 
-- language model: test-split perplexity vs an add-one unigram model fitted on train tokens
-- each fine-tuned classifier: test accuracy and macro-F1 vs always predicting the majority label
-- every pretrained family listed in `families`: its final validation metrics, read from the
-  pretrain manifest (e.g. loss/ppl; MLM and NSP accuracy; span-corruption loss)
+- pretraining: each pretrained family on its own objective's test metrics (GPT perplexity vs
+  unigram/bigram; BERT NSP vs word overlap, MLM; T5 span corruption vs sentinels + most
+  frequent token): evaluation/pretraining.py
+- downstream: each run of the finetune matrix on its task's test split with the task's metric
+  suite (params `tasks`) beside its baselines: evaluation/downstream.py
 - a few sampled continuations of fixed prompts, to read
 
-Writes reports/evaluate.json (through the stage runner); metric keys eval/<task>/<metric>.
+Writes reports/evaluate.json (through the stage runner): metric keys eval/<task>/<system>/<metric>,
+plus the scores, verdicts and decoded examples the report stage renders.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, cast
 
 import numpy as np
 import torch
+import yaml
 from pydantic import AfterValidator, Field
-from torch.utils.data import DataLoader
 
-from llm_pipeline.checkpoints import check_tokenizer, load_classifier, load_pretrained
+from llm_pipeline.checkpoints import check_tokenizer, load_pretrained
 from llm_pipeline.config import StageConfig
-from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
-from llm_pipeline.data.tasks.loading import load_task_split
+from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.tokenization.shards import load_shard
 from llm_pipeline.data.tokenization.tokenizer import eot_id, load_tokenizer
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.evaluation.harness import (
-    TextGenerator,
-    compute_lm_perplexity,
-    generate_continuations,
-    predict_classes,
+from llm_pipeline.evaluation.downstream import (
+    DecodingConfig,
+    FinetunedRun,
+    GenerationConfig,
+    load_run,
+    score_classification,
+    score_generation,
+    score_seq2seq,
 )
-from llm_pipeline.evaluation.metrics import (
-    compute_accuracy,
-    compute_macro_f1,
-    compute_majority_baseline,
-    compute_unigram_perplexity,
-)
+from llm_pipeline.evaluation.harness import TextGenerator, generate_continuations
+from llm_pipeline.evaluation.pretraining import first_batches, score_lm, score_mlm_nsp, score_span_corruption
+from llm_pipeline.evaluation.scoreboard import Scoreboard
+from llm_pipeline.evaluation.suites import TaskSuite
 from llm_pipeline.io import read_manifest
-from llm_pipeline.registry import FAMILIES
+from llm_pipeline.registry import FAMILIES, get_family
 from llm_pipeline.stages.base import StageResult
-from llm_pipeline.training.objectives import CausalLM
+from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP, SpanCorruption
 
 
 def _non_blank(prompt: str) -> str:
@@ -53,7 +53,7 @@ def _non_blank(prompt: str) -> str:
 
 
 class SamplingConfig(StageConfig):
-    """Sampled continuations of fixed prompts, to read beside the numbers."""
+    """Sampled continuations of fixed prompts by the pretrained causal LM, to read beside the numbers."""
 
     prompts: list[Annotated[str, AfterValidator(_non_blank)]] = Field(
         default_factory=lambda: ["In the beginning", "This package provides"]
@@ -65,167 +65,156 @@ class SamplingConfig(StageConfig):
 
 
 class EvaluateConfig(StageConfig):
-    tokenize_dir: str = "data/tokenize/bpe"
-    pretrained: str  # a causal LM's model.pt: test perplexity and samples
     tasks_dir: str = "data/ingest/tasks"
-    finetune_root: str = "data/finetune"
-    tasks: list[str] = Field(default_factory=lambda: ["classification"])
+    tokenize_root: str = "data/tokenize"  # the pretrained families' test shards
     pretrain_root: str = "data/pretrain"
-    families: list[str] = Field(default_factory=lambda: list(FAMILIES))  # val metrics of each pretrain
+    finetune_root: str = "data/finetune"
+    finetune_params: str = "params/finetune.yaml"  # the runs scored: its `runs` keys...
+    runs: list[str] | None = None  # ...unless listed here
+    families: list[str] = Field(default_factory=lambda: list(FAMILIES))  # pretrained families scored
     batch_size: int = Field(32, gt=0)
-    max_test_tokens: int | None = Field(None, gt=0, description="cap on test tokens scored (CPU time)")
-    generation: SamplingConfig = Field(default_factory=SamplingConfig)
+    max_test_tokens: int | None = Field(None, gt=0, description="cap on LM test tokens scored (CPU time)")
+    max_test_batches: int | None = Field(None, gt=0, description="cap on BERT/T5 pretraining test batches")
+    max_examples: int | None = Field(300, gt=0, description="test examples decoded per seq2seq/generation task")
+    examples_per_task: int = Field(3, ge=0, description="decoded examples kept for the report, per run")
+    seed: int = 0  # which test examples are decoded
+    decoding: DecodingConfig = Field(default_factory=DecodingConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    tasks: dict[str, TaskSuite] = Field(default_factory=dict)  # seq2seq metric suites; unlisted: the default
+    samples: SamplingConfig = Field(default_factory=SamplingConfig)
 
 
-def load_test_tokens(cfg: EvaluateConfig, model, shards: dict) -> np.ndarray:
-    """The test tokens to score (capped at max_test_tokens); at least one window of the model."""
-    path = Path(cfg.tokenize_dir) / "test.bin"
-    test: np.ndarray = load_shard(path, shards["dtype"])
+def run_names(cfg: EvaluateConfig) -> list[str]:
+    if cfg.runs is not None:
+        return cfg.runs
+    path = Path(cfg.finetune_params)
+    if not path.is_file():
+        raise PipelineError(f"{path}: finetune params not found; set finetune_params or list `runs`")
+    return list((yaml.safe_load(path.read_text()) or {}).get("runs") or {})
+
+
+def load_runs(cfg: EvaluateConfig) -> list[FinetunedRun]:
+    runs = []
+    for name in run_names(cfg):
+        folder = Path(cfg.finetune_root) / name
+        if not (folder / "model.pt").is_file():
+            raise PipelineError(f"{folder}: no fine-tuned model for run {name!r} (run `dvc repro finetune@{name}`)")
+        runs.append(load_run(folder))
+    return runs
+
+
+def score_downstream(cfg: EvaluateConfig, board: Scoreboard, runs: list[FinetunedRun]) -> None:
+    for run in runs:
+        if run.kind == "classification":
+            score_classification(board, run, cfg.tasks_dir, cfg.batch_size)
+        elif run.kind == "seq2seq":
+            suite = cfg.tasks.get(run.task, TaskSuite())
+            score_seq2seq(
+                board, run, cfg.tasks_dir, suite, cfg.decoding, cfg.max_examples, cfg.seed, cfg.examples_per_task
+            )
+        else:
+            shards = pretrain_shards(cfg, run.family)
+            train = load_shard(shards.folder / "train.bin", shards.manifest["dtype"])
+            check_tokenizer(shards.tokenizer_path, run.manifest["tokenizer_sha256"], f"the model {run.folder}")
+            score_generation(
+                board,
+                run,
+                cfg.tasks_dir,
+                cfg.generation,
+                train,
+                shards.manifest["vocab_size"],
+                cfg.max_examples,
+                cfg.batch_size,
+            )
+
+
+def pretrain_shards(cfg: EvaluateConfig, family: str, held_out: str = "test") -> TokenizedCorpus:
+    """The token shards a family pretrained on (named in its pretrain manifest)."""
+    manifest = read_manifest(Path(cfg.pretrain_root) / family)
+    folder = Path(cfg.tokenize_root) / manifest["tokenizer"]
+    tokenizer = load_tokenizer(folder / "tokenizer.json")
+    return TokenizedCorpus(folder, read_manifest(folder), tokenizer, Path(cfg.tasks_dir), held_out=held_out)
+
+
+def score_pretrained(cfg: EvaluateConfig, board: Scoreboard, family: str):
+    """One pretrained family on the test split of its own objective; returns the model."""
+    spec = get_family(family)
+    folder = Path(cfg.pretrain_root) / family
+    model, meta = load_pretrained(folder / "model.pt", family=family)
+    manifest = read_manifest(folder)
+    corpus = pretrain_shards(cfg, family)
+    check_tokenizer(corpus.tokenizer_path, meta["tokenizer_sha256"], f"the model {folder}")
+    dtype = corpus.manifest["dtype"]
+    train = load_shard(corpus.shard("train"), dtype)
+    objective = spec.objective()
+    if isinstance(objective, CausalLM):
+        test = load_test_tokens(corpus.shard("test"), dtype, model.config.max_seq_len, cfg.max_test_tokens)
+        score_lm(board, family, model, test, train, corpus.manifest["vocab_size"], cfg.batch_size)
+        return model
+    data = PretrainDataConfig(**manifest.get("data", {})).model_copy(update={"batch_size": cfg.batch_size})
+    seq_len = int(manifest["counts"]["seq_len"])
+    _, test_loader = spec.build_loaders(corpus, data, seq_len)
+    batches = first_batches(test_loader, cfg.max_test_batches)
+    if isinstance(objective, MaskedLMWithNSP):
+        score_mlm_nsp(board, family, model, objective, batches, cfg.tasks_dir)
+    elif isinstance(objective, SpanCorruption):
+        tokens = corpus.tokenizer.get_vocab()
+        specials = tuple(tokens[t] for t in corpus.manifest.get("special_tokens", {}).values() if t in tokens)
+        names = (f"<extra_id_{i}>" for i in range(corpus.manifest.get("extra_ids", 0)))
+        sentinels = tuple(tokens[t] for t in names if t in tokens)
+        score_span_corruption(board, family, model, objective, batches, train, sentinels, specials)
+    return model
+
+
+def load_test_tokens(path: Path, dtype: str, block: int, cap: int | None) -> np.ndarray:
+    """The test tokens to score (capped); at least one window of the model."""
+    test: np.ndarray = load_shard(path, dtype)
     whole = len(test)
-    if cfg.max_test_tokens:
-        test = test[: cfg.max_test_tokens]
-    block = model.config.max_seq_len
+    if cap:
+        test = test[:cap]
     if len(test) < block + 1:
         if len(test) < whole:
             raise PipelineError(
-                f"{path}: max_test_tokens={cfg.max_test_tokens} keeps fewer tokens than one window of the model "
+                f"{path}: max_test_tokens={cap} keeps fewer tokens than one window of the model "
                 f"({block + 1} = max_seq_len {block} + 1); set max_test_tokens to at least {block + 1} (or null)"
             )
         raise PipelineError(
             f"{path}: the test split has {whole} tokens, fewer than one window of the model "
-            f"({block + 1} = max_seq_len {block} + 1); max_test_tokens cannot help, "
-            "the test split is too small"
+            f"({block + 1} = max_seq_len {block} + 1); max_test_tokens cannot help, the test split is too small"
         )
     return test
 
 
-def evaluate_lm(cfg: EvaluateConfig, model, shards: dict, test: np.ndarray | None = None) -> dict[str, float]:
-    if test is None:
-        test = load_test_tokens(cfg, model, shards)
-    ppl, targets = compute_lm_perplexity(model, test, cfg.batch_size)
-    train = load_shard(Path(cfg.tokenize_dir) / "train.bin", shards["dtype"])
-    unigram = compute_unigram_perplexity(train, targets, shards["vocab_size"])
-    return {
-        "eval/lm/ppl": ppl,
-        "eval/lm/unigram_ppl": unigram,
-        "eval/lm/ppl_vs_unigram": ppl / unigram,
-        "eval/lm/test_tokens": len(targets),
-    }
-
-
-@dataclass
-class PreparedClassifier:
-    """One fine-tuned classifier and its encoded test split, checked before any scoring runs."""
-
-    task: str
-    model: Any
-    labels: list[str]
-    test_set: Any
-    unknown: int
-    train_labels: list[str]
-
-
-def _show(values, limit: int = 8) -> str:
-    values = sorted(map(str, values))
-    return ", ".join(values[:limit]) + (f", ... ({len(values)} in all)" if len(values) > limit else "")
-
-
-def prepare_classifier(cfg: EvaluateConfig, task: str, tokenizer) -> PreparedClassifier:
-    model_path = Path(cfg.finetune_root) / task / "model.pt"
-    model, meta = load_classifier(model_path)
-    check_tokenizer(Path(cfg.tokenize_dir) / "tokenizer.json", meta["tokenizer_sha256"], str(model_path))
-    labels = meta["labels"]
-    test_df = load_task_split(cfg.tasks_dir, task, "test", ("text", "label"))
-    train_df = load_task_split(cfg.tasks_dir, task, "train", ("text", "label"))
-    test_set, unknown = build_classification_dataset(tokenizer, test_df, labels, meta["max_len"])
-    if len(test_set) == 0:
-        test_path = Path(cfg.tasks_dir) / task / "test.parquet"
-        raise PipelineError(
-            f"{test_path}: none of its {len(test_df)} examples has a label the model {model_path} "
-            f"was trained on (test labels: {_show(set(test_df['label']))}; model labels: "
-            f"{_show(labels)}); re-run ingest and finetune so both see the same labels"
-        )
-    return PreparedClassifier(task, model, labels, test_set, unknown, train_df["label"].tolist())
-
-
-def score_classifier(cfg: EvaluateConfig, prepared: PreparedClassifier, tokenizer) -> dict[str, float]:
-    task, labels = prepared.task, prepared.labels
-    loader = DataLoader(
-        prepared.test_set,
-        batch_size=cfg.batch_size,
-        collate_fn=functools.partial(collate_classification, pad_id=eot_id(tokenizer)),
-    )
-    preds, gold = predict_classes(prepared.model, loader)
-    unknown = prepared.unknown
-    index = {label: i for i, label in enumerate(labels)}
-    baseline = compute_majority_baseline([index[x] for x in prepared.train_labels if x in index], gold, len(labels))
-    prefix = f"eval/{task}"
-    return {
-        f"{prefix}/accuracy": compute_accuracy(preds, gold),
-        f"{prefix}/macro_f1": compute_macro_f1(preds, gold, len(labels)),
-        f"{prefix}/majority_accuracy": baseline["accuracy"],
-        f"{prefix}/majority_macro_f1": baseline["macro_f1"],
-        f"{prefix}/test_examples": len(gold),
-        f"{prefix}/unknown_label_examples": unknown,
-    }
-
-
-def evaluate_classifier(cfg: EvaluateConfig, task: str, tokenizer) -> dict[str, float]:
-    return score_classifier(cfg, prepare_classifier(cfg, task, tokenizer), tokenizer)
-
-
-def check_prompts(gen: SamplingConfig, tokenizer) -> None:
-    for i, prompt in enumerate(gen.prompts):
+def check_prompts(samples: SamplingConfig, tokenizer) -> None:
+    for i, prompt in enumerate(samples.prompts):
         if not tokenizer.encode(prompt, add_special_tokens=False).ids:
-            raise PipelineError(
-                f"generation.prompts.{i}: {prompt!r} tokenizes to nothing; give text the tokenizer knows"
-            )
-
-
-def collect_family_metrics(cfg: EvaluateConfig) -> dict[str, float]:
-    """eval/<family>/val_<metric> from each family's pretrain manifest (its last full validation)."""
-    metrics = {}
-    for family in cfg.families:
-        counts = read_manifest(Path(cfg.pretrain_root) / family)["counts"]
-        for key, value in counts.items():
-            if key.startswith("val/"):
-                metrics[f"eval/{family}/val_{key.removeprefix('val/')}"] = value
-    return metrics
+            raise PipelineError(f"samples.prompts.{i}: {prompt!r} tokenizes to nothing; give text the tokenizer knows")
 
 
 def run(cfg: EvaluateConfig, tracker) -> StageResult:
-    torch.manual_seed(cfg.generation.seed)
-    shards = read_manifest(cfg.tokenize_dir)
-    tokenizer_path = Path(cfg.tokenize_dir) / "tokenizer.json"
-    model, meta = load_pretrained(cfg.pretrained)
-    if FAMILIES[meta["family"]].objective is not CausalLM:
-        raise PipelineError(
-            f"{cfg.pretrained}: a {meta['family']} model; evaluate's `pretrained` must be a causal "
-            f"LM ({', '.join(n for n, s in FAMILIES.items() if s.objective is CausalLM)}) "
-            "for test perplexity and samples"
-        )
-    check_tokenizer(tokenizer_path, meta["tokenizer_sha256"], f"the model {cfg.pretrained}")
-    check_tokenizer(tokenizer_path, shards["tokenizer_sha256"], f"the token shards in {cfg.tokenize_dir}")
-    tokenizer = load_tokenizer(tokenizer_path)
+    torch.manual_seed(cfg.seed)
+    for family in cfg.families:
+        get_family(family)
+    # every input is loaded and checked before any scoring: a missing run fails in seconds
+    runs = load_runs(cfg)
+    causal_families = [f for f in cfg.families if isinstance(get_family(f).objective(), CausalLM)]
+    if causal_families:
+        check_prompts(cfg.samples, pretrain_shards(cfg, causal_families[0]).tokenizer)
+    board = Scoreboard()
+    causal: list[tuple[str, Any]] = []
+    for family in cfg.families:
+        model = score_pretrained(cfg, board, family)
+        if isinstance(get_family(family).objective(), CausalLM):
+            causal.append((family, model))
+    score_downstream(cfg, board, runs)
 
-    # every input is checked before any scoring: a bad classifier split fails in seconds, not after perplexity
-    check_prompts(cfg.generation, tokenizer)
-    test = load_test_tokens(cfg, model, shards)
-    classifiers = [prepare_classifier(cfg, task, tokenizer) for task in cfg.tasks]
-    family_metrics = collect_family_metrics(cfg)
-
-    metrics = evaluate_lm(cfg, model, shards, test) | family_metrics
-    for prepared in classifiers:
-        metrics |= score_classifier(cfg, prepared, tokenizer)
-    gen = cfg.generation
-    samples = generate_continuations(
-        cast(TextGenerator, model),  # a causal LM (checked above), and those generate
-        tokenizer,
-        gen.prompts,
-        gen.max_new_tokens,
-        gen.temperature,
-        gen.top_k,
-        eot_id(tokenizer),
-        gen.seed,
-    )
-    return StageResult(metrics=metrics, report={"generations": samples})
+    report: dict[str, Any] = board.to_report()
+    if causal:
+        family, model = causal[0]
+        tokenizer = pretrain_shards(cfg, family).tokenizer
+        s = cfg.samples
+        report["generations"] = generate_continuations(
+            cast(TextGenerator, model), tokenizer, s.prompts, s.max_new_tokens, s.temperature, s.top_k,
+            eot_id(tokenizer), s.seed,
+        )  # fmt: skip
+    return StageResult(metrics=board.metrics(), report=report)

@@ -1,8 +1,15 @@
-"""finetune: start from a pretrained model of any family, add a task head, train on a downstream task.
+"""finetune: one (task, family) run of the matrix in params/finetune.yaml, from that family's pretrained model.
 
-One run per task (`--set task=classification`); dvc.yaml fans out over `tasks`.
-Inputs : <tasks_dir>/<task>/{train,val}.parquet, the `pretrained` model file, its `tokenizer`
-Outputs: <output_root>/<task>/model.pt + manifest.json; registered as <register_prefix><task>
+One run per key under `runs` (`--set run=summarization-t5`); dvc.yaml fans out over them, each
+stage tracking only its own block, so adding a run retrains nothing else.
+Inputs : <tasks_dir>/<task>/{train,val}.parquet; <pretrain_root>/<family>/{model.pt, tokenizer.json, manifest.json}
+Outputs: <output_root>/<run>/model.pt (+ adapter.safetensors for LoRA) + tokenizer.json + manifest.json;
+         reports/plots/finetune-<run>_loss.tsv; registered as <register_prefix><task>-<family>
+
+The task's kind follows from its columns (data/tasks/loading.TASK_KINDS):
+- classification: a linear head over the backbone's sequence vector (BERT [CLS], GPT last token);
+- seq2seq: the family writes the target (registry `seq2seq_style`: T5 text-to-text, GPT prompted);
+- generation: no train split; `method: none` registers the pretrained causal LM as the task's model.
 The loss is the task's objective, run by the same TrainingModule and Trainer as pretraining.
 """
 
@@ -12,104 +19,279 @@ import functools
 import logging
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import lightning as L
-from pydantic import Field
+import torch.nn as nn
+from pydantic import Field, field_validator
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from llm_pipeline.checkpoints import check_tokenizer, load_pretrained, save_classifier
-from llm_pipeline.config import StageConfig
+from llm_pipeline import tracking
+from llm_pipeline.checkpoints import check_tokenizer, load_pretrained, save_classifier, save_pretrained
+from llm_pipeline.config import StageConfig, check_folder_names
 from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
-from llm_pipeline.data.tasks.loading import load_task_split
-from llm_pipeline.data.tokenization.tokenizer import eot_id, load_tokenizer
+from llm_pipeline.data.loaders.seq2seq import Seq2SeqFormat, build_seq2seq_loader, encode_pairs
+from llm_pipeline.data.tasks.loading import load_task_split, task_kind
+from llm_pipeline.data.tokenization.tokenizer import end_id, load_tokenizer, pad_id
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json
+from llm_pipeline.io import (
+    MANIFEST_NAME,
+    atomic_path,
+    build_manifest,
+    describe_inputs,
+    read_manifest,
+    write_json,
+    write_text,
+)
+from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.classifier import SequenceClassifier
+from llm_pipeline.registry import FamilySpec, get_family
 from llm_pipeline.stages.base import StageResult
+from llm_pipeline.training.callbacks import LossCurveWriter
+from llm_pipeline.training.lora import LoraConfig, apply_lora, count_parameters, lora_state_dict, merge_lora
 from llm_pipeline.training.module import TrainingModule
-from llm_pipeline.training.objectives import SequenceClassification
+from llm_pipeline.training.objectives import CausalLM, Objective, SequenceClassification, SpanCorruption
 from llm_pipeline.training.optim import OptimConfig
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 log = logging.getLogger(__name__)
-SUPPORTED_TASKS = ("classification",)
+Method = Literal["full", "lora", "none"]
+
+
+class FinetuneRun(StageConfig):
+    """One cell of the task x family matrix; each has its own block in params."""
+
+    task: str  # a folder under tasks_dir (built-in or tasks.local)
+    family: str  # a registered family; starts from <pretrain_root>/<family>/
+    method: Method = "full"  # full: every weight trains; lora: adapters only; none: no training (generation)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    batch_size: int = Field(32, gt=0)
+    max_len: int = Field(96, gt=0, description="classification: tokens kept from the head of each text")
+    head_dropout: float = Field(0.1, ge=0, lt=1)
+    format: Seq2SeqFormat = Field(default_factory=Seq2SeqFormat)  # seq2seq: templates and token budgets
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    register_as: str | None = None  # default <register_prefix><task>-<family>
+
+    @field_validator("family")
+    @classmethod
+    def _registered(cls, family: str) -> str:
+        get_family(family)  # one line naming the known families
+        return family
 
 
 class FinetuneConfig(StageConfig):
-    tasks: list[str] = Field(default_factory=lambda: ["classification"])  # dvc.yaml fans out over these
-    task: str | None = None  # the one this run trains
+    runs: dict[str, FinetuneRun]  # dvc.yaml runs finetune@<name> for every key
+    run: str | None = None  # the one this invocation trains
     tasks_dir: str = "data/ingest/tasks"
-    pretrained: str  # a pretrain stage's model.pt (any family)
-    tokenizer: str  # the tokenizer.json that model was trained with
-    output_root: str = "data/finetune"  # writes <output_root>/<task>/
-    max_len: int = Field(128, gt=0, description="tokens kept from the head of each text")
-    batch_size: int = Field(32, gt=0)
-    head_dropout: float = Field(0.1, ge=0, lt=1)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
-    register_prefix: str = "llm-pipeline-"  # registered as <prefix><task>
+    pretrain_root: str = "data/pretrain"  # <pretrain_root>/<family>/ holds model.pt + tokenizer.json
+    output_root: str = "data/finetune"  # writes <output_root>/<run>/
+    plots_dir: str = "reports/plots"
+    register_prefix: str = "llm-pipeline-"
+
+    @field_validator("runs")
+    @classmethod
+    def _folder_names(cls, runs: dict[str, FinetuneRun]) -> dict[str, FinetuneRun]:
+        check_folder_names(runs)
+        return runs
 
 
-def run(cfg: FinetuneConfig, tracker) -> StageResult:
-    task = cfg.task
-    if task is None:
-        raise PipelineError("finetune: no task given; use --set task=<name> (one of params 'tasks')")
-    if task not in SUPPORTED_TASKS:
-        raise PipelineError(f"finetune: task {task!r} is not supported yet (supported: {SUPPORTED_TASKS})")
-    L.seed_everything(cfg.trainer.seed, workers=True)  # before the head is built: its init draws from it
-    backbone, lm_meta = load_pretrained(cfg.pretrained)
-    tokenizer_sha = check_tokenizer(cfg.tokenizer, lm_meta["tokenizer_sha256"], f"the model {cfg.pretrained}")
-    tokenizer = load_tokenizer(cfg.tokenizer)
+@dataclass
+class TaskSetup:
+    """What training one run needs, built and checked before any training starts."""
 
-    train_df = load_task_split(cfg.tasks_dir, task, "train", ("text", "label"))
-    val_df = load_task_split(cfg.tasks_dir, task, "val", ("text", "label"))
+    model: FamilyModel | SequenceClassifier
+    objective: Objective
+    train_loader: DataLoader
+    val_loader: DataLoader
+    trainable: tuple[str, ...] = ()  # parameters LoRA keeps trainable (a new head)
+    meta: dict[str, Any] = field(default_factory=dict)  # what evaluate needs to use the model
+    counts: dict[str, float] = field(default_factory=dict)
+
+
+def select_run(cfg: FinetuneConfig) -> tuple[str, FinetuneRun]:
+    if cfg.run is None:
+        raise PipelineError(f"finetune: no run given; use --set run=<one of {', '.join(cfg.runs)}>")
+    if cfg.run not in cfg.runs:
+        raise PipelineError(f"finetune: run {cfg.run!r} has no block under 'runs' (configured: {', '.join(cfg.runs)})")
+    return cfg.run, cfg.runs[cfg.run]
+
+
+def check_pairing(name: str, spec: FinetuneRun, family: FamilySpec, kind: str) -> None:
+    """Refuse, in one line, a family that cannot serve the task's kind or a method that cannot train it."""
+    where = f"runs.{name}"
+    if kind not in family.task_kinds:
+        raise PipelineError(
+            f"{where}: task {spec.task!r} is a {kind} task and {family.name} cannot serve it "
+            f"({family.name} serves: {', '.join(family.task_kinds)})"
+        )
+    if kind == "generation" and spec.method != "none":
+        raise PipelineError(
+            f"{where}: task {spec.task!r} is a generation task with no train split; use method: none "
+            "(the pretrained causal LM is its model)"
+        )
+    if kind != "generation" and spec.method == "none":
+        raise PipelineError(f"{where}: method none trains nothing; use full or lora for a {kind} task")
+
+
+def build_classification(spec: FinetuneRun, cfg: FinetuneConfig, backbone, tokenizer) -> TaskSetup:
+    train_df = load_task_split(cfg.tasks_dir, spec.task, "train", ("text", "label"))
+    val_df = load_task_split(cfg.tasks_dir, spec.task, "val", ("text", "label"))
     labels = sorted(train_df["label"].unique())
-    max_len = min(cfg.max_len, backbone.config.max_seq_len or cfg.max_len)
+    max_len = min(spec.max_len, backbone.config.max_seq_len or spec.max_len)
     train_set, _ = build_classification_dataset(tokenizer, train_df, labels, max_len)
     val_set, val_unknown = build_classification_dataset(tokenizer, val_df, labels, max_len)
-    collate = functools.partial(collate_classification, pad_id=eot_id(tokenizer))
-    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate)
-    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, collate_fn=collate)
-
-    optim = cfg.optim.for_run(cfg.trainer.max_steps)
-    classifier = SequenceClassifier(backbone.train(), len(labels), cfg.head_dropout)
-    module = TrainingModule(classifier, SequenceClassification(), optim)
-
-    out = Path(cfg.output_root) / task
-    logger = tracker.lightning_logger()
-    started = time.perf_counter()
-    with atomic_path(out) as tmp:
-        trainer = build_trainer(cfg.trainer, tmp, loggers=[logger] if logger else [])
-        trainer.fit(module, train_loader, val_loader)
-        model = classifier.cpu().eval()
-        save_classifier(tmp / "model.pt", model, labels, max_len, tokenizer_sha)
-        metrics = {
-            "val/loss": float(trainer.callback_metrics["val/loss"]),
-            "val/acc": float(trainer.callback_metrics["val/acc"]),
-            "steps": trainer.global_step,
+    collate = functools.partial(collate_classification, pad_id=pad_id(tokenizer))
+    return TaskSetup(
+        SequenceClassifier(backbone, len(labels), spec.head_dropout),
+        SequenceClassification(),
+        DataLoader(train_set, batch_size=spec.batch_size, shuffle=True, collate_fn=collate),
+        DataLoader(val_set, batch_size=spec.batch_size, collate_fn=collate),
+        trainable=("head",),
+        meta={"labels": labels, "max_len": max_len},
+        counts={
             "train_examples": len(train_set),
             "val_examples": len(val_set),
             "val_unknown_label_examples": val_unknown,
             "num_labels": len(labels),
-            "train_seconds": time.perf_counter() - started,
-        }
-        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # model.pt is the output; keep the out small
+        },
+    )
+
+
+def build_seq2seq(spec: FinetuneRun, cfg: FinetuneConfig, model, tokenizer, family: FamilySpec) -> TaskSetup:
+    style = family.seq2seq_style
+    assert style is not None  # check_pairing: only writers get here
+    fmt = spec.format
+    block = model.config.max_seq_len
+    if style == "prompted" and block and fmt.max_source_len + fmt.max_target_len > block:
+        raise PipelineError(
+            f"runs.{cfg.run}.format: max_source_len {fmt.max_source_len} + max_target_len {fmt.max_target_len} "
+            f"exceed the {family.name} model's context of {block} tokens"
+        )
+    columns = ("input", "target", *[c for c in fmt.columns() if c not in ("input", "target")])
+    frames = {s: load_task_split(cfg.tasks_dir, spec.task, s, columns) for s in ("train", "val")}
+    stop = end_id(tokenizer)
+    pairs = {
+        s: encode_pairs(tokenizer, f, fmt, style, stop, str(Path(cfg.tasks_dir) / spec.task / f"{s}.parquet"))
+        for s, f in frames.items()
+    }
+    pad = pad_id(tokenizer)
+    return TaskSetup(
+        model,
+        SpanCorruption() if style == "encoder_decoder" else CausalLM(),  # T5's text-to-text loss / target-only LM loss
+        build_seq2seq_loader(pairs["train"], style, pad, spec.batch_size, shuffle=True),
+        build_seq2seq_loader(pairs["val"], style, pad, spec.batch_size, shuffle=False),
+        meta={"style": style, "format": fmt.model_dump(), "end_id": stop, "pad_id": pad},
+        counts={"train_examples": len(pairs["train"]), "val_examples": len(pairs["val"])},
+    )
+
+
+def run(cfg: FinetuneConfig, tracker) -> StageResult:
+    name, spec = select_run(cfg)
+    family = get_family(spec.family)
+    kind = task_kind(cfg.tasks_dir, spec.task)
+    check_pairing(name, spec, family, kind)
+    pretrained_dir = Path(cfg.pretrain_root) / spec.family
+    pretrain_manifest = read_manifest(pretrained_dir)
+    L.seed_everything(spec.trainer.seed, workers=True)  # before a head is built: its init draws from it
+    backbone, lm_meta = load_pretrained(pretrained_dir / "model.pt", family=spec.family)
+    tokenizer_path = pretrained_dir / "tokenizer.json"
+    tokenizer_sha = check_tokenizer(tokenizer_path, lm_meta["tokenizer_sha256"], f"the model {pretrained_dir}")
+    tokenizer = load_tokenizer(tokenizer_path)
+
+    out = Path(cfg.output_root) / name
+    plots = Path(cfg.plots_dir) / f"finetune-{name}_loss.tsv"
+    started = time.perf_counter()
+    metrics: dict[str, float] = {}
+    meta: dict[str, Any] = {}
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        if kind == "generation":
+            model: nn.Module = backbone
+            write_text(plots, "step\ttrain_loss\n")  # nothing trained: an empty curve, so dvc finds its plot
+        else:
+            setup = (
+                build_classification(spec, cfg, backbone.train(), tokenizer)
+                if kind == "classification"
+                else build_seq2seq(spec, cfg, backbone.train(), tokenizer, family)
+            )
+            if spec.method == "lora":
+                apply_lora(setup.model, spec.lora, trainable=setup.trainable)
+            metrics |= {f"params/{k}": float(v) for k, v in count_parameters(setup.model).items()}
+            module = TrainingModule(setup.model, setup.objective, spec.optim.for_run(spec.trainer.max_steps))
+            logger = tracker.lightning_logger()
+            trainer = build_trainer(
+                spec.trainer, tmp, loggers=[logger] if logger else [], callbacks=[LossCurveWriter(plots)]
+            )
+            trainer.fit(module, setup.train_loader, setup.val_loader)
+            if spec.method == "lora":
+                save_file(lora_state_dict(setup.model), str(tmp / "adapter.safetensors"))
+                merge_lora(setup.model)  # the saved model is a plain one of our classes
+            model = setup.model.cpu().eval()
+            meta = setup.meta
+            metrics |= setup.counts | {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            metrics["steps"] = trainer.global_step
+            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # model.pt is the output; keep it small
+        if isinstance(model, SequenceClassifier):
+            save_classifier(tmp / "model.pt", model, meta["labels"], meta["max_len"], tokenizer_sha)
+        else:
+            save_pretrained(tmp / "model.pt", model, tokenizer_sha)  # type: ignore[arg-type]  # a family model
+        shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")  # the run folder is self-contained
+        metrics["train_seconds"] = time.perf_counter() - started
+        lineage = tracking.model_version_of_run(pretrain_manifest.get("mlflow_run_id"))
         write_json(
             tmp / MANIFEST_NAME,
             build_manifest(
-                f"finetune-{task}",
-                inputs=describe_inputs([Path(cfg.tasks_dir) / task, cfg.pretrained, cfg.tokenizer]),
-                outputs={"model": "model.pt"},
+                f"finetune-{name}",
+                inputs=describe_inputs([Path(cfg.tasks_dir) / spec.task, pretrained_dir / "model.pt", tokenizer_path]),
+                outputs={"model": "model.pt", "tokenizer": "tokenizer.json"}
+                | ({"adapter": "adapter.safetensors"} if spec.method == "lora" else {}),
                 counts=metrics,
-                extra={"labels": labels, "tokenizer_sha256": tokenizer_sha, "mlflow_run_id": tracker.run_id},
+                extra={
+                    "run": name,
+                    "task": spec.task,
+                    "kind": kind,
+                    "family": spec.family,
+                    "method": spec.method,
+                    **meta,
+                    "tokenizer_sha256": tokenizer_sha,
+                    "pretrain_run_id": pretrain_manifest.get("mlflow_run_id"),
+                    "pretrained_model": f"{lineage[0]}/{lineage[1]}" if lineage else None,
+                    "mlflow_run_id": tracker.run_id,
+                },
             ),
         )
 
-    tracker.set_tags({"task": task, "model.family": lm_meta["family"], "tokenizer_sha256": tokenizer_sha})
+    tags = {
+        "task": spec.task,
+        "task.kind": kind,
+        "model.family": spec.family,
+        "finetune.method": spec.method,
+        "tokenizer_sha256": tokenizer_sha,
+        "upstream.pretrain": str(pretrain_manifest.get("mlflow_run_id")),
+        "pretrained_model": f"{lineage[0]}/{lineage[1]}" if lineage else "unregistered",
+    }
+    tracker.set_tags(tags)
+    registered = spec.register_as or f"{cfg.register_prefix}{spec.task}-{spec.family}"
+    headline = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k.startswith("val/"))
     version = tracker.register_model(
         model,
-        f"{cfg.register_prefix}{task}",
-        description=f"{task}: {len(labels)} labels, val acc {metrics['val/acc']:.3f}",
+        registered,
+        description=f"{spec.task} ({kind}) on {spec.family}, {spec.method}; from {tags['pretrained_model']}"
+        + (f"; {headline}" if headline else ""),
+        tags={k: v for k, v in tags.items() if k in ("task", "model.family", "finetune.method", "pretrained_model")},
     )
-    return StageResult(metrics=metrics, report={"labels": labels, "version": version}, artifacts=[out / MANIFEST_NAME])
+    return StageResult(
+        metrics=metrics,
+        report={
+            "run": name,
+            "task": spec.task,
+            "family": spec.family,
+            "registered_model": registered,
+            "version": version,
+        },
+        artifacts=[out / MANIFEST_NAME] + ([plots] if plots.is_file() else []),
+    )

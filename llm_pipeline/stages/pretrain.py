@@ -3,7 +3,7 @@
 One run per family (`--set family=gpt`); dvc.yaml fans out over the `families` mapping.
 Inputs : data/tokenize/<tokenizer>/ (shards, tokenizer.json, manifest); bert also reads
          ingest's nsp pairs
-Outputs: data/pretrain/<family>/model.pt, checkpoints/, manifest.json;
+Outputs: data/pretrain/<family>/model.pt, tokenizer.json, checkpoints/, manifest.json;
          reports/plots/pretrain-<family>_loss.tsv
 
 Multi-process strategies (ddp) re-execute this CLI once per rank; every rank trains, only
@@ -154,6 +154,8 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
 
     model = cast(FamilyModel, module.model.cpu().eval())  # setup.model: pretraining trains a family model
     save_pretrained(staging / "model.pt", model, tokenizer_sha)
+    # with its tokenizer the folder is self-contained: fine-tuning needs nothing from tokenize
+    shutil.copyfile(tokenizer_dir / "tokenizer.json", staging / "tokenizer.json")
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics = {
         **val,
@@ -167,12 +169,13 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
         build_manifest(
             f"pretrain-{family}",
             inputs=describe_inputs([tokenizer_dir / MANIFEST_NAME, tokenizer_dir / "tokenizer.json"]),
-            outputs={"model": "model.pt", "checkpoints": "checkpoints/"},
+            outputs={"model": "model.pt", "tokenizer": "tokenizer.json", "checkpoints": "checkpoints/"},
             counts=metrics,
             extra={
                 "family": family,
                 "model_config": model.config.to_dict(),
                 "tokenizer": fam.tokenizer,
+                "data": fam.data.model_dump(),  # evaluate builds its test batches the same way
                 "tokenizer_sha256": tokenizer_sha,
                 "upstream_run_id": shards.get("mlflow_run_id"),
                 "mlflow_run_id": tracker.run_id,

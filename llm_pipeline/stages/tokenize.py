@@ -7,8 +7,8 @@ Outputs: data/tokenize/<name>/tokenizer.json, {train,val,test}.bin, manifest.jso
 
 from __future__ import annotations
 
+import itertools
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,8 @@ from pydantic import Field, ValidationInfo, field_validator
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from llm_pipeline.config import StageConfig
+from llm_pipeline.config import StageConfig, check_folder_names
+from llm_pipeline.data.tasks.loading import load_task_split
 from llm_pipeline.data.tokenization.shards import encode_chunks, iter_documents, load_shard, token_dtype, write_shard
 from llm_pipeline.data.tokenization.tokenizer import (
     TokenizerSpec,
@@ -28,6 +29,7 @@ from llm_pipeline.data.tokenization.tokenizer import (
     special_tokens,
     token_id,
     train_tokenizer,
+    unk_rate,
 )
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import (
@@ -61,9 +63,7 @@ class TokenizeConfig(StageConfig):
     @field_validator("tokenizers")
     @classmethod
     def _folder_names(cls, tokenizers: dict[str, Any]) -> dict[str, Any]:
-        for name in tokenizers:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise ValueError(f"name {name!r} must be a folder name (letters, digits, _ . -)")
+        check_folder_names(tokenizers)
         return tokenizers
 
     @field_validator("only")
@@ -130,6 +130,13 @@ def roundtrip_failures(
     return failures, first
 
 
+def load_task_texts(input_dir: str, ref: str, split: str) -> list[str]:
+    """The non-empty texts of `<task>.<column>` in ingest's task table for `split`."""
+    task, column = ref.split(".")
+    frame = load_task_split(Path(input_dir) / "tasks", task, split, (column,))
+    return [t for t in frame[column].tolist() if t]
+
+
 def corpus_paths(input_dir: str) -> dict[str, Path]:
     paths = {split: Path(input_dir) / "corpus" / f"{split}.parquet" for split in SPLITS}
     for split, path in paths.items():
@@ -143,9 +150,19 @@ def build_tokenizer(
 ) -> dict[str, float]:
     """Train one tokenizer, write its folder atomically, return its metrics."""
     train_docs = pq.ParquetFile(paths["train"]).metadata.num_rows
-    log.info("training %s tokenizer %r (vocab %d) on %d train documents", spec.kind, name, spec.vocab_size, train_docs)
-    texts = (t for batch in iter_text_batches(paths["train"], cfg.encode_batch_docs) for t in batch)
-    tokenizer = train_tokenizer(spec, texts, length=train_docs, progress=cfg.progress)
+    extra = [load_task_texts(cfg.input_dir, ref, "train") for ref in spec.task_texts]
+    log.info(
+        "training %s tokenizer %r (vocab %d) on %d train documents%s",
+        spec.kind,
+        name,
+        spec.vocab_size,
+        train_docs,
+        "".join(f" + {len(t)} train {ref}" for ref, t in zip(spec.task_texts, extra, strict=True)),
+    )
+    texts = itertools.chain(
+        (t for batch in iter_text_batches(paths["train"], cfg.encode_batch_docs) for t in batch), *extra
+    )
+    tokenizer = train_tokenizer(spec, texts, length=train_docs + sum(map(len, extra)), progress=cfg.progress)
     vocab_size = tokenizer.get_vocab_size()
     dtype, sep = token_dtype(vocab_size), token_id(tokenizer, separator_token(spec))
 
@@ -198,6 +215,11 @@ def build_tokenizer(
         "val/chars_per_token": stats["val"].chars / max(stats["val"].tokens - stats["val"].docs, 1),
         # decode(encode(text)) != text on test documents; 0 by construction for byte-level BPE
         "test/roundtrip_failures": failures,
+        # share of <unk> tokens in the test split of each task text it learnt from (near 0 = covered)
+        **{
+            f"test/unk_rate/{ref}": unk_rate(tokenizer, load_task_texts(cfg.input_dir, ref, "test"))
+            for ref in spec.task_texts
+        },
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import pandas as pd
@@ -16,7 +17,7 @@ from llm_pipeline.config import build_config, load_config, load_params
 from llm_pipeline.data.loaders.mlm_nsp import load_nsp_pairs
 from llm_pipeline.data.tasks.loading import load_task_split
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.io import read_manifest, sha256_file
+from llm_pipeline.io import read_manifest, sha256_file, write_json
 from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.registry import build_model
 from llm_pipeline.stages import evaluate, tokenize
@@ -27,6 +28,7 @@ from llm_pipeline.training import trainer as trainer_mod
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 NO_TRACKING = StageRun(None)
+RUN = {"task": "classification", "family": "gpt"}  # the least a finetune run block needs
 
 
 def one_line_error(capsys) -> str:
@@ -66,27 +68,31 @@ def eval_inputs(fake_ingest_dir, tmp_path, monkeypatch):
     torch.manual_seed(0)
     lm = build_model("gpt", "tiny", vocab)
     assert lm.config.max_seq_len == 64
-    save_pretrained(tmp_path / "gpt.pt", lm, sha)
+    pretrained = tmp_path / "pretrain" / "gpt"
+    pretrained.mkdir(parents=True)
+    save_pretrained(pretrained / "model.pt", lm, sha)
+    shutil.copy(tok_dir / "tokenizer.json", pretrained / "tokenizer.json")
+    write_json(pretrained / "manifest.json", {"tokenizer": "bpe", "counts": {"seq_len": 64}})
 
     def save_task_model(labels: list[str]) -> None:
-        (tmp_path / "finetune" / "classification").mkdir(parents=True, exist_ok=True)
+        run = tmp_path / "finetune" / "classification-gpt"
+        run.mkdir(parents=True, exist_ok=True)
         save_classifier(
-            tmp_path / "finetune" / "classification" / "model.pt",
-            SequenceClassifier(build_model("gpt", "tiny", vocab), len(labels)),
-            labels,
-            32,
-            sha,
+            run / "model.pt", SequenceClassifier(build_model("gpt", "tiny", vocab), len(labels)), labels, 32, sha
         )
+        shutil.copy(tok_dir / "tokenizer.json", run / "tokenizer.json")
+        manifest = {"task": "classification", "kind": "classification", "family": "gpt", "labels": labels}
+        write_json(run / "manifest.json", manifest | {"max_len": 32, "tokenizer_sha256": sha})
 
     params = {
-        "tokenize_dir": str(tok_dir),
-        "pretrained": str(tmp_path / "gpt.pt"),
+        "tokenize_root": str(tmp_path / "tok"),
+        "pretrain_root": str(tmp_path / "pretrain"),
         "tasks_dir": str(fake_ingest_dir / "tasks"),
         "finetune_root": str(tmp_path / "finetune"),
-        "tasks": [],
-        "families": [],
+        "runs": [],
+        "families": ["gpt"],
         "batch_size": 8,
-        "generation": {"prompts": ["The package"], "max_new_tokens": 2},
+        "samples": {"prompts": ["The package"], "max_new_tokens": 2},
     }
     return params, save_task_model
 
@@ -110,33 +116,33 @@ def test_evaluate_max_test_tokens_below_one_window(eval_inputs, tmp_path, capsys
 def test_evaluate_still_runs_with_enough_test_tokens(eval_inputs):
     params, save_task_model = eval_inputs
     save_task_model(["games", "net", "sound"])
-    cfg = evaluate.EvaluateConfig(**params | {"max_test_tokens": 200, "tasks": ["classification"]})
+    cfg = evaluate.EvaluateConfig(**params | {"max_test_tokens": 200, "runs": ["classification-gpt"]})
     metrics = evaluate.run(cfg, NO_TRACKING).metrics
-    assert metrics["eval/lm/test_tokens"] == 3 * 64 and metrics["eval/classification/test_examples"] == 24
+    assert metrics["eval/lm/gpt/test_tokens"] == 3 * 64 and metrics["eval/classification/gpt/test_examples"] == 24
 
 
 def test_evaluate_classifier_split_without_a_known_label(eval_inputs, tmp_path, capsys):
     params, save_task_model = eval_inputs
     save_task_model(["alpha", "beta"])  # the test split's labels are games/net/sound
-    cfg = evaluate.EvaluateConfig(**params | {"tasks": ["classification"]})
+    cfg = evaluate.EvaluateConfig(**params | {"runs": ["classification-gpt"]})
     expected = (
         r"tasks/classification/test.parquet: none of its 24 examples has a "
-        r"label the model .*finetune/classification/model.pt was trained on"
+        r"label the model .*finetune/classification-gpt was trained on"
     )
     with pytest.raises(PipelineError, match=expected) as exc:
         evaluate.run(cfg, NO_TRACKING)
     assert "games, net, sound" in one_line(exc) and "alpha, beta" in str(exc.value)
 
-    path = write_params(tmp_path, params | {"tasks": ["classification"]})
+    path = write_params(tmp_path, params | {"runs": ["classification-gpt"]})
     assert main(["evaluate", "--params", str(path)]) == 2
     assert "classification/test.parquet: none of its" in one_line_error(capsys)
 
 
 @pytest.mark.parametrize(("prompts", "index"), [(["ok", ""], 1), (["   \n"], 0)])
 def test_evaluate_blank_generation_prompt(prompts, index):
-    expected = rf"'generation.prompts.{index}': empty or whitespace-only prompt"
+    expected = rf"'samples.prompts.{index}': empty or whitespace-only prompt"
     with pytest.raises(PipelineError, match=expected) as exc:
-        build_config(evaluate.EvaluateConfig, {"pretrained": "m.pt", "generation": {"prompts": prompts}}, "e.yaml")
+        build_config(evaluate.EvaluateConfig, {"samples": {"prompts": prompts}}, "e.yaml")
     assert one_line(exc).startswith("e.yaml: ")
 
 
@@ -146,10 +152,10 @@ def test_evaluate_blank_generation_prompt(prompts, index):
 def test_no_validation_run_is_refused_by_finetune_and_pretrain(tmp_path, capsys):
     with pytest.raises(
         PipelineError,
-        match=r"'trainer': trainer.max_steps \(7\) is less than "
+        match=r"'runs.r.trainer': trainer.max_steps \(7\) is less than "
         r"trainer.val_check_interval \(200\), so no validation would run",
     ):
-        build_config(FinetuneConfig, {"pretrained": "m.pt", "tokenizer": "t.json", "trainer": {"max_steps": 7}})
+        build_config(FinetuneConfig, {"runs": {"r": RUN | {"trainer": {"max_steps": 7}}}})
 
     repo_params = tokenize.__file__.rsplit("/llm_pipeline/", 1)[0] + "/params/pretrain.yaml"
     with pytest.raises(
@@ -160,8 +166,8 @@ def test_no_validation_run_is_refused_by_finetune_and_pretrain(tmp_path, capsys)
         load_config(PretrainConfig, repo_params, ["families.gpt.trainer.max_steps=10"])
     one_line(exc)
 
-    path = write_params(tmp_path, {"pretrained": "m.pt", "tokenizer": "t.json"})
-    assert main(["finetune", "--params", str(path), "--set", "trainer.max_steps=5", "--dry-run"]) == 2
+    path = write_params(tmp_path, {"runs": {"r": RUN}})
+    assert main(["finetune", "--params", str(path), "--set", "runs.r.trainer.max_steps=5", "--dry-run"]) == 2
     line = one_line_error(capsys)
     assert "trainer.max_steps (5)" in line and "trainer.val_check_interval (200)" in line
     # equal is fine: validation runs once, at the last step
@@ -177,12 +183,14 @@ def test_no_validation_run_is_refused_by_finetune_and_pretrain(tmp_path, capsys)
     ],
 )
 def test_unknown_trainer_names_list_the_allowed_values(key, value, allowed, tmp_path, capsys):
-    with pytest.raises(PipelineError, match=rf"'trainer.{key}': trainer.{key} '{value}' is not one Lightning") as exc:
-        build_config(FinetuneConfig, {"pretrained": "m.pt", "tokenizer": "t.json", "trainer": {key: value}})
+    with pytest.raises(
+        PipelineError, match=rf"'runs.r.trainer.{key}': trainer.{key} '{value}' is not one Lightning"
+    ) as exc:
+        build_config(FinetuneConfig, {"runs": {"r": RUN | {"trainer": {key: value}}}})
     assert allowed in one_line(exc)
 
-    path = write_params(tmp_path, {"pretrained": "m.pt", "tokenizer": "t.json"})
-    assert main(["finetune", "--params", str(path), "--set", f"trainer.{key}={value}", "--dry-run"]) == 2
+    path = write_params(tmp_path, {"runs": {"r": RUN}})
+    assert main(["finetune", "--params", str(path), "--set", f"runs.r.trainer.{key}={value}", "--dry-run"]) == 2
     assert f"trainer.{key} '{value}'" in one_line_error(capsys)
 
 

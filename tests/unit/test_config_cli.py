@@ -11,7 +11,8 @@ from llm_pipeline.config import apply_overrides, load_config
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.stages.finetune import FinetuneConfig
 
-FINETUNE_INPUTS = "pretrained: m.pt\ntokenizer: t.json\n"  # the two paths finetune cannot default
+FINETUNE_INPUTS = "runs:\n  r:\n    task: classification\n    family: gpt\n"  # the matrix finetune cannot default
+RUN = "    "  # the indent of a key inside run r's block
 
 
 def write(tmp_path, text: str):
@@ -31,22 +32,23 @@ def test_override_without_equals_is_rejected():
 
 
 def test_unknown_key_is_rejected_by_its_dotted_name(tmp_path):
-    with pytest.raises(PipelineError, match=r"unknown key 'trainer.max_stpes'"):
-        load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + "trainer:\n  max_stpes: 5\n"))
+    with pytest.raises(PipelineError, match=r"unknown key 'runs.r.trainer.max_stpes'"):
+        load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + f"{RUN}trainer:\n{RUN}  max_stpes: 5\n"))
 
 
 def test_wrong_type_names_the_key_and_value(tmp_path):
-    with pytest.raises(PipelineError, match=r"'batch_size'.*got 'many'"):
-        load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + "batch_size: many\n"))
+    with pytest.raises(PipelineError, match=r"'runs.r.batch_size'.*got 'many'"):
+        load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + f"{RUN}batch_size: many\n"))
 
 
 def test_set_override_reaches_the_config(tmp_path):
     cfg = load_config(
         FinetuneConfig,
-        write(tmp_path, FINETUNE_INPUTS + "batch_size: 4\n"),
-        ["trainer.devices=2", "task=classification"],
+        write(tmp_path, FINETUNE_INPUTS + f"{RUN}batch_size: 4\n"),
+        ["runs.r.trainer.devices=2", "run=r"],
     )
-    assert (cfg.batch_size, cfg.trainer.devices, cfg.task) == (4, 2, "classification")
+    run = cfg.runs["r"]
+    assert (run.batch_size, run.trainer.devices, cfg.run) == (4, 2, "r")
 
 
 def test_cli_bad_param_exits_2_with_one_line(tmp_path, capsys):
@@ -68,9 +70,9 @@ def test_cli_debug_shows_the_traceback(tmp_path):
 
 def test_cli_dry_run_prints_resolved_config(tmp_path, capsys):
     params = str(write(tmp_path, FINETUNE_INPUTS))
-    assert main(["finetune", "--params", params, "--set", "trainer.max_steps=700", "--dry-run"]) == 0
+    assert main(["finetune", "--params", params, "--set", "runs.r.trainer.max_steps=700", "--dry-run"]) == 0
     resolved = json.loads(capsys.readouterr().out)
-    assert resolved["trainer"]["max_steps"] == 700 and resolved["max_len"] == 128
+    assert resolved["runs"]["r"]["trainer"]["max_steps"] == 700 and resolved["runs"]["r"]["max_len"] == 96
 
 
 def test_the_help_example_runs(capsys):
@@ -108,11 +110,11 @@ def test_every_params_file_in_the_repo_validates():
 
 def test_yaml_exponent_without_dot_still_becomes_a_float(tmp_path):
     # YAML 1.1 reads 1e-3 as a string; the typed config must still take it as a number
-    cfg = load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + "optim:\n  lr: 1e-3\n"))
-    assert cfg.optim.lr == 0.001
+    cfg = load_config(FinetuneConfig, write(tmp_path, FINETUNE_INPUTS + f"{RUN}optim:\n{RUN}  lr: 1e-3\n"))
+    assert cfg.runs["r"].optim.lr == 0.001
 
 
 def test_anchor_holder_keys_are_ignored_and_anchors_resolve(tmp_path):
-    text = FINETUNE_INPUTS + "_shared: &shared {lr: 0.5}\noptim: {<<: *shared, warmup_steps: 3}\n"
+    text = "_shared: &shared {lr: 0.5}\n" + FINETUNE_INPUTS + f"{RUN}optim: {{<<: *shared, warmup_steps: 3}}\n"
     cfg = load_config(FinetuneConfig, write(tmp_path, text))
-    assert (cfg.optim.lr, cfg.optim.warmup_steps) == (0.5, 3)
+    assert (cfg.runs["r"].optim.lr, cfg.runs["r"].optim.warmup_steps) == (0.5, 3)

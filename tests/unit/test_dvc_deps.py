@@ -87,7 +87,7 @@ def test_every_imported_file_is_a_dep_of_its_stage(dvc_stage):
         covered(ROOT / f"llm_pipeline/stages/{stage}.py", [d]) for d in deps
     )
     files = code_files(f"{PACKAGE}.cli", f"{PACKAGE}.stages.{stage}")
-    assert ROOT / "llm_pipeline" / "registry.py" in files or stage in ("ingest", "tokenize")
+    assert ROOT / "llm_pipeline" / "registry.py" in files or stage in ("ingest", "tokenize", "report")
     missing = sorted(p.relative_to(ROOT).as_posix() for p in files if not covered(p, deps))
     assert not missing, f"dvc.yaml stage {dvc_stage!r} does not depend on code it imports: {missing}"
 
@@ -104,7 +104,8 @@ def test_path_params_are_the_deps_not_a_copy():
     text = (ROOT / "dvc.yaml").read_text()
     spec = yaml.safe_load(text)["stages"]
     finetune_deps = spec["finetune"]["do"]["deps"]
-    assert "${pretrained}" in finetune_deps and "${tokenizer}" in finetune_deps
-    assert any(d.startswith("${tasks_dir}") for d in finetune_deps)
+    # a run reads its task's folder and its family's pretrain folder (model + tokenizer)
+    assert "${tasks_dir}/${item.task}" in finetune_deps and "${pretrain_root}/${item.family}" in finetune_deps
+    assert spec["finetune"]["do"]["vars"] == ["params/finetune.yaml:tasks_dir,pretrain_root,output_root,plots_dir"]
     evaluate_deps = spec["evaluate"]["deps"]
-    assert "${pretrained}" in evaluate_deps and "${tasks_dir}" in evaluate_deps
+    assert {"${tasks_dir}", "${tokenize_root}", "${pretrain_root}", "${finetune_root}"} <= set(evaluate_deps)

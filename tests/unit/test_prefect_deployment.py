@@ -27,9 +27,11 @@ def test_deployment_points_at_the_flow_on_a_nightly_cron():
     assert deployment["work_pool"]["name"] == "llm-pipeline"
 
 
-def test_flow_runs_finetune_for_every_task_in_params(tmp_path):
-    from flows.pipeline import finetune_tasks
+def test_flow_runs_finetune_for_every_run_of_the_matrix(tmp_path):
+    from flows.pipeline import finetune_runs
 
     (tmp_path / "params").mkdir()
-    (tmp_path / "params" / "finetune.yaml").write_text("tasks: [classification, summarization]\n")
-    assert finetune_tasks(str(tmp_path)) == ["classification", "summarization"]
+    (tmp_path / "params" / "finetune.yaml").write_text(
+        "runs:\n  qa-t5: {task: qa, family: t5}\n  classification-bert: {task: classification, family: bert}\n"
+    )
+    assert finetune_runs(str(tmp_path)) == ["qa-t5", "classification-bert"]

@@ -85,11 +85,12 @@ def build_lm_dataloaders(
     batch_size: int,
     num_workers: int = 0,
     samples_per_epoch: int | None = None,
+    held_out: str = "val",
 ) -> tuple[DataLoader, DataLoader]:
-    """(train, val) loaders over `<shard_dir>/train.bin` (shuffled, jittered) and `val.bin` (sequential)."""
+    """(train, val) loaders over `<shard_dir>/train.bin` (shuffled, jittered) and `<held_out>.bin` (sequential)."""
     shard_dir = Path(shard_dir)
     train = TokenWindowDataset(shard_dir / "train.bin", dtype, block_size, True, samples_per_epoch)
-    val = TokenWindowDataset(shard_dir / "val.bin", dtype, block_size, False)
+    val = TokenWindowDataset(shard_dir / f"{held_out}.bin", dtype, block_size, False)
     common: dict[str, Any] = dict(batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
     return DataLoader(train, shuffle=True, drop_last=True, **common), DataLoader(val, shuffle=False, **common)
 
@@ -99,5 +100,11 @@ def build_causal_lm_loaders(
 ) -> tuple[DataLoader, DataLoader]:
     """GPT pretraining batches: random windows of the train shard, fixed windows of the val shard."""
     return build_lm_dataloaders(
-        corpus.folder, corpus.manifest["dtype"], seq_len, data.batch_size, data.num_workers, data.samples_per_epoch
+        corpus.folder,
+        corpus.manifest["dtype"],
+        seq_len,
+        data.batch_size,
+        data.num_workers,
+        data.samples_per_epoch,
+        corpus.held_out,
     )

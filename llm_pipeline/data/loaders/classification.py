@@ -60,6 +60,7 @@ def build_classification_dataset(
     label the model does not know (absent from train); those are left out, and counted."""
     index = {label: i for i, label in enumerate(labels)}
     known = frame[frame["label"].isin(index)]
-    encodings = tokenizer.encode_batch(known["text"].tolist(), add_special_tokens=False)
+    # with its specials: BERT reads [CLS] text [SEP] (the head pools [CLS]); bpe adds none, unigram </s>
+    encodings = tokenizer.encode_batch(known["text"].tolist(), add_special_tokens=True)
     dataset = TextClassificationDataset([e.ids for e in encodings], [index[label] for label in known["label"]], max_len)
     return dataset, len(frame) - len(known)

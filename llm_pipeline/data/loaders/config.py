@@ -37,6 +37,7 @@ class TokenizedCorpus:
     manifest: dict[str, Any]
     tokenizer: Tokenizer
     tasks_dir: Path
+    held_out: str = "val"  # the split the second (validation) loader reads; evaluate scores "test"
 
     @property
     def tokenizer_path(self) -> Path:

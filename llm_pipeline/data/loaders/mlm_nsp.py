@@ -146,5 +146,5 @@ def build_mlm_nsp_loaders(
     collate = functools.partial(collate_nsp, pad_id=special.pad)
     return (
         build_loader(dataset("train", None), data, collate, shuffle=True),
-        build_loader(dataset("val", data.val_seed), data, collate, shuffle=False),
+        build_loader(dataset(corpus.held_out, data.val_seed), data, collate, shuffle=False),
     )

@@ -119,7 +119,7 @@ def build_span_corruption_loaders(
     collate = functools.partial(collate_span_corruption, pad_id=pad_id)
     return (
         build_loader(dataset("train", True), data, collate, shuffle=True),
-        build_loader(dataset("val", False), data, collate, shuffle=False),
+        build_loader(dataset(corpus.held_out, False), data, collate, shuffle=False),
     )
 
 

@@ -43,3 +43,27 @@ def check_no_nulls(frame: pd.DataFrame, columns: list[str], where: str) -> None:
             f"{where}: column {column!r} is null at row {row} ({count} null cell(s) in "
             f"{', '.join(map(repr, columns))}); fix or drop those rows"
         )
+
+
+# A task's kind follows from its columns (built-in and local tasks alike), so a user's task
+# needs no declaration beyond ingest's: what each kind's rows hold.
+TASK_KINDS: dict[str, tuple[str, ...]] = {
+    "classification": ("text", "label"),
+    "seq2seq": ("input", "target"),
+    "generation": ("prompt", "continuation"),
+}
+
+
+def task_kind(tasks_dir: str | Path, task: str) -> str:
+    """classification | seq2seq | generation, from the columns of the task's test split."""
+    path = Path(tasks_dir) / task / "test.parquet"
+    if not path.is_file():
+        raise PipelineError(f"{path}: task split not found (is the {task!r} task enabled in params/ingest.yaml?)")
+    import pyarrow.parquet as pq
+
+    columns = set(pq.read_schema(path).names)
+    for kind, needed in TASK_KINDS.items():
+        if set(needed) <= columns:
+            return kind
+    kinds = "; ".join(f"{k}: {', '.join(c)}" for k, c in TASK_KINDS.items())
+    raise PipelineError(f"{path}: columns {sorted(columns)} match no task kind ({kinds})")

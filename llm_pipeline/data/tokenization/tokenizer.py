@@ -9,11 +9,12 @@ A tokenizer's identity downstream is the sha256 of its `tokenizer.json`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from llm_pipeline.config import StageConfig
@@ -24,20 +25,32 @@ BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
 T5_SPECIALS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}  # this order gives T5's ids 0, 1, 2
 
 
-class BpeSpec(StageConfig):
+def _task_column(ref: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_]+", ref):
+        raise ValueError(f"{ref!r} is not <task>.<column> (e.g. translation.target)")
+    return ref
+
+
+class _Spec(StageConfig):
+    # Task texts the tokenizer also learns from (train split only; never written into the shards),
+    # e.g. ["translation.target"] so the T5 tokenizer covers German, French and Italian.
+    task_texts: list[Annotated[str, AfterValidator(_task_column)]] = Field(default_factory=list)
+
+
+class BpeSpec(_Spec):
     kind: Literal["bpe"]
     vocab_size: int = Field(8192, ge=258)  # incl. the 256 byte tokens and EOT
     min_frequency: int = Field(2, ge=1)  # a pair must occur this often to be merged
 
 
-class WordPieceSpec(StageConfig):
+class WordPieceSpec(_Spec):
     kind: Literal["wordpiece"]
     vocab_size: int = Field(8192, ge=100)
     min_frequency: int = Field(2, ge=1)
     lowercase: bool = True  # bert-base-uncased style
 
 
-class UnigramSpec(StageConfig):
+class UnigramSpec(_Spec):
     kind: Literal["unigram"]
     vocab_size: int = Field(8192, ge=100)
     extra_ids: int = Field(100, ge=0)  # T5 span-corruption sentinels <extra_id_0..N-1>
@@ -173,3 +186,42 @@ def token_id(tokenizer: Tokenizer, token: str) -> int:
 def eot_id(tokenizer: Tokenizer) -> int:
     """The GPT end-of-text id (byte-level BPE tokenizers)."""
     return token_id(tokenizer, EOT)
+
+
+# per tokenizer kind, the token that pads a batch and the one that ends a text (the first
+# the tokenizer has wins): fine-tuning and decoding ask by role, not by family
+PAD_TOKENS = (BERT_SPECIALS["pad"], T5_SPECIALS["pad"], EOT)
+END_TOKENS = (T5_SPECIALS["eos"], EOT, BERT_SPECIALS["sep"])
+
+
+def _first_known(tokenizer: Tokenizer, tokens: tuple[str, ...], role: str) -> int:
+    for token in tokens:
+        found = tokenizer.token_to_id(token)
+        if found is not None:
+            return found
+    raise PipelineError(f"tokenizer has no {role} token (looked for {', '.join(tokens)})")
+
+
+def pad_id(tokenizer: Tokenizer) -> int:
+    return _first_known(tokenizer, PAD_TOKENS, "padding")
+
+
+def end_id(tokenizer: Tokenizer) -> int:
+    """The token that ends a text: </s> (unigram), <|endoftext|> (bpe), [SEP] (wordpiece)."""
+    return _first_known(tokenizer, END_TOKENS, "end-of-text")
+
+
+def unk_rate(tokenizer: Tokenizer, texts: list[str]) -> float:
+    """Share of tokens that are the unknown token: how much of `texts` the vocabulary misses."""
+    unk = next(
+        (
+            tokenizer.token_to_id(t)
+            for t in (T5_SPECIALS["unk"], BERT_SPECIALS["unk"])
+            if tokenizer.token_to_id(t) is not None
+        ),
+        None,
+    )
+    if unk is None:
+        return 0.0  # byte-level: every text is covered
+    ids = [i for e in tokenizer.encode_batch(texts, add_special_tokens=False) for i in e.ids]
+    return sum(1 for i in ids if i == unk) / max(len(ids), 1)

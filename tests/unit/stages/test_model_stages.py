@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm_pipeline.checkpoints import load_classifier, load_pretrained
+from llm_pipeline.checkpoints import load_pretrained
 from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.stages import evaluate, finetune, pretrain, tokenize
+from llm_pipeline.stages import pretrain, tokenize
 from llm_pipeline.tracking import StageRun
 
 NO_TRACKING = StageRun(None)
@@ -89,59 +89,19 @@ def pretrain_config(tok_cfg, tmp_path, family="gpt", tokenizer="bpe", **family_c
     )
 
 
-def test_model_stages_chain(tokenized, fake_ingest_dir, tmp_path):
+def test_pretrain_gpt_through_the_stage(tokenized, tmp_path):
     tok_cfg, _ = tokenized
-    pre_cfg = pretrain_config(tok_cfg, tmp_path)
-    pre = pretrain.run(pre_cfg, NO_TRACKING)
+    pre = pretrain.run(pretrain_config(tok_cfg, tmp_path), NO_TRACKING)
     assert pre.metrics["steps"] == 100
     assert pre.metrics["val/ppl"] < 300  # below a uniform guess over the vocabulary
-    model, meta = load_pretrained(tmp_path / "pretrain" / "gpt" / "model.pt", "gpt")
+    folder = tmp_path / "pretrain" / "gpt"
+    model, meta = load_pretrained(folder / "model.pt", "gpt")
     assert meta["config"]["block_size"] == 32 and model.config.n_layer == 2 and meta["family"] == "gpt"
+    # self-contained: the tokenizer travels with the model
+    assert (folder / "tokenizer.json").read_bytes() == (Path(shard_dir(tok_cfg)) / "tokenizer.json").read_bytes()
     loss_rows = (tmp_path / "plots" / "pretrain-gpt_loss.tsv").read_text().splitlines()
     assert loss_rows[0] == "step\ttrain_loss" and len(loss_rows) == 101
     assert not (tmp_path / "pretrain" / ".gpt.partial").exists()
-
-    ft_cfg = finetune.FinetuneConfig(
-        task="classification",
-        tasks_dir=str(fake_ingest_dir / "tasks"),
-        pretrained=f"{pre_cfg.output_root}/gpt/model.pt",
-        tokenizer=f"{shard_dir(tok_cfg)}/tokenizer.json",
-        output_root=str(tmp_path / "finetune"),
-        max_len=32,
-        batch_size=16,
-        optim={"lr": 3e-3, "warmup_steps": 5},
-        trainer=TINY_TRAINER | {"max_steps": 60, "val_check_interval": 30},
-    )
-    ft = finetune.run(ft_cfg, NO_TRACKING)
-    classifier, ft_meta = load_classifier(tmp_path / "finetune" / "classification" / "model.pt")
-    assert ft_meta["labels"] == ["games", "net", "sound"]
-    assert ft.metrics["val/acc"] > 0.6  # the label word leads every text: learnable in 60 steps
-
-    ev_cfg = evaluate.EvaluateConfig(
-        tokenize_dir=shard_dir(tok_cfg),
-        pretrained=ft_cfg.pretrained,
-        tasks_dir=ft_cfg.tasks_dir,
-        finetune_root=ft_cfg.output_root,
-        pretrain_root=pre_cfg.output_root,
-        families=["gpt"],
-        generation={"prompts": ["The package"], "max_new_tokens": 5},
-    )
-    ev = evaluate.run(ev_cfg, NO_TRACKING)
-    m = ev.metrics
-    assert m["eval/lm/ppl"] < m["eval/lm/unigram_ppl"]
-    assert m["eval/classification/accuracy"] > m["eval/classification/majority_accuracy"]
-    assert m["eval/classification/macro_f1"] > m["eval/classification/majority_macro_f1"]
-    assert m["eval/gpt/val_ppl"] == pytest.approx(pre.metrics["val/ppl"])
-    sample = ev.report["generations"][0]
-    assert (
-        sample["prompt"] == "The package"
-        and len(
-            load_tokenizer(f"{shard_dir(tok_cfg)}/tokenizer.json")
-            .encode(sample["continuation"], add_special_tokens=False)
-            .ids
-        )
-        > 0
-    )
 
 
 def test_pretrain_refuses_shards_made_by_another_tokenizer(tokenized, fake_ingest_dir, tmp_path):
