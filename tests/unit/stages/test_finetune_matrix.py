@@ -59,6 +59,7 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("matrix")
     with pytest.MonkeyPatch.context() as mp:
         track_into(root, mp)
+        mp.chdir(root)  # the stage runner writes reports/ under the working directory
         ingest = write_fake_ingest(root / "ingest")
         tokenize.run(
             tokenize.TokenizeConfig(
