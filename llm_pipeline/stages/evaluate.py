@@ -197,14 +197,15 @@ def run(cfg: EvaluateConfig, tracker) -> StageResult:
         get_family(family)
     # every input is loaded and checked before any scoring: a missing run fails in seconds
     runs = load_runs(cfg)
-    causal_families = [f for f in cfg.families if isinstance(get_family(f).objective(), CausalLM)]
+    # the families that continue text (registry task_kinds), for the sampled prompts
+    causal_families = [f for f in cfg.families if "generation" in get_family(f).task_kinds]
     if causal_families:
         check_prompts(cfg.samples, pretrain_shards(cfg, causal_families[0]).tokenizer)
     board = Scoreboard()
     causal: list[tuple[str, Any]] = []
     for family in cfg.families:
         model = score_pretrained(cfg, board, family)
-        if isinstance(get_family(family).objective(), CausalLM):
+        if family in causal_families:
             causal.append((family, model))
     score_downstream(cfg, board, runs)
 
