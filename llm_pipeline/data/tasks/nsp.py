@@ -11,6 +11,7 @@ from that split's own documents, so no val/test text shows up in train pairs.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import pyarrow as pa
 from pydantic import Field
@@ -30,6 +31,9 @@ class NSPConfig(StageConfig):
     enabled: bool = True
     min_segment_chars: int = Field(20, ge=1)  # shorter sentences are merged into the next
     max_per_split: int | None = Field(None, ge=1)  # hash-sampled pair positions; null = all
+    # where a NotNext B comes from: another document of the same source (coherence only), or
+    # any other document of the split (BERT's recipe: topic and style count too)
+    negatives: Literal["same_source", "any_document"] = "same_source"
 
 
 def segments(text: str, min_chars: int) -> list[str]:
@@ -45,7 +49,9 @@ def segments(text: str, min_chars: int) -> list[str]:
     return out
 
 
-def build_pairs(docs: list[Document], min_chars: int, max_pairs: int | None, seed: str) -> list[Row]:
+def build_pairs(
+    docs: list[Document], min_chars: int, max_pairs: int | None, seed: str, same_source: bool = True
+) -> list[Row]:
     segs = [segments(d.text, min_chars) for d in docs]
     ids = [doc_id(d.source, d.text) for d in docs]
     pools: dict[str, list[int]] = {}  # source -> docs a random B can come from
@@ -66,7 +72,8 @@ def build_pairs(docs: list[Document], min_chars: int, max_pairs: int | None, see
         if is_next:
             b = segs[i][k + 1]
         else:
-            others = pools[docs[i].source] if len(pools[docs[i].source]) > 1 else everything
+            own = pools[docs[i].source]
+            others = own if same_source and len(own) > 1 else everything
             # uniform over the other documents: draw among all but the last, swap i for the last
             j = others[int(u(f"{key}/doc") * (len(others) - 1))]
             j = j if j != i else others[-1]
@@ -76,5 +83,8 @@ def build_pairs(docs: list[Document], min_chars: int, max_pairs: int | None, see
 
 
 def build_nsp_task(cfg: NSPConfig, corpus: dict[str, list[Document]], seed: str) -> TaskData:
-    splits = {s: build_pairs(docs, cfg.min_segment_chars, cfg.max_per_split, seed) for s, docs in corpus.items()}
+    same_source = cfg.negatives == "same_source"
+    splits = {
+        s: build_pairs(docs, cfg.min_segment_chars, cfg.max_per_split, seed, same_source) for s, docs in corpus.items()
+    }
     return TaskData("nsp", SOURCE, SCHEMA, splits, group_kind="doc_id", input_column="text_a", label_column="is_next")

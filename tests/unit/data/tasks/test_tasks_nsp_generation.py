@@ -71,3 +71,21 @@ def test_nsp_negatives_come_from_the_same_source_when_it_has_other_documents():
     rows = build_pairs(docs, 5, None, "seed")
     negatives = [r for r in rows if not r["is_next"]]
     assert negatives and all(r["text_a"].split()[0] == r["text_b"].split()[0] for r in negatives)
+
+
+def test_nsp_negatives_can_come_from_any_document_as_in_bert():
+    docs = [
+        Document(src, f"{src}{i}", " ".join(f"{src} {i} sentence {k}." for k in range(4)))
+        for src, n in (("Bible", 10), ("Debian", 30))
+        for i in range(n)
+    ]
+    rows = build_pairs(docs, 5, None, "seed", same_source=False)
+    negatives = [r for r in rows if not r["is_next"]]
+    crossed = [r for r in negatives if r["text_a"].split()[0] != r["text_b"].split()[0]]
+    # a Bible A draws its B from 39 other documents, 30 of them Debian; a Debian A from 39, 10 Bible
+    assert 0.2 * len(negatives) < len(crossed) < 0.7 * len(negatives)
+    for r in negatives:  # never the pair's own document
+        assert r["text_a"].split()[:2] != r["text_b"].split()[:2]
+    corpus = {"train": docs}
+    task = build_nsp_task(NSPConfig(min_segment_chars=5, negatives="any_document"), corpus, "seed")
+    assert task.splits["train"] == rows
