@@ -18,7 +18,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 .PHONY: run test lint format install ui repro clean help
 
 help:
-	@echo "make run    - whole pipeline end to end on the default corpus (23 min on 2 CPU cores before the fine-tuning matrix; not re-measured)"
+	@echo "make run    - whole pipeline end to end on the default corpus (36 min on 2 CPU cores after install)"
 	@echo "make test   - lint, then the unit + integration tests"
 	@echo "make lint   - ruff (lint + format check) and mypy on the whole repo"
 	@echo "make format - apply ruff's import order and formatting"

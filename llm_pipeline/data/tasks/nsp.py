@@ -2,10 +2,12 @@
 
 Segments are sentences (a chapter's verses run together in the corpus text; a description's
 paragraphs are split too), short ones merged into the next. Each pair position is a coin
-flip by hash: heads, B is the next segment; tails, B is a segment of a different document
-of the same split and, when it has others, the same source (a Bible verse after a package
-description would be told apart by topic alone, not by coherence). Pairs are built per split
-from that split's own documents, so no val/test text shows up in train pairs.
+flip by hash: heads, B is the next segment; tails, B is a segment of another document of the
+split. `negatives: any_document` draws that document from the whole split, as BERT did, so topic
+and style tell many NotNext pairs apart; `same_source` keeps it within A's source (a Bible verse
+after a package description is then never a negative), which leaves coherence and word overlap
+as the only signals: harder, and more than a small encoder learns in a few thousand steps. Pairs are built
+per split from that split's own documents, so no val/test text shows up in train pairs.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class NSPConfig(StageConfig):
     max_per_split: int | None = Field(None, ge=1)  # hash-sampled pair positions; null = all
     # where a NotNext B comes from: another document of the same source (coherence only), or
     # any other document of the split (BERT's recipe: topic and style count too)
-    negatives: Literal["same_source", "any_document"] = "same_source"
+    negatives: Literal["same_source", "any_document"] = "any_document"
 
 
 def segments(text: str, min_chars: int) -> list[str]:
@@ -50,7 +52,7 @@ def segments(text: str, min_chars: int) -> list[str]:
 
 
 def build_pairs(
-    docs: list[Document], min_chars: int, max_pairs: int | None, seed: str, same_source: bool = True
+    docs: list[Document], min_chars: int, max_pairs: int | None, seed: str, same_source: bool = False
 ) -> list[Row]:
     segs = [segments(d.text, min_chars) for d in docs]
     ids = [doc_id(d.source, d.text) for d in docs]

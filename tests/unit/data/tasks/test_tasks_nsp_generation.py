@@ -68,7 +68,7 @@ def test_nsp_negatives_come_from_the_same_source_when_it_has_other_documents():
         for src in ("Bible", "Debian")
         for i in range(10)
     ]
-    rows = build_pairs(docs, 5, None, "seed")
+    rows = build_pairs(docs, 5, None, "seed", same_source=True)
     negatives = [r for r in rows if not r["is_next"]]
     assert negatives and all(r["text_a"].split()[0] == r["text_b"].split()[0] for r in negatives)
 
@@ -79,7 +79,7 @@ def test_nsp_negatives_can_come_from_any_document_as_in_bert():
         for src, n in (("Bible", 10), ("Debian", 30))
         for i in range(n)
     ]
-    rows = build_pairs(docs, 5, None, "seed", same_source=False)
+    rows = build_pairs(docs, 5, None, "seed")  # the default, as in BERT
     negatives = [r for r in rows if not r["is_next"]]
     crossed = [r for r in negatives if r["text_a"].split()[0] != r["text_b"].split()[0]]
     # a Bible A draws its B from 39 other documents, 30 of them Debian; a Debian A from 39, 10 Bible
