@@ -104,9 +104,13 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
 
 
 def deep_update(base: dict, update: dict) -> dict:
+    """A merged copy. Never in place: the params' YAML anchors load as one dict shared by every
+    block that uses them, so updating one run's `trainer` in place set every run's (the GPT
+    classifier meant to train 200 steps trained the 10 the last run was given)."""
+    merged = dict(base)
     for key, value in update.items():
-        base[key] = deep_update(base.get(key) or {}, value) if isinstance(value, dict) else value
-    return base
+        merged[key] = deep_update(merged.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged
 
 
 def set_params(project: Path, stage: str, update: dict) -> None:
@@ -170,6 +174,8 @@ def test_flow_runs_every_stage_and_reports(flow_result, project):
     # ties it. The default run (bigger model, 9k examples) is held to accuracy too (README).
     assert m["eval/classification/gpt/macro_f1"] > 1.3 * m["eval/classification/majority/macro_f1"]
     assert m["eval/classification/gpt/test_examples"] > 0
+    trained = json.loads((project / "reports" / "finetune-classification-gpt.json").read_text())["metrics"]
+    assert trained["steps"] == SMALL_PARAMS["finetune"]["runs"]["classification-gpt"]["trainer"]["max_steps"]
     # every run is scored with its task's metrics, beside the task's baselines
     expected = {
         "eval/classification/bert/macro_f1",
