@@ -48,6 +48,7 @@ class DecodingConfig(StageConfig):
 
     num_beams: int = Field(4, ge=1)
     length_penalty: float = 1.0  # score / length**penalty: > 0 favours longer outputs
+    no_repeat_ngram_size: int = Field(0, ge=0)  # n > 0: no output repeats one of its own n-grams
     max_new_tokens: int = Field(32, gt=0)
     batch_size: int = Field(16, gt=0)
 
@@ -169,6 +170,7 @@ def score_seq2seq(
         batch_size=decoding.batch_size,
         num_beams=decoding.num_beams,
         length_penalty=decoding.length_penalty,
+        no_repeat_ngram_size=decoding.no_repeat_ngram_size,
     )
     references = test["target"].tolist()
     board.primary[run.task] = suite.primary_metric

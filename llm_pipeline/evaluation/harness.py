@@ -119,6 +119,7 @@ def decode_texts(
     batch_size: int,
     num_beams: int = 1,
     length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[str]:
     """Decode a text for each encoded source: the encoder input (encoder_decoder) or the prompt
     (prompted, left-padded so every row continues from its own last token); stops at end_id."""
@@ -133,6 +134,7 @@ def decode_texts(
             stop_ids=(end_id,),
             num_beams=num_beams,
             length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )  # (b, n): new tokens only, padded with end_id after a stop
         for row in out.tolist():
             row = row[: row.index(end_id)] if end_id in row else row

@@ -55,6 +55,7 @@ def generate(
     use_cache: bool = ...,
     num_beams: int = ...,
     length_penalty: float = ...,
+    no_repeat_ngram_size: int = ...,
     return_scores: Literal[False] = ...,
 ) -> torch.Tensor: ...
 
@@ -74,6 +75,7 @@ def generate(
     use_cache: bool = ...,
     num_beams: int = ...,
     length_penalty: float = ...,
+    no_repeat_ngram_size: int = ...,
     return_scores: Literal[True],
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -93,6 +95,7 @@ def generate(
     use_cache: bool = ...,
     num_beams: int = ...,
     length_penalty: float = ...,
+    no_repeat_ngram_size: int = ...,
     return_scores: bool,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -112,6 +115,7 @@ def generate(
     use_cache: bool = True,
     num_beams: int = 1,
     length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
     return_scores: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Up to `max_new_tokens` new tokens (B, n), n <= max_new_tokens, continuing input_ids (B, T).
@@ -126,6 +130,10 @@ def generate(
     it. return_scores=True also returns scores (B,): the model's log-probability of each row's
     tokens up to and including its stop token (log-softmax of the raw logits, also when
     sampling), divided by (that many tokens) ** length_penalty.
+
+    no_repeat_ngram_size n > 0 never lets a row's new tokens repeat an n-gram of its own new
+    tokens (the input is not counted): the completing token is masked before choosing, as in
+    Hugging Face's option of that name. Scores stay the model's unmasked log-probabilities.
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be at least 1, got {num_beams}")
@@ -134,10 +142,10 @@ def generate(
     step = model.decode_step(input_ids, attention_mask, use_cache)
     if num_beams == 1:
         tokens, scores = sample_tokens(
-            step, max_new_tokens, temperature, top_k, top_p, stop_ids, generator, length_penalty
+            step, max_new_tokens, temperature, top_k, top_p, stop_ids, generator, length_penalty, no_repeat_ngram_size
         )
     else:
-        tokens, scores = beam_search(step, max_new_tokens, num_beams, stop_ids, length_penalty)
+        tokens, scores = beam_search(step, max_new_tokens, num_beams, stop_ids, length_penalty, no_repeat_ngram_size)
     return (tokens, scores) if return_scores else tokens
 
 
@@ -150,6 +158,7 @@ def sample_tokens(
     stop_ids: Sequence[int] = (),
     generator: torch.Generator | None = None,
     length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token by token, greedy at temperature 0: new ids (B, n) and scores (B,) as `generate` says.
 
@@ -165,7 +174,10 @@ def sample_tokens(
             logprob = torch.zeros(logits.size(0), device=logits.device)  # (B,) of the tokens up to the stop
             length = torch.zeros_like(logprob)  # (B,) tokens counted in logprob
             stops = torch.tensor(list(stop_ids), dtype=torch.long, device=logits.device)
-        new = sample_next(logits, temperature, top_k, top_p, generator)  # (B, 1)
+        allowed = logits
+        if chosen and no_repeat_ngram_size:
+            allowed = logits + repeated_ngram_mask(torch.cat(chosen, dim=1), no_repeat_ngram_size, logits.size(1))
+        new = sample_next(allowed, temperature, top_k, top_p, generator)  # (B, 1)
         if stop_ids:
             new = torch.where(done[:, None], torch.full_like(new, stop_ids[0]), new)
         counted = ~done  # this step's token belongs to the row's text (a stop token does too)
@@ -185,6 +197,7 @@ def beam_search(
     num_beams: int,
     stop_ids: Sequence[int] = (),
     length_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search with k = num_beams: the best hypothesis per row, ids (B, n) and scores (B,).
 
@@ -220,6 +233,8 @@ def beam_search(
             n_cand = min((1 + len(stops)) * k, k * V)
             logp = logp[:, None].expand(B, k, V)  # the one prompt row under all k beams
         else:
+            if no_repeat_ngram_size:
+                logp = logp + repeated_ngram_mask(beam_tokens.reshape(B * k, t), no_repeat_ngram_size, V)
             logp = logp.view(B, k, V)
         ext_logprob = (beam_logprob[:, :, None] + logp).view(B, k * V)  # (B, k*V): beam j, token v at j*V + v
         cand_logprob, flat = ext_logprob.topk(n_cand, dim=1)  # (B, C) best first
@@ -257,6 +272,20 @@ def beam_search(
     finished.add(torch.where(done[:, None], float("-inf"), beam_logprob / length**length_penalty), beam_tokens)
     n = int(finished.length[:, 0].max())
     return finished.tokens[:, 0, :n], finished.score[:, 0]
+
+
+def repeated_ngram_mask(tokens: torch.Tensor, n: int, vocab_size: int) -> torch.Tensor:
+    """(N, V): -inf at each token that would make row i's next n-gram one its `tokens` (N, t) hold, else 0."""
+    N, t = tokens.shape
+    mask = torch.zeros(N, vocab_size, device=tokens.device)
+    if n < 1 or t < n:  # with fewer than n tokens no n-gram is complete yet
+        return mask
+    windows = tokens.unfold(1, n, 1)  # (N, t-n+1, n): every n-gram so far
+    tail = tokens[:, t - n + 1 :]  # (N, n-1): the next n-gram starts with these
+    hit = (windows[:, :, :-1] == tail[:, None, :]).all(dim=2)  # (N, W): n-grams that start the same way
+    penalty = torch.where(hit, float("-inf"), 0.0)  # (N, W)
+    # amin: a token banned by any matching n-gram stays banned, whatever the scatter order
+    return mask.scatter_reduce(1, windows[:, :, -1], penalty, reduce="amin")
 
 
 def _check_length(max_new_tokens: int) -> None:

@@ -217,3 +217,36 @@ def test_a_finished_hypothesis_is_never_extended():
     tokens, scores = decoding.beam_search(step, 3, num_beams=2, stop_ids=[0], length_penalty=1.0)
     assert tokens.tolist() == [[0]]
     assert float(scores[0]) == pytest.approx(torch.tensor(0.9).log().item(), abs=1e-6)
+
+
+def _has_repeated_ngram(row: list[int], n: int) -> bool:
+    grams = [tuple(row[i : i + n]) for i in range(len(row) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def test_the_repeated_ngram_mask_bans_exactly_the_tokens_that_would_repeat_one():
+    torch.manual_seed(3)
+    vocab = 5
+    for _ in range(50):
+        n = int(torch.randint(1, 4, ()))
+        tokens = torch.randint(vocab, (4, int(torch.randint(0, 9, ())))).long()
+        mask = decoding.repeated_ngram_mask(tokens, n, vocab)
+        for row, banned in zip(tokens.tolist(), mask.tolist()):
+            seen = {tuple(row[i : i + n]) for i in range(len(row) - n + 1)}
+            for v in range(vocab):  # banned iff appending v completes an n-gram the row already holds
+                assert (banned[v] == float("-inf")) == (tuple([*row, v][-n:]) in seen), (row, n, v)
+                assert banned[v] in (0.0, float("-inf"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_no_repeat_ngram_outputs_repeat_no_ngram_and_keep_exact_scores(family, num_beams):
+    model = _model(family, 12)  # a small vocabulary, so an untrained model loops without the ban
+    prompts = torch.randint(12, (3, 4))
+    free = model.generate(prompts, 12, num_beams=num_beams)
+    assert any(_has_repeated_ngram(row, 2) for row in free.tolist())  # the ban below has work to do
+    tokens, scores = model.generate(prompts, 12, num_beams=num_beams, no_repeat_ngram_size=2, return_scores=True)
+    for prompt, row, score in zip(prompts, tokens, scores):
+        assert not _has_repeated_ngram(row.tolist(), 2)
+        # scores are the model's own log-probabilities of what it wrote, not of a renormalised ban
+        assert float(score) == pytest.approx(float(_logprob(model, prompt, row[None])[0]) / len(row), abs=1e-4)
