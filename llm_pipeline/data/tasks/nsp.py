@@ -6,8 +6,8 @@ flip by hash: heads, B is the next segment; tails, B is a segment of another doc
 split. `negatives: any_document` draws that document from the whole split, as BERT did, so topic
 and style tell many NotNext pairs apart; `same_source` keeps it within A's source (a Bible verse
 after a package description is then never a negative), which leaves coherence and word overlap
-as the only signals: harder, and more than a small encoder learns in a few thousand steps. Pairs are built
-per split from that split's own documents, so no val/test text shows up in train pairs.
+as the only signals: harder, and more than a small encoder learns in a few thousand steps.
+Pairs are built per split from that split's own documents, so no val/test text shows up in train pairs.
 """
 
 from __future__ import annotations
@@ -29,13 +29,16 @@ SCHEMA = pa.schema([("text_a", pa.string()), ("text_b", pa.string()), ("is_next"
 _BOUNDARY = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)]))[^\S\n]+(?=[\"'“‘(]?[A-Z0-9])|\n+")
 
 
+Negatives = Literal["same_source", "any_document"]
+
+
 class NSPConfig(StageConfig):
     enabled: bool = True
     min_segment_chars: int = Field(20, ge=1)  # shorter sentences are merged into the next
     max_per_split: int | None = Field(None, ge=1)  # hash-sampled pair positions; null = all
     # where a NotNext B comes from: another document of the same source (coherence only), or
     # any other document of the split (BERT's recipe: topic and style count too)
-    negatives: Literal["same_source", "any_document"] = "any_document"
+    negatives: Negatives = "any_document"
 
 
 def segments(text: str, min_chars: int) -> list[str]:
@@ -52,7 +55,7 @@ def segments(text: str, min_chars: int) -> list[str]:
 
 
 def build_pairs(
-    docs: list[Document], min_chars: int, max_pairs: int | None, seed: str, same_source: bool = False
+    docs: list[Document], min_chars: int, max_pairs: int | None, seed: str, negatives: Negatives = "any_document"
 ) -> list[Row]:
     segs = [segments(d.text, min_chars) for d in docs]
     ids = [doc_id(d.source, d.text) for d in docs]
@@ -75,7 +78,7 @@ def build_pairs(
             b = segs[i][k + 1]
         else:
             own = pools[docs[i].source]
-            others = own if same_source and len(own) > 1 else everything
+            others = own if negatives == "same_source" and len(own) > 1 else everything
             # uniform over the other documents: draw among all but the last, swap i for the last
             j = others[int(u(f"{key}/doc") * (len(others) - 1))]
             j = j if j != i else others[-1]
@@ -85,8 +88,6 @@ def build_pairs(
 
 
 def build_nsp_task(cfg: NSPConfig, corpus: dict[str, list[Document]], seed: str) -> TaskData:
-    same_source = cfg.negatives == "same_source"
-    splits = {
-        s: build_pairs(docs, cfg.min_segment_chars, cfg.max_per_split, seed, same_source) for s, docs in corpus.items()
-    }
+    build = lambda docs: build_pairs(docs, cfg.min_segment_chars, cfg.max_per_split, seed, cfg.negatives)
+    splits = {split: build(docs) for split, docs in corpus.items()}
     return TaskData("nsp", SOURCE, SCHEMA, splits, group_kind="doc_id", input_column="text_a", label_column="is_next")

@@ -68,9 +68,11 @@ def test_nsp_negatives_come_from_the_same_source_when_it_has_other_documents():
         for src in ("Bible", "Debian")
         for i in range(10)
     ]
-    rows = build_pairs(docs, 5, None, "seed", same_source=True)
+    rows = build_pairs(docs, 5, None, "seed", negatives="same_source")
     negatives = [r for r in rows if not r["is_next"]]
     assert negatives and all(r["text_a"].split()[0] == r["text_b"].split()[0] for r in negatives)
+    task = build_nsp_task(NSPConfig(min_segment_chars=5, negatives="same_source"), {"train": docs}, "seed")
+    assert task.splits["train"] == rows  # the param reaches the builder
 
 
 def test_nsp_negatives_can_come_from_any_document_as_in_bert():
