@@ -1,4 +1,5 @@
-"""AdamW with the usual decay/no-decay split, and the Lightning optimizer config both modules share."""
+"""The optimizer (AdamW, or Adafactor as T5 was trained) with the usual decay/no-decay split, and
+the Lightning optimizer config both modules share."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ _NO_DECAY_MODULES = (nn.Embedding,)
 class OptimConfig(StageConfig):
     """Optimizer and schedule; steps are optimizer steps (after gradient accumulation)."""
 
+    name: Literal["adamw", "adafactor"] = Field(
+        "adamw",
+        description="adafactor: torch's, with T5's relative step (each update scales with the parameter's RMS); "
+        "betas are AdamW's only",
+    )
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -56,9 +62,15 @@ def build_adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[f
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
 
 
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.name == "adafactor":
+        return torch.optim.Adafactor(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    return build_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas)
+
+
 def build_optimizers(model: nn.Module, cfg: OptimConfig) -> OptimizerLRSchedulerConfig:
-    """What a LightningModule's configure_optimizers returns: AdamW + the per-step schedule."""
-    optimizer = build_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas)
+    """What a LightningModule's configure_optimizers returns: the optimizer + the per-step schedule."""
+    optimizer = build_optimizer(model, cfg)
     if cfg.max_steps is None:
         raise ValueError("OptimConfig.max_steps is unset; the stage must fill it from trainer.max_steps")
     kwargs = dict(warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, min_lr_ratio=cfg.min_lr_ratio)

@@ -75,3 +75,33 @@ def test_no_weight_decay_on_rmsnorm_of_the_modern_block():
     norms = {n for n, p in model.named_parameters() if p.ndim == 1}
     assert norms and norms <= {names[id(p)] for p in no_decay["params"]}
     assert all(p.ndim == 2 for p in decay["params"])
+
+
+def test_adafactor_steps_scale_with_the_parameter_rms():
+    """Why T5 trains with it: AdamW moves every weight by ~lr a step, so T5's std-1 tied
+    embedding (the LM head too) changes ~14x slower, relative to its size, than its 1/sqrt(C)
+    matrices; Adafactor's relative step moves each by lr times its own RMS."""
+    torch.manual_seed(0)
+    embedding, linear = torch.nn.Embedding(50, 16), torch.nn.Linear(16, 16, bias=False)
+    torch.nn.init.normal_(embedding.weight, std=1.0)
+    torch.nn.init.normal_(linear.weight, std=0.05)
+    model = torch.nn.Sequential(embedding, linear)
+    built = build_optimizers(
+        model, OptimConfig(name="adafactor", lr=0.01, weight_decay=0.0, warmup_steps=0, max_steps=10)
+    )
+    optimizer = built["optimizer"]
+    assert isinstance(optimizer, torch.optim.Adafactor)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 0.0]
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.arange(50)).square().mean().backward()
+    optimizer.step()
+    relative = [((p - b).norm() / b.norm()).item() for p, b in zip(model.parameters(), before)]
+    assert relative[0] > 0 and relative[0] == pytest.approx(relative[1], rel=0.5)
+    adamw = build_optimizers(model, OptimConfig(lr=0.01, weight_decay=0.0, warmup_steps=0, max_steps=10))["optimizer"]
+    assert isinstance(adamw, torch.optim.AdamW)
+    before = [p.detach().clone() for p in model.parameters()]
+    model.zero_grad()
+    model(torch.arange(50)).square().mean().backward()
+    adamw.step()
+    relative = [((p - b).norm() / b.norm()).item() for p, b in zip(model.parameters(), before)]
+    assert relative[1] > 5 * relative[0]  # the small matrix moves far more, relative to its size
