@@ -33,6 +33,8 @@ from llm_pipeline import tracking
 from llm_pipeline.checkpoints import check_tokenizer, load_pretrained, save_classifier, save_pretrained
 from llm_pipeline.config import StageConfig, check_folder_names
 from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
+from llm_pipeline.data.loaders.config import build_eval_loader
+from llm_pipeline.data.loaders.resumable import ResumableLoader
 from llm_pipeline.data.loaders.seq2seq import Seq2SeqFormat, build_seq2seq_loader, encode_pairs
 from llm_pipeline.data.tasks.loading import load_task_split, task_kind
 from llm_pipeline.data.tokenization.tokenizer import end_id, load_tokenizer, pad_id
@@ -51,6 +53,7 @@ from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.registry import FamilySpec, get_family
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.training.callbacks import LossCurveWriter
+from llm_pipeline.training.checkpointing import prepare_resume, training_fingerprint
 from llm_pipeline.training.lora import LoraConfig, apply_lora, count_parameters, lora_state_dict, merge_lora
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.objectives import CausalLM, Objective, SequenceClassification, SpanCorruption
@@ -89,6 +92,7 @@ class FinetuneConfig(StageConfig):
     tasks_dir: str = "data/ingest/tasks"
     pretrain_root: str = "data/pretrain"  # <pretrain_root>/<family>/ holds model.pt + tokenizer.json
     output_root: str = "data/finetune"  # writes <output_root>/<run>/
+    checkpoint_root: str = "data/checkpoints"  # <checkpoint_root>/finetune-<run>/: what a rerun resumes from
     plots_dir: str = "reports/plots"
     register_prefix: str = "llm-pipeline-"
 
@@ -148,8 +152,8 @@ def build_classification(spec: FinetuneRun, cfg: FinetuneConfig, backbone, token
     return TaskSetup(
         SequenceClassifier(backbone, len(labels), spec.head_dropout),
         SequenceClassification(),
-        DataLoader(train_set, batch_size=spec.batch_size, shuffle=True, collate_fn=collate),
-        DataLoader(val_set, batch_size=spec.batch_size, collate_fn=collate),
+        ResumableLoader(train_set, spec.batch_size, spec.trainer.seed, collate),
+        build_eval_loader(val_set, spec.batch_size, collate),
         trainable=("head",),
         meta={"labels": labels, "max_len": max_len},
         counts={
@@ -182,8 +186,8 @@ def build_seq2seq(spec: FinetuneRun, cfg: FinetuneConfig, model, tokenizer, fami
     return TaskSetup(
         model,
         SpanCorruption() if style == "encoder_decoder" else CausalLM(),  # T5's text-to-text loss / target-only LM loss
-        build_seq2seq_loader(pairs["train"], style, pad, spec.batch_size, shuffle=True),
-        build_seq2seq_loader(pairs["val"], style, pad, spec.batch_size, shuffle=False),
+        build_seq2seq_loader(pairs["train"], style, pad, spec.batch_size, train=True, seed=spec.trainer.seed),
+        build_seq2seq_loader(pairs["val"], style, pad, spec.batch_size, train=False),
         meta={"style": style, "format": fmt.model_dump(), "end_id": stop, "pad_id": pad},
         counts={"train_examples": len(pairs["train"]), "val_examples": len(pairs["val"])},
     )
@@ -204,6 +208,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
 
     out = Path(cfg.output_root) / name
     plots = Path(cfg.plots_dir) / f"finetune-{name}_loss.tsv"
+    inputs = describe_inputs([Path(cfg.tasks_dir) / spec.task, pretrained_dir / "model.pt", tokenizer_path])
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     meta: dict[str, Any] = {}
@@ -222,11 +227,21 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
                 apply_lora(setup.model, spec.lora, trainable=setup.trainable)
             metrics |= {f"params/{k}": float(v) for k, v in count_parameters(setup.model).items()}
             module = TrainingModule(setup.model, setup.objective, spec.optim.for_run(spec.trainer.max_steps))
+            checkpoints = Path(cfg.checkpoint_root) / f"finetune-{name}"
+            run_fingerprint = training_fingerprint(spec.model_dump(), inputs)
+            resume_from = prepare_resume(
+                checkpoints, spec.trainer.resume, run_fingerprint, tracking.is_global_rank_zero()
+            )
             logger = tracker.lightning_logger()
             trainer = build_trainer(
-                spec.trainer, tmp, loggers=[logger] if logger else [], callbacks=[LossCurveWriter(plots)]
+                spec.trainer,
+                tmp,
+                loggers=[logger] if logger else [],
+                callbacks=[LossCurveWriter(plots)],
+                checkpoint_dir=checkpoints,
+                fingerprint=run_fingerprint,
             )
-            trainer.fit(module, setup.train_loader, setup.val_loader)
+            trainer.fit(module, setup.train_loader, setup.val_loader, ckpt_path=resume_from)
             if spec.method == "lora":
                 save_file(lora_state_dict(setup.model), str(tmp / "adapter.safetensors"))
                 merge_lora(setup.model)  # the saved model is a plain one of our classes
@@ -234,7 +249,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
             meta = setup.meta
             metrics |= setup.counts | {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
             metrics["steps"] = trainer.global_step
-            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)  # model.pt is the output; keep it small
+            meta = {**meta, "checkpoints": str(checkpoints), "resumed_from": str(resume_from) if resume_from else None}
         if isinstance(model, SequenceClassifier):
             save_classifier(tmp / "model.pt", model, meta["labels"], meta["max_len"], tokenizer_sha)
         else:
@@ -246,7 +261,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
             tmp / MANIFEST_NAME,
             build_manifest(
                 f"finetune-{name}",
-                inputs=describe_inputs([Path(cfg.tasks_dir) / spec.task, pretrained_dir / "model.pt", tokenizer_path]),
+                inputs=inputs,
                 outputs={"model": "model.pt", "tokenizer": "tokenizer.json"}
                 | ({"adapter": "adapter.safetensors"} if spec.method == "lora" else {}),
                 counts=metrics,

@@ -3,8 +3,10 @@
 One run per family (`--set family=gpt`); dvc.yaml fans out over the `families` mapping.
 Inputs : data/tokenize/<tokenizer>/ (shards, tokenizer.json, manifest); bert also reads
          ingest's nsp pairs
-Outputs: data/pretrain/<family>/model.pt, tokenizer.json, checkpoints/, manifest.json;
+Outputs: data/pretrain/<family>/model.pt, tokenizer.json, manifest.json;
          reports/plots/pretrain-<family>_loss.tsv
+Keeps  : data/checkpoints/pretrain-<family>/ (not a DVC out: a killed or retried run, `dvc repro`
+         included, resumes from it; trainer.resume)
 
 Multi-process strategies (ddp) re-execute this CLI once per rank; every rank trains, only
 global rank zero writes outputs and talks to MLflow.
@@ -36,6 +38,7 @@ from llm_pipeline.registry import FAMILIES, FamilySpec, get_family
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.tracking import is_global_rank_zero
 from llm_pipeline.training.callbacks import LossCurveWriter
+from llm_pipeline.training.checkpointing import prepare_resume, training_fingerprint
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.objectives import Objective
 from llm_pipeline.training.optim import OptimConfig
@@ -66,6 +69,7 @@ class PretrainConfig(StageConfig):
     tokenize_root: str = "data/tokenize"
     tasks_dir: str = "data/ingest/tasks"  # ingest's task tables; bert reads <tasks_dir>/nsp/
     output_root: str = "data/pretrain"  # writes <output_root>/<family>/
+    checkpoint_root: str = "data/checkpoints"  # <checkpoint_root>/pretrain-<family>/: what a rerun resumes from
     plots_dir: str = "reports/plots"
 
     @field_validator("families")
@@ -141,13 +145,26 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
     staging = out.with_name(f".{out.name}.partial")  # same name on every rank; renamed when done
     if is_global_rank_zero() and staging.exists():
         shutil.rmtree(staging)
+    staging.mkdir(parents=True, exist_ok=True)
+    inputs = describe_inputs([tokenizer_dir / MANIFEST_NAME, tokenizer_dir / "tokenizer.json"])
+    ingest_manifest = Path(cfg.tasks_dir).parent / MANIFEST_NAME  # new whenever ingest reruns (bert's nsp pairs)
+    checkpoints = Path(cfg.checkpoint_root) / f"pretrain-{family}"
+    run_fingerprint = training_fingerprint(
+        fam.model_dump(), inputs + (describe_inputs([ingest_manifest]) if ingest_manifest.is_file() else [])
+    )
+    resume_from = prepare_resume(checkpoints, fam.trainer.resume, run_fingerprint, is_global_rank_zero())
     logger = tracker.lightning_logger()
     plots = Path(cfg.plots_dir) / f"pretrain-{family}_loss.tsv"
     trainer = build_trainer(
-        fam.trainer, staging, loggers=[logger] if logger else [], callbacks=[LossCurveWriter(plots)]
+        fam.trainer,
+        staging,
+        loggers=[logger] if logger else [],
+        callbacks=[LossCurveWriter(plots)],
+        checkpoint_dir=checkpoints,
+        fingerprint=run_fingerprint,
     )
     started = time.perf_counter()
-    trainer.fit(module, setup.train_loader, setup.val_loader)
+    trainer.fit(module, setup.train_loader, setup.val_loader, ckpt_path=resume_from)
     seconds = time.perf_counter() - started
     if not trainer.is_global_zero:
         return StageResult(metrics={})
@@ -168,8 +185,8 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
         staging / MANIFEST_NAME,
         build_manifest(
             f"pretrain-{family}",
-            inputs=describe_inputs([tokenizer_dir / MANIFEST_NAME, tokenizer_dir / "tokenizer.json"]),
-            outputs={"model": "model.pt", "tokenizer": "tokenizer.json", "checkpoints": "checkpoints/"},
+            inputs=inputs,
+            outputs={"model": "model.pt", "tokenizer": "tokenizer.json"},
             counts=metrics,
             extra={
                 "family": family,
@@ -179,6 +196,8 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
                 "tokenizer_sha256": tokenizer_sha,
                 "upstream_run_id": shards.get("mlflow_run_id"),
                 "mlflow_run_id": tracker.run_id,
+                "checkpoints": str(checkpoints),
+                "resumed_from": str(resume_from) if resume_from else None,
             },
         ),
     )

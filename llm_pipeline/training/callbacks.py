@@ -18,7 +18,8 @@ class LossCurveWriter(Callback):
     `path` gets `step<TAB>train_loss`, one row per optimizer step (mean over accumulated
     micro-batches); `val_path` gets `step<TAB>val_loss` plus any other `val/*` metrics.
     Each file is rewritten whole through a temporary file every `every_n_steps` and at the
-    end, so a reader never sees a half-written row. Only global rank zero writes.
+    end, so a reader never sees a half-written row. Only global rank zero writes. The rows
+    travel in the checkpoints, so a resumed run's curves hold the steps before the kill too.
     """
 
     def __init__(self, path: str | Path, val_path: str | Path | None = None, every_n_steps: int = 50) -> None:
@@ -28,6 +29,13 @@ class LossCurveWriter(Callback):
         self.train_rows: list[tuple[int, float]] = []
         self.val_rows: list[dict[str, float]] = []
         self._pending: list[float] = []  # micro-batch losses of the optimizer step in progress
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_rows": list(self.train_rows), "val_rows": list(self.val_rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.train_rows = [(int(step), float(loss)) for step, loss in state_dict["train_rows"]]
+        self.val_rows = list(state_dict["val_rows"])
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -2,7 +2,8 @@
 
 Hardware lives only in the config (accelerator, devices, strategy, num_nodes, precision,
 compile), so the same stage code runs on a laptop CPU or on several GPU nodes. Every trainer
-checkpoints (every N steps and at the last step) and logs throughput.
+checkpoints (every N steps and at the last step, keeping the last K; training/checkpointing.py),
+restores the RNG states when it resumes, and logs throughput.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from llm_pipeline.config import StageConfig
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.training.callbacks import CompileModel
+from llm_pipeline.training.checkpointing import RngState, SafeCheckpointIO
 from llm_pipeline.training.throughput import TokenThroughputMonitor
 
 
@@ -60,6 +62,12 @@ class TrainerConfig(StageConfig):
         description="save a checkpoint every N optimizer steps (default val_check_interval) and at the last step",
     )
     seed: int = Field(1337, description="the stage seeds with this before building the model")
+    resume: str = Field(
+        "auto",
+        description="auto: from the newest checkpoint of the same params and inputs, if any; "
+        "never: from step 0 (old checkpoints removed); or a checkpoint file's path",
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="the last K checkpoints are kept")
     enable_progress_bar: bool = True
     deterministic: bool = False
 
@@ -159,13 +167,20 @@ def build_trainer(
     default_root_dir: str | Path,
     loggers: Sequence[Logger] = (),
     callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    fingerprint: str = "",
 ) -> L.Trainer:
-    """A Trainer that checkpoints into `<default_root_dir>/checkpoints` (keeping `last.ckpt`)."""
+    """A Trainer that checkpoints into `checkpoint_dir` (default `<default_root_dir>/checkpoints`),
+    through SafeCheckpointIO with `fingerprint` in its manifest."""
     check_hardware(cfg)
+    checkpoint_dir = Path(checkpoint_dir or Path(default_root_dir) / "checkpoints")
     checkpoint = FinalStepCheckpoint(
-        dirpath=Path(default_root_dir) / "checkpoints",
-        save_last=True,
-        save_top_k=1,  # with no monitor: the latest periodic checkpoint
+        dirpath=checkpoint_dir,
+        filename="step-{step:06d}",
+        auto_insert_metric_name=False,
+        monitor="step",  # with mode max and top k: the K latest
+        mode="max",
+        save_top_k=cfg.keep_checkpoints,
         every_n_train_steps=cfg.checkpoint_every_n_steps or cfg.val_check_interval,
     )
     return L.Trainer(
@@ -190,8 +205,13 @@ def build_trainer(
         inference_mode=False,
         default_root_dir=str(default_root_dir),
         logger=list(loggers) if loggers else False,
+        plugins=[SafeCheckpointIO(checkpoint_dir, fingerprint)],
+        # the training loaders shard themselves over ranks (data/loaders/resumable.py); an eval
+        # loader is read whole by every rank
+        use_distributed_sampler=False,
         callbacks=[
             checkpoint,
+            RngState(),
             TokenThroughputMonitor(cfg.log_every_n_steps),
             *([CompileModel()] if cfg.compile else []),
             *callbacks,
@@ -207,5 +227,4 @@ class FinalStepCheckpoint(ModelCheckpoint):
         if not self._should_skip_saving_checkpoint(trainer):  # false when this step is saved already
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
         super().on_train_end(trainer, pl_module)

@@ -8,13 +8,13 @@ y the same window shifted by one, so y[t] is the token that follows x[t].
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
+from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus, build_eval_loader
+from llm_pipeline.data.loaders.resumable import ResumableLoader
 from llm_pipeline.errors import PipelineError
 
 
@@ -24,10 +24,10 @@ class TokenWindowDataset(Dataset):
     The file is cut into chunks of block_size tokens; item i is the window that starts in
     chunk i % num_windows.
     random=True (training): the start is jittered by a random 0..block_size-1 tokens, so each
-    epoch sees new alignments; shuffle the loader. Randomness lives in the index order, which
-    the (distributed) sampler gives each rank differently; a bare RNG would hand every DDP rank
-    the same windows, since all ranks are seeded alike. `samples_per_epoch` sets the epoch length
-    (default: one pass over the file).
+    epoch sees new alignments. The jitter is drawn from the generator `item` is given (the
+    ResumableLoader seeds it from the draw's epoch and position, so a resumed run and every DDP
+    rank see the windows an uninterrupted 1-process run would). `samples_per_epoch` sets the
+    epoch length (default: one pass over the file).
     random=False (val/test): the windows share only their boundary token, so every token is
     predicted exactly once and the result is reproducible.
     """
@@ -55,16 +55,19 @@ class TokenWindowDataset(Dataset):
         return self.samples_per_epoch if self.random else self.num_windows
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        window = self.window(index)  # (T + 1,)
+        return self.item(index, None)
+
+    def item(self, index: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        window = self.window(index, generator)  # (T + 1,)
         return window[:-1], window[1:]  # x (T,), y (T,)
 
-    def window(self, index: int) -> torch.Tensor:
-        """The block_size + 1 raw tokens of item `index`, int64."""
+    def window(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The block_size + 1 raw tokens of item `index`, int64 (random: jittered with `generator`)."""
         if self._tokens is None:
             self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
         start = (index % self.num_windows) * self.block_size
         if self.random:
-            jitter = int(torch.randint(self.block_size, (1,)))
+            jitter = int(torch.randint(self.block_size, (1,), generator=generator))
             start = min(start + jitter, self.num_tokens - self.block_size - 1)
         return torch.from_numpy(self._tokens[start : start + self.block_size + 1].astype(np.int64))
 
@@ -86,13 +89,16 @@ def build_lm_dataloaders(
     num_workers: int = 0,
     samples_per_epoch: int | None = None,
     held_out: str = "val",
+    seed: int = 0,
 ) -> tuple[DataLoader, DataLoader]:
     """(train, val) loaders over `<shard_dir>/train.bin` (shuffled, jittered) and `<held_out>.bin` (sequential)."""
     shard_dir = Path(shard_dir)
     train = TokenWindowDataset(shard_dir / "train.bin", dtype, block_size, True, samples_per_epoch)
     val = TokenWindowDataset(shard_dir / f"{held_out}.bin", dtype, block_size, False)
-    common: dict[str, Any] = dict(batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
-    return DataLoader(train, shuffle=True, drop_last=True, **common), DataLoader(val, shuffle=False, **common)
+    return (
+        ResumableLoader(train, batch_size, seed, num_workers=num_workers),
+        build_eval_loader(val, batch_size, num_workers=num_workers),
+    )
 
 
 def build_causal_lm_loaders(
@@ -107,4 +113,5 @@ def build_causal_lm_loaders(
         data.num_workers,
         data.samples_per_epoch,
         corpus.held_out,
+        data.seed,
     )

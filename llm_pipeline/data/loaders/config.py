@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import Field
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from llm_pipeline.config import StageConfig
+from llm_pipeline.data.loaders.resumable import ResumableLoader
 
 
 class PretrainDataConfig(StageConfig):
@@ -26,6 +28,7 @@ class PretrainDataConfig(StageConfig):
     noise_density: float = Field(0.15, gt=0, lt=1)
     mean_noise_span_length: float = Field(3.0, ge=1)
     val_seed: int = 0  # validation masks/noise are drawn from this seed, the same every evaluation
+    seed: int = Field(0, description="training order, window jitter, masks and noise spans derive from it")
 
 
 @dataclass(frozen=True)
@@ -47,14 +50,23 @@ class TokenizedCorpus:
         return self.folder / f"{split}.bin"
 
 
-def build_loader(dataset: Dataset, data: PretrainDataConfig, collate, shuffle: bool) -> DataLoader:
-    """Training loaders shuffle and drop the last partial batch; validation loaders keep every example."""
+def build_loaders(train: Dataset, val: Dataset, data: PretrainDataConfig, collate) -> tuple[DataLoader, DataLoader]:
+    """Training: resumable, shuffled, the last partial batch dropped; validation: every example, in order."""
+    return (
+        ResumableLoader(train, data.batch_size, data.seed, collate, data.num_workers),
+        build_eval_loader(val, data.batch_size, collate, data.num_workers),
+    )
+
+
+def build_eval_loader(dataset: Dataset, batch_size: int, collate=None, num_workers: int = 0) -> DataLoader:
+    """In order, every example; its own generator, so iterating it leaves torch's global RNG alone
+    (a resumed run's dropout draws what an uninterrupted run's did, validation or not)."""
     return DataLoader(
         dataset,
-        batch_size=data.batch_size,
-        shuffle=shuffle,
-        drop_last=shuffle,
+        batch_size=batch_size,
+        shuffle=False,
         collate_fn=collate,
-        num_workers=data.num_workers,
-        persistent_workers=data.num_workers > 0,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator(),
     )

@@ -18,7 +18,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
-from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus, build_loader
+from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus, build_loaders
 from llm_pipeline.data.loaders.masking import IGNORE_INDEX, MaskingConfig, compute_mlm_masking
 from llm_pipeline.data.tasks.loading import load_task_split
 from llm_pipeline.errors import PipelineError
@@ -62,7 +62,8 @@ def build_pair(
 class NSPDataset(Dataset):
     """Items: dict of input_ids, token_type_ids, mlm_labels (all (L,)) and nsp_label () (0 = IsNext).
 
-    seed=None (training): fresh masks every time an item is read (dynamic masking).
+    seed=None (training): masks drawn from the generator `item` is given (dynamic masking: the
+    ResumableLoader seeds one per draw, so each epoch masks anew).
     seed=int (validation): item i is always masked the same way, so val metrics are comparable.
     """
 
@@ -86,8 +87,10 @@ class NSPDataset(Dataset):
         return len(self.examples)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.item(index, None if self.seed is None else torch.Generator().manual_seed(self.seed + index))
+
+    def item(self, index: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
         input_ids, token_type_ids = (torch.tensor(x, dtype=torch.long) for x in self.examples[index])
-        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed + index)
         corrupted, labels = compute_mlm_masking(input_ids, self.masking, generator)
         return {
             "input_ids": corrupted,
@@ -144,7 +147,4 @@ def build_mlm_nsp_loaders(
         return NSPDataset(pairs, is_next, special, masking, seq_len, seed)
 
     collate = functools.partial(collate_nsp, pad_id=special.pad)
-    return (
-        build_loader(dataset("train", None), data, collate, shuffle=True),
-        build_loader(dataset(corpus.held_out, data.val_seed), data, collate, shuffle=False),
-    )
+    return build_loaders(dataset("train", None), dataset(corpus.held_out, data.val_seed), data, collate)

@@ -25,6 +25,8 @@ from pydantic import Field, field_validator
 from torch.utils.data import DataLoader, Dataset
 
 from llm_pipeline.config import StageConfig
+from llm_pipeline.data.loaders.config import build_eval_loader
+from llm_pipeline.data.loaders.resumable import ResumableLoader
 from llm_pipeline.data.loaders.span_corruption import collate_span_corruption
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.models.blocks import IGNORE_INDEX
@@ -133,11 +135,15 @@ def encode_pairs(
 
 
 def build_seq2seq_loader(
-    pairs: Sequence[EncodedPair], style: Seq2SeqStyle, pad_id: int, batch_size: int, shuffle: bool
+    pairs: Sequence[EncodedPair], style: Seq2SeqStyle, pad_id: int, batch_size: int, train: bool, seed: int = 0
 ) -> DataLoader:
+    """train: resumable and shuffled from `seed`, the last partial batch dropped; else every pair in order."""
     collate = (
         functools.partial(collate_span_corruption, pad_id=pad_id)
         if style == "encoder_decoder"
         else functools.partial(collate_prompted, pad_id=pad_id)
     )
-    return DataLoader(Seq2SeqDataset(pairs, style), batch_size=batch_size, shuffle=shuffle, collate_fn=collate)
+    dataset = Seq2SeqDataset(pairs, style)
+    if train:
+        return ResumableLoader(dataset, batch_size, seed, collate)
+    return build_eval_loader(dataset, batch_size, collate)

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from llm_pipeline.data.loaders.causal_lm import TokenWindowDataset
-from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus, build_loader
+from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus, build_loaders
 from llm_pipeline.data.loaders.masking import IGNORE_INDEX
 from llm_pipeline.data.loaders.span_masking import (
     SpanCorruptionConfig,
@@ -32,7 +32,8 @@ from llm_pipeline.errors import PipelineError
 class SpanCorruptionDataset(Dataset):
     """Items: (inputs (I,), targets (J,)) from raw windows of the token file at `path`.
 
-    random=True (training): jittered windows, a fresh noise mask per read.
+    random=True (training): jittered windows and noise masks drawn from the generator `item`
+    is given (the ResumableLoader's, one per draw).
     random=False (validation): fixed windows, and item i always gets the same mask (seed + i).
     """
 
@@ -58,8 +59,10 @@ class SpanCorruptionDataset(Dataset):
         return len(self.windows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        generator = None if self.windows.random else torch.Generator().manual_seed(self.seed + index)
-        return corrupt_spans(self.windows.window(index), self.cfg, generator)
+        return self.item(index, None if self.windows.random else torch.Generator().manual_seed(self.seed + index))
+
+    def item(self, index: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return corrupt_spans(self.windows.window(index, generator), self.cfg, generator)
 
 
 def collate_span_corruption(items: Sequence[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -117,10 +120,7 @@ def build_span_corruption_loaders(
         )
 
     collate = functools.partial(collate_span_corruption, pad_id=pad_id)
-    return (
-        build_loader(dataset("train", True), data, collate, shuffle=True),
-        build_loader(dataset(corpus.held_out, False), data, collate, shuffle=False),
-    )
+    return build_loaders(dataset("train", True), dataset(corpus.held_out, False), data, collate)
 
 
 def _sentinel_ids(tokenizer: Tokenizer, where: Path) -> tuple[int, ...]:

@@ -1,5 +1,7 @@
 """The engine's cross-cutting features: accumulation, validation/checkpoint cadence, throughput, compile."""
 
+import json
+
 import lightning as L
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch.nn as nn
 from lightning.pytorch.callbacks import Callback
 
 from llm_pipeline.data.loaders.causal_lm import build_lm_dataloaders
+from llm_pipeline.io import sha256_file
 from llm_pipeline.models import IGNORE_INDEX, ModelOutput
 from llm_pipeline.models.flops import compute_transformer_flops
 from llm_pipeline.registry import build_model
@@ -58,8 +61,12 @@ def test_steps_count_optimizer_steps_and_the_last_step_is_checkpointed(tmp_path)
     val_steps = [row.split("\t")[0] for row in (tmp_path / "val.tsv").read_text().splitlines()[1:]]
     assert val_steps == ["3", "6"]  # every 3 optimizer steps = 6 micro-batches
     assert len((tmp_path / "train.tsv").read_text().splitlines()) == 1 + 7
-    saved = {p.name: torch.load(p, weights_only=False)["global_step"] for p in (tmp_path / "checkpoints").iterdir()}
-    assert saved["last.ckpt"] == 7 and 7 in saved.values()  # 7 is not a multiple of 5, and still saved
+    folder = tmp_path / "checkpoints"
+    saved = {p.name: torch.load(p, weights_only=True)["global_step"] for p in folder.glob("*.ckpt")}
+    assert saved == {"step-000005.ckpt": 5, "step-000007.ckpt": 7}  # 7 is not a multiple of 5, and still saved
+    listed = json.loads((folder / "checkpoints.json").read_text())["checkpoints"]
+    assert {name: entry["step"] for name, entry in listed.items()} == saved
+    assert all(entry["sha256"] == sha256_file(folder / name) for name, entry in listed.items())
 
 
 def test_throughput_and_mfu_are_logged_from_the_model_flops(tmp_path):

@@ -41,7 +41,7 @@ def test_lm_module_learns_a_repeating_stream(tmp_path):
     after = trainer.callback_metrics
     assert after["val/loss"] < 0.5 * before
     assert after["val/ppl"] == pytest.approx(torch.exp(after["val/loss"]).item(), rel=1e-5)
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "step-000040.ckpt").is_file()
     rows = (tmp_path / "train.tsv").read_text().splitlines()
     assert rows[0] == "step\ttrain_loss" and len(rows) == 41 and rows[-1].startswith("40\t")
     assert float(rows[-1].split("\t")[1]) < float(rows[1].split("\t")[1])
@@ -52,7 +52,7 @@ def test_lm_module_learns_a_repeating_stream(tmp_path):
         "40",
     ]  # validate() before fit adds step 0
     reloaded = TrainingModule.load_from_checkpoint(
-        tmp_path / "checkpoints" / "last.ckpt", model=gpt.model_cls(config), objective=CausalLM()
+        tmp_path / "checkpoints" / "step-000040.ckpt", model=gpt.model_cls(config), objective=CausalLM()
     )
     for name, weight in module.model.state_dict().items():
         assert torch.equal(reloaded.model.state_dict()[name], weight), name
