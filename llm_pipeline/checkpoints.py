@@ -1,19 +1,20 @@
-"""Save/load the stage model files (`model.pt`) and check tokenizer lineage.
+"""Save/load the stage models (`model.safetensors` + `model.json`) and check tokenizer lineage.
 
-A model file carries its family (a name in llm_pipeline.registry), the architecture config and
-the sha256 of the tokenizer it was trained with, so a later stage rebuilds it through the
-registry and can refuse a tokenizer or shards that do not belong to it. A fine-tuned
-classifier's file also carries its labels and input length.
+No pickle: the weights are safetensors, and `model.json` holds the family (a name in
+llm_pipeline.registry), the architecture config, the sha256 of the tokenizer it was trained
+with and the sha256 of the weights file, so a later stage rebuilds the model through the
+registry, refuses a tokenizer or shards that do not belong to it, and notices a weights file
+that is not the one saved. A fine-tuned classifier's config also carries its labels and input length.
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
+import json
 from pathlib import Path
 from typing import Any
 
-import torch
+import safetensors
+import safetensors.torch
 import torch.nn as nn
 
 from llm_pipeline.errors import PipelineError
@@ -22,7 +23,8 @@ from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.registry import family_of, get_family
 
-PRETRAINED, CLASSIFIER = "pretrained", "classifier"  # the two kinds of model file
+PRETRAINED, CLASSIFIER = "pretrained", "classifier"  # the two kinds of model
+MODEL_WEIGHTS, MODEL_CONFIG = "model.safetensors", "model.json"  # a saved model's two files
 
 
 def check_tokenizer(tokenizer_path: str | Path, expected_sha: str, what: str) -> str:
@@ -39,74 +41,79 @@ def check_tokenizer(tokenizer_path: str | Path, expected_sha: str, what: str) ->
     return actual
 
 
-def save_pretrained(path: str | Path, model: FamilyModel, tokenizer_sha256: str) -> None:
-    torch.save(
-        {
-            "kind": PRETRAINED,
-            "family": family_of(model).name,
-            "config": model.config.to_dict(),
-            "state_dict": model.state_dict(),
-            "tokenizer_sha256": tokenizer_sha256,
-        },
-        path,
-    )
+def model_files(folder: str | Path) -> list[Path]:
+    """The files a saved model is made of: its weights and its JSON config."""
+    return [Path(folder) / MODEL_WEIGHTS, Path(folder) / MODEL_CONFIG]
+
+
+def has_model(folder: str | Path) -> bool:
+    return all(path.is_file() for path in model_files(folder))
+
+
+def save_pretrained(folder: str | Path, model: FamilyModel, tokenizer_sha256: str) -> None:
+    _save(folder, model, {"kind": PRETRAINED, "config": model.config.to_dict(), "tokenizer_sha256": tokenizer_sha256})
 
 
 def save_classifier(
-    path: str | Path, model: SequenceClassifier, labels: list[str], max_len: int, tokenizer_sha256: str
+    folder: str | Path, model: SequenceClassifier, labels: list[str], max_len: int, tokenizer_sha256: str
 ) -> None:
-    torch.save(
-        {
-            "kind": CLASSIFIER,
-            "family": family_of(model).name,
-            "config": model.backbone.config.to_dict(),
-            "labels": labels,
-            "max_len": max_len,
-            "state_dict": model.state_dict(),
-            "tokenizer_sha256": tokenizer_sha256,
-        },
-        path,
-    )
+    meta = {"kind": CLASSIFIER, "config": model.backbone.config.to_dict(), "labels": labels, "max_len": max_len}
+    _save(folder, model, meta | {"tokenizer_sha256": tokenizer_sha256})
 
 
-def load_pretrained(path: str | Path, family: str | None = None) -> tuple[FamilyModel, dict[str, Any]]:
+def load_pretrained(folder: str | Path, family: str | None = None) -> tuple[FamilyModel, dict[str, Any]]:
     """A pretrained model of any family (or only `family`), in eval mode, with its metadata."""
-    payload = _read(path, PRETRAINED)
-    if family is not None and payload["family"] != family:
-        raise PipelineError(f"{path}: expected a {family} model, found a {payload['family']} model")
-    model = get_family(payload["family"]).model_from_config(payload["config"], where=str(path))
-    _load_weights(model, payload, path)
-    return model.eval(), payload
+    meta = _read_config(folder, PRETRAINED)
+    if family is not None and meta["family"] != family:
+        raise PipelineError(f"{folder}: expected a {family} model, found a {meta['family']} model")
+    model = get_family(meta["family"]).model_from_config(meta["config"], where=str(Path(folder) / MODEL_CONFIG))
+    _load_weights(model, meta, folder)
+    return model.eval(), meta
 
 
-def load_classifier(path: str | Path) -> tuple[SequenceClassifier, dict[str, Any]]:
-    payload = _read(path, CLASSIFIER)
-    backbone = get_family(payload["family"]).model_from_config(payload["config"], where=str(path))
-    model = SequenceClassifier(backbone, len(payload["labels"]))
-    _load_weights(model, payload, path)
-    return model.eval(), payload
+def load_classifier(folder: str | Path) -> tuple[SequenceClassifier, dict[str, Any]]:
+    meta = _read_config(folder, CLASSIFIER)
+    backbone = get_family(meta["family"]).model_from_config(meta["config"], where=str(Path(folder) / MODEL_CONFIG))
+    model = SequenceClassifier(backbone, len(meta["labels"]))
+    _load_weights(model, meta, folder)
+    return model.eval(), meta
 
 
-def _read(path: str | Path, kind: str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise PipelineError(f"{path}: model file not found (has its stage run?)")
+def _save(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:
+    weights, config = model_files(folder)
+    # save_model stores each tied tensor once (GPT's wte/lm_head, T5's shared/lm_head)
+    safetensors.torch.save_model(model, str(weights))
+    meta = {"family": family_of(model).name, **meta, "weights_sha256": sha256_file(weights)}
+    config.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _read_config(folder: str | Path, kind: str) -> dict[str, Any]:
+    weights, config = model_files(folder)
+    for path in (config, weights):
+        if not path.is_file():
+            raise PipelineError(f"{path}: model file not found (has its stage run?)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        meta = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise PipelineError(f"{config}: not a readable model config ({exc}); rerun the stage that writes it") from None
+    if not isinstance(meta, dict) or meta.get("kind") != kind or "family" not in meta:
+        found = meta.get("kind") if isinstance(meta, dict) else type(meta).__name__
+        raise PipelineError(f"{config}: expected a {kind} model config, found {found!r}")
+    if sha256_file(weights) != meta.get("weights_sha256"):
         raise PipelineError(
-            f"{path}: not a readable model file, corrupt or truncated ({reason}); rerun the stage that writes it"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("kind") != kind or "family" not in payload:
-        found = payload.get("kind") if isinstance(payload, dict) else type(payload).__name__
-        raise PipelineError(f"{path}: expected a {kind} model file, found {found!r}")
-    return payload
+            f"{weights}: not the weights {config.name} was saved with (sha256 mismatch): corrupt, truncated or "
+            "replaced; rerun the stage that writes it"
+        )
+    return meta
 
 
-def _load_weights(model: nn.Module, payload: dict[str, Any], path: str | Path) -> None:
+def _load_weights(model: nn.Module, meta: dict[str, Any], folder: str | Path) -> None:
+    weights = Path(folder) / MODEL_WEIGHTS
     try:
-        model.load_state_dict(payload["state_dict"])
+        safetensors.torch.load_model(model, str(weights))
     except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise PipelineError(f"{path}: weights do not fit the saved {payload['family']} config ({first})") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+        raise PipelineError(f"{weights}: weights do not fit the saved {meta['family']} config ({detail})") from None
+    except safetensors.SafetensorError as exc:
+        raise PipelineError(f"{weights}: not a readable safetensors file ({exc})") from None

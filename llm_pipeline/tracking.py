@@ -42,8 +42,9 @@ def experiment_name() -> str:
 
 
 def is_global_rank_zero() -> bool:
-    """True unless this process is a non-zero rank of a multi-process launch."""
-    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """True unless this process is a non-zero rank of a multi-process launch (Lightning's own
+    launcher and torchrun set RANK/LOCAL_RANK/NODE_RANK; SLURM's srun sets SLURM_PROCID)."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def enabled() -> bool:

@@ -93,9 +93,9 @@ def load_run(folder: Path) -> FinetunedRun:
     check_tokenizer(tokenizer_path, manifest["tokenizer_sha256"], f"the model {folder}")
     model: nn.Module
     if manifest["kind"] == "classification":
-        model, _ = load_classifier(folder / "model.pt")
+        model, _ = load_classifier(folder)
     else:
-        model, _ = load_pretrained(folder / "model.pt", family=manifest["family"])
+        model, _ = load_pretrained(folder, family=manifest["family"])
     return FinetunedRun(folder.name, folder, manifest, model.eval(), load_tokenizer(tokenizer_path))
 
 

@@ -21,7 +21,7 @@ import torch
 import yaml
 from pydantic import AfterValidator, Field
 
-from llm_pipeline.checkpoints import check_tokenizer, load_pretrained
+from llm_pipeline.checkpoints import check_tokenizer, has_model, load_pretrained
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.tokenization.shards import load_shard
@@ -97,7 +97,7 @@ def load_runs(cfg: EvaluateConfig) -> list[FinetunedRun]:
     runs = []
     for name in run_names(cfg):
         folder = Path(cfg.finetune_root) / name
-        if not (folder / "model.pt").is_file():
+        if not has_model(folder):
             raise PipelineError(f"{folder}: no fine-tuned model for run {name!r} (run `dvc repro finetune@{name}`)")
         runs.append(load_run(folder))
     return runs
@@ -140,7 +140,7 @@ def score_pretrained(cfg: EvaluateConfig, board: Scoreboard, family: str):
     """One pretrained family on the test split of its own objective; returns the model."""
     spec = get_family(family)
     folder = Path(cfg.pretrain_root) / family
-    model, meta = load_pretrained(folder / "model.pt", family=family)
+    model, meta = load_pretrained(folder, family=family)
     manifest = read_manifest(folder)
     corpus = pretrain_shards(cfg, family)
     check_tokenizer(corpus.tokenizer_path, meta["tokenizer_sha256"], f"the model {folder}")

@@ -2,9 +2,12 @@
 
 One run per key under `runs` (`--set run=summarization-t5`); dvc.yaml fans out over them, each
 stage tracking only its own block, so adding a run retrains nothing else.
-Inputs : <tasks_dir>/<task>/{train,val}.parquet; <pretrain_root>/<family>/{model.pt, tokenizer.json, manifest.json}
-Outputs: <output_root>/<run>/model.pt (+ adapter.safetensors for LoRA) + tokenizer.json + manifest.json;
-         reports/plots/finetune-<run>_loss.tsv; registered as <register_prefix><task>-<family>
+Inputs : <tasks_dir>/<task>/{train,val}.parquet; <pretrain_root>/<family>/ (model.safetensors,
+         model.json, tokenizer.json, manifest.json)
+Outputs: <output_root>/<run>/model.safetensors + model.json (+ adapter.safetensors for LoRA),
+         tokenizer.json, manifest.json; reports/plots/finetune-<run>_loss.tsv; registered as
+         <register_prefix><task>-<family>
+Keeps  : <checkpoint_root>/finetune-<run>/ (a killed or retried run resumes from it; trainer.resume)
 
 The task's kind follows from its columns (data/tasks/loading.TASK_KINDS):
 - classification: a linear head over the backbone's sequence vector (BERT [CLS], GPT last token);
@@ -24,13 +27,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
 import torch.nn as nn
 from pydantic import Field, field_validator
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from llm_pipeline import tracking
-from llm_pipeline.checkpoints import check_tokenizer, load_pretrained, save_classifier, save_pretrained
+from llm_pipeline.checkpoints import (
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    check_tokenizer,
+    load_pretrained,
+    model_files,
+    save_classifier,
+    save_pretrained,
+)
 from llm_pipeline.config import StageConfig, check_folder_names
 from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
 from llm_pipeline.data.loaders.config import build_eval_loader
@@ -90,7 +102,7 @@ class FinetuneConfig(StageConfig):
     runs: dict[str, FinetuneRun]  # dvc.yaml runs finetune@<name> for every key
     run: str | None = None  # the one this invocation trains
     tasks_dir: str = "data/ingest/tasks"
-    pretrain_root: str = "data/pretrain"  # <pretrain_root>/<family>/ holds model.pt + tokenizer.json
+    pretrain_root: str = "data/pretrain"  # <pretrain_root>/<family>/ holds the model + tokenizer.json
     output_root: str = "data/finetune"  # writes <output_root>/<run>/
     checkpoint_root: str = "data/checkpoints"  # <checkpoint_root>/finetune-<run>/: what a rerun resumes from
     plots_dir: str = "reports/plots"
@@ -139,6 +151,11 @@ def check_pairing(name: str, spec: FinetuneRun, family: FamilySpec, kind: str) -
         )
     if kind != "generation" and spec.method == "none":
         raise PipelineError(f"{where}: method none trains nothing; use full or lora for a {kind} task")
+    if spec.trainer.global_batch_tokens:
+        raise PipelineError(
+            f"{where}.trainer.global_batch_tokens: fine-tuning examples vary in length; "
+            "set trainer.accumulate_grad_batches instead"
+        )
 
 
 def build_classification(spec: FinetuneRun, cfg: FinetuneConfig, backbone, tokenizer) -> TaskSetup:
@@ -193,6 +210,62 @@ def build_seq2seq(spec: FinetuneRun, cfg: FinetuneConfig, model, tokenizer, fami
     )
 
 
+@dataclass
+class TrainedRun:
+    model: nn.Module  # LoRA already merged: a plain model of our classes
+    meta: dict[str, Any]
+    metrics: dict[str, float]
+    adapter: dict[str, torch.Tensor] | None  # LoRA's trained tensors, before the merge
+
+
+def train_run(
+    cfg: FinetuneConfig,
+    name: str,
+    spec: FinetuneRun,
+    kind: str,
+    family: FamilySpec,
+    backbone: FamilyModel,
+    tokenizer,
+    inputs: list[dict[str, Any]],
+    plots: Path,
+    tracker,
+) -> TrainedRun | None:
+    """Build the task's model and loaders, train (resuming from its checkpoints), and hand back
+    what rank zero saves; None on the other ranks of a multi-process run."""
+    setup = (
+        build_classification(spec, cfg, backbone.train(), tokenizer)
+        if kind == "classification"
+        else build_seq2seq(spec, cfg, backbone.train(), tokenizer, family)
+    )
+    if spec.method == "lora":
+        apply_lora(setup.model, spec.lora, trainable=setup.trainable)
+    metrics = {f"params/{k}": float(v) for k, v in count_parameters(setup.model).items()}
+    module = TrainingModule(setup.model, setup.objective, spec.optim.for_run(spec.trainer.max_steps))
+    checkpoints = Path(cfg.checkpoint_root) / f"finetune-{name}"
+    run_fingerprint = training_fingerprint(spec.model_dump(), inputs)
+    resume_from = prepare_resume(checkpoints, spec.trainer.resume, run_fingerprint, tracking.is_global_rank_zero())
+    logger = tracker.lightning_logger()
+    trainer = build_trainer(
+        spec.trainer,
+        checkpoints,  # Lightning's root: nothing else is written there (the logger is MLflow's)
+        loggers=[logger] if logger else [],
+        callbacks=[LossCurveWriter(plots)],
+        checkpoint_dir=checkpoints,
+        fingerprint=run_fingerprint,
+    )
+    trainer.fit(module, setup.train_loader, setup.val_loader, ckpt_path=resume_from)
+    if not trainer.is_global_zero:
+        return None
+    adapter = None
+    if spec.method == "lora":
+        adapter = lora_state_dict(setup.model)
+        merge_lora(setup.model)  # the saved model is a plain one of our classes
+    metrics |= setup.counts | {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    metrics["steps"] = trainer.global_step
+    meta = setup.meta | {"checkpoints": str(checkpoints), "resumed_from": str(resume_from) if resume_from else None}
+    return TrainedRun(setup.model.cpu().eval(), meta, metrics, adapter)
+
+
 def run(cfg: FinetuneConfig, tracker) -> StageResult:
     name, spec = select_run(cfg)
     family = get_family(spec.family)
@@ -201,59 +274,34 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
     pretrained_dir = Path(cfg.pretrain_root) / spec.family
     pretrain_manifest = read_manifest(pretrained_dir)
     L.seed_everything(spec.trainer.seed, workers=True)  # before a head is built: its init draws from it
-    backbone, lm_meta = load_pretrained(pretrained_dir / "model.pt", family=spec.family)
+    backbone, lm_meta = load_pretrained(pretrained_dir, family=spec.family)
     tokenizer_path = pretrained_dir / "tokenizer.json"
     tokenizer_sha = check_tokenizer(tokenizer_path, lm_meta["tokenizer_sha256"], f"the model {pretrained_dir}")
     tokenizer = load_tokenizer(tokenizer_path)
 
     out = Path(cfg.output_root) / name
     plots = Path(cfg.plots_dir) / f"finetune-{name}_loss.tsv"
-    inputs = describe_inputs([Path(cfg.tasks_dir) / spec.task, pretrained_dir / "model.pt", tokenizer_path])
+    inputs = describe_inputs([Path(cfg.tasks_dir) / spec.task, *model_files(pretrained_dir), tokenizer_path])
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     meta: dict[str, Any] = {}
+    adapter: dict[str, torch.Tensor] | None = None
+    if kind == "generation":
+        model: nn.Module = backbone
+        write_text(plots, "step\ttrain_loss\n")  # nothing trained: an empty curve, so dvc finds its plot
+    else:
+        trained = train_run(cfg, name, spec, kind, family, backbone, tokenizer, inputs, plots, tracker)
+        if trained is None:  # a non-zero rank of a multi-process run: rank zero writes everything
+            return StageResult(metrics={})
+        model, meta, metrics, adapter = trained.model, trained.meta, trained.metrics, trained.adapter
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        if kind == "generation":
-            model: nn.Module = backbone
-            write_text(plots, "step\ttrain_loss\n")  # nothing trained: an empty curve, so dvc finds its plot
-        else:
-            setup = (
-                build_classification(spec, cfg, backbone.train(), tokenizer)
-                if kind == "classification"
-                else build_seq2seq(spec, cfg, backbone.train(), tokenizer, family)
-            )
-            if spec.method == "lora":
-                apply_lora(setup.model, spec.lora, trainable=setup.trainable)
-            metrics |= {f"params/{k}": float(v) for k, v in count_parameters(setup.model).items()}
-            module = TrainingModule(setup.model, setup.objective, spec.optim.for_run(spec.trainer.max_steps))
-            checkpoints = Path(cfg.checkpoint_root) / f"finetune-{name}"
-            run_fingerprint = training_fingerprint(spec.model_dump(), inputs)
-            resume_from = prepare_resume(
-                checkpoints, spec.trainer.resume, run_fingerprint, tracking.is_global_rank_zero()
-            )
-            logger = tracker.lightning_logger()
-            trainer = build_trainer(
-                spec.trainer,
-                tmp,
-                loggers=[logger] if logger else [],
-                callbacks=[LossCurveWriter(plots)],
-                checkpoint_dir=checkpoints,
-                fingerprint=run_fingerprint,
-            )
-            trainer.fit(module, setup.train_loader, setup.val_loader, ckpt_path=resume_from)
-            if spec.method == "lora":
-                save_file(lora_state_dict(setup.model), str(tmp / "adapter.safetensors"))
-                merge_lora(setup.model)  # the saved model is a plain one of our classes
-            model = setup.model.cpu().eval()
-            meta = setup.meta
-            metrics |= setup.counts | {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-            metrics["steps"] = trainer.global_step
-            meta = {**meta, "checkpoints": str(checkpoints), "resumed_from": str(resume_from) if resume_from else None}
+        if adapter is not None:
+            save_file(adapter, str(tmp / "adapter.safetensors"))
         if isinstance(model, SequenceClassifier):
-            save_classifier(tmp / "model.pt", model, meta["labels"], meta["max_len"], tokenizer_sha)
+            save_classifier(tmp, model, meta["labels"], meta["max_len"], tokenizer_sha)
         else:
-            save_pretrained(tmp / "model.pt", model, tokenizer_sha)  # type: ignore[arg-type]  # a family model
+            save_pretrained(tmp, model, tokenizer_sha)  # type: ignore[arg-type]  # a family model
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")  # the run folder is self-contained
         metrics["train_seconds"] = time.perf_counter() - started
         lineage = tracking.model_version_of_run(pretrain_manifest.get("mlflow_run_id"))
@@ -262,7 +310,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
             build_manifest(
                 f"finetune-{name}",
                 inputs=inputs,
-                outputs={"model": "model.pt", "tokenizer": "tokenizer.json"}
+                outputs={"model": [MODEL_WEIGHTS, MODEL_CONFIG], "tokenizer": "tokenizer.json"}
                 | ({"adapter": "adapter.safetensors"} if spec.method == "lora" else {}),
                 counts=metrics,
                 extra={

@@ -3,7 +3,7 @@
 One run per family (`--set family=gpt`); dvc.yaml fans out over the `families` mapping.
 Inputs : data/tokenize/<tokenizer>/ (shards, tokenizer.json, manifest); bert also reads
          ingest's nsp pairs
-Outputs: data/pretrain/<family>/model.pt, tokenizer.json, manifest.json;
+Outputs: data/pretrain/<family>/model.safetensors + model.json, tokenizer.json, manifest.json;
          reports/plots/pretrain-<family>_loss.tsv
 Keeps  : data/checkpoints/pretrain-<family>/ (not a DVC out: a killed or retried run, `dvc repro`
          included, resumes from it; trainer.resume)
@@ -26,7 +26,7 @@ import lightning as L
 from pydantic import Field, field_validator
 from torch.utils.data import DataLoader
 
-from llm_pipeline.checkpoints import check_tokenizer, save_pretrained
+from llm_pipeline.checkpoints import MODEL_CONFIG, MODEL_WEIGHTS, check_tokenizer, save_pretrained
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
@@ -39,6 +39,7 @@ from llm_pipeline.stages.base import StageResult
 from llm_pipeline.tracking import is_global_rank_zero
 from llm_pipeline.training.callbacks import LossCurveWriter
 from llm_pipeline.training.checkpointing import prepare_resume, training_fingerprint
+from llm_pipeline.training.distributed import with_global_batch
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.objectives import Objective
 from llm_pipeline.training.optim import OptimConfig
@@ -139,6 +140,8 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
     tokenizer_sha = check_tokenizer(
         tokenizer_dir / "tokenizer.json", shards["tokenizer_sha256"], f"the token shards in {tokenizer_dir}"
     )
+    if fam.trainer.global_batch_tokens:
+        fam = fam.model_copy(update={"trainer": with_global_batch(fam.trainer, fam.data.batch_size * setup.seq_len)})
     module = TrainingModule(setup.model, setup.objective, fam.optim.for_run(fam.trainer.max_steps))
 
     out = Path(cfg.output_root) / family
@@ -170,7 +173,7 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
         return StageResult(metrics={})
 
     model = cast(FamilyModel, module.model.cpu().eval())  # setup.model: pretraining trains a family model
-    save_pretrained(staging / "model.pt", model, tokenizer_sha)
+    save_pretrained(staging, model, tokenizer_sha)
     # with its tokenizer the folder is self-contained: fine-tuning needs nothing from tokenize
     shutil.copyfile(tokenizer_dir / "tokenizer.json", staging / "tokenizer.json")
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -186,7 +189,7 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
         build_manifest(
             f"pretrain-{family}",
             inputs=inputs,
-            outputs={"model": "model.pt", "tokenizer": "tokenizer.json"},
+            outputs={"model": [MODEL_WEIGHTS, MODEL_CONFIG], "tokenizer": "tokenizer.json"},
             counts=metrics,
             extra={
                 "family": family,

@@ -42,8 +42,11 @@ class LossCurveWriter(Callback):
     ) -> None:
         if not trainer.is_global_zero or outputs is None:
             return
-        # Lightning hands back the loss divided by accumulate_grad_batches; undo that
-        self._pending.append(float(outputs["loss"]) * trainer.accumulate_grad_batches)
+        # the module's logged train/loss: the mean over all ranks (outputs["loss"] is this rank's)
+        logged = trainer.callback_metrics.get("train/loss")
+        # outputs["loss"]: Lightning divided it by accumulate_grad_batches; undo that
+        loss = float(logged) if logged is not None else float(outputs["loss"]) * trainer.accumulate_grad_batches
+        self._pending.append(loss)
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return
         self.train_rows.append((trainer.global_step, sum(self._pending) / len(self._pending)))

@@ -39,7 +39,9 @@ class TrainingModule(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, metrics = self.objective.compute(self.model, batch)
         for name, (value, _) in metrics.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss")
+            # sync_dist: with several ranks the logged value is the mean over all of them (one
+            # all-reduce of a scalar), not rank zero's share of the batch
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss", sync_dist=True)
         optimizer = self.optimizers()
         assert not isinstance(optimizer, list)  # configure_optimizers returns one optimizer
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)

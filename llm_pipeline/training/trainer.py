@@ -25,6 +25,7 @@ from llm_pipeline.config import StageConfig
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.training.callbacks import CompileModel
 from llm_pipeline.training.checkpointing import RngState, SafeCheckpointIO
+from llm_pipeline.training.distributed import FSDPConfig, build_fsdp_strategy
 from llm_pipeline.training.throughput import TokenThroughputMonitor
 
 
@@ -54,6 +55,13 @@ class TrainerConfig(StageConfig):
     val_check_interval: int = Field(200, gt=0, description="validate every N optimizer steps")
     limit_val_batches: int | float = Field(1.0, description="int: batches; float: fraction of the val set")
     accumulate_grad_batches: int = Field(1, ge=1)
+    global_batch_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="pretraining: tokens per optimizer step over all processes; sets accumulate_grad_batches "
+        "from the batch size, sequence length and world size, so the global batch stays when devices change",
+    )
+    fsdp: FSDPConfig = Field(default_factory=FSDPConfig, description="used with strategy: fsdp (GPUs)")
     gradient_clip_val: float | None = 1.0
     log_every_n_steps: int = Field(10, gt=0)
     checkpoint_every_n_steps: int | None = Field(
@@ -124,6 +132,11 @@ def check_hardware(cfg: TrainerConfig) -> None:
     ):
         if value not in known:  # a config built with model_construct skips the validators
             raise PipelineError(f"trainer.{key} {value!r} is not one Lightning takes; use one of {', '.join(known)}")
+    if cfg.strategy.lower().startswith("fsdp") and (cfg.accelerator == "cpu" or not torch.cuda.is_available()):
+        raise PipelineError(
+            f"trainer.strategy {cfg.strategy!r} shards the model over CUDA GPUs and this machine has none; "
+            "use strategy ddp (or auto) here"
+        )
     have = available_devices(cfg.accelerator)
     if have is None:
         return
@@ -186,7 +199,7 @@ def build_trainer(
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
-        strategy=cfg.strategy,
+        strategy=build_fsdp_strategy(cfg.fsdp) if cfg.strategy.lower() == "fsdp" else cfg.strategy,
         num_nodes=cfg.num_nodes,
         # cast: the validator keeps precision to known_precisions(), Lightning's string literals
         precision=cast("_PRECISION_INPUT_STR | _PRECISION_INPUT_STR_ALIAS", cfg.precision),

@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
+from llm_pipeline.checkpoints import MODEL_WEIGHTS
 from llm_pipeline.stages import tokenize
 from llm_pipeline.tracking import StageRun
 from tests.conftest import write_fake_ingest
@@ -155,8 +157,7 @@ def kill_after_a_checkpoint(args: list[str], folder: Path, beyond: int, rng: ran
 
 
 def assert_same_weights(a: Path, b: Path, note: str) -> None:
-    left = torch.load(a, weights_only=True)["state_dict"]
-    right = torch.load(b, weights_only=True)["state_dict"]
+    left, right = load_file(a / MODEL_WEIGHTS), load_file(b / MODEL_WEIGHTS)
     assert left.keys() == right.keys()
     differing = [name for name in left if not torch.equal(left[name], right[name])]
     assert not differing, f"{note}: {len(differing)} tensors differ, e.g. {differing[:3]}"
@@ -180,7 +181,7 @@ def kill_and_resume(stage, params, name, root, kills, seed, **sets):
         notes.append(f"killed {delay:.2f} s after a checkpoint, newest step {step}")
     run_to_end(args)
     assert_resumed(killed / "model" / name, step)
-    assert_same_weights(whole / "model" / name / "model.pt", killed / "model" / name / "model.pt", "; ".join(notes))
+    assert_same_weights(whole / "model" / name, killed / "model" / name, "; ".join(notes))
     # the loss curve holds every step, the ones before the kill too, with the same values
     curve = f"{stage}-{name}_loss.tsv"
     whole_rows = (whole / "plots" / curve).read_text().splitlines()

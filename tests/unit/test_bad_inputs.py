@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 
@@ -70,16 +71,14 @@ def eval_inputs(fake_ingest_dir, tmp_path, monkeypatch):
     assert lm.config.max_seq_len == 64
     pretrained = tmp_path / "pretrain" / "gpt"
     pretrained.mkdir(parents=True)
-    save_pretrained(pretrained / "model.pt", lm, sha)
+    save_pretrained(pretrained, lm, sha)
     shutil.copy(tok_dir / "tokenizer.json", pretrained / "tokenizer.json")
     write_json(pretrained / "manifest.json", {"tokenizer": "bpe", "counts": {"seq_len": 64}})
 
     def save_task_model(labels: list[str]) -> None:
         run = tmp_path / "finetune" / "classification-gpt"
         run.mkdir(parents=True, exist_ok=True)
-        save_classifier(
-            run / "model.pt", SequenceClassifier(build_model("gpt", "tiny", vocab), len(labels)), labels, 32, sha
-        )
+        save_classifier(run, SequenceClassifier(build_model("gpt", "tiny", vocab), len(labels)), labels, 32, sha)
         shutil.copy(tok_dir / "tokenizer.json", run / "tokenizer.json")
         manifest = {"task": "classification", "kind": "classification", "family": "gpt", "labels": labels}
         write_json(run / "manifest.json", manifest | {"max_len": 32, "tokenizer_sha256": sha})
@@ -338,21 +337,43 @@ def test_missing_artifact_is_an_error(tracking_dir):
     ids=["empty", "header-only", "tail-cut", "half"],
 )
 def test_truncated_model_file(tmp_path, keep):
-    path = tmp_path / "model.pt"
-    save_pretrained(path, build_model("gpt", "tiny", 30), "sha")
-    data = path.read_bytes()
-    (tmp_path / "cut.pt").write_bytes(data[: keep(len(data))])
-    with pytest.raises(PipelineError, match=r"cut.pt: not a readable model file, corrupt or truncated") as exc:
-        load_pretrained(tmp_path / "cut.pt")
+    save_pretrained(tmp_path, build_model("gpt", "tiny", 30), "sha")
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: keep(len(data))])
+    with pytest.raises(PipelineError, match=r"model.safetensors: not the weights model.json was saved with") as exc:
+        load_pretrained(tmp_path)
+    one_line(exc)
+
+
+def test_a_missing_model_file_is_named(tmp_path):
+    save_pretrained(tmp_path, build_model("gpt", "tiny", 30), "sha")
+    (tmp_path / "model.json").unlink()
+    with pytest.raises(PipelineError, match=r"model.json: model file not found") as exc:
+        load_pretrained(tmp_path)
     one_line(exc)
 
 
 def test_saved_config_with_an_unknown_key(tmp_path):
-    path = tmp_path / "model.pt"
-    save_pretrained(path, build_model("gpt", "tiny", 30), "sha")
-    payload = torch.load(path, weights_only=True)
-    payload["config"]["bogus_key"] = 1
-    torch.save(payload, path)
-    with pytest.raises(PipelineError, match=r"model.pt: not a valid gpt config: .*bogus_key") as exc:
-        load_pretrained(path)
+    save_pretrained(tmp_path, build_model("gpt", "tiny", 30), "sha")
+    config = tmp_path / "model.json"
+    meta = json.loads(config.read_text())
+    meta["config"]["bogus_key"] = 1
+    config.write_text(json.dumps(meta))
+    with pytest.raises(PipelineError, match=r"model.json: not a valid gpt config: .*bogus_key") as exc:
+        load_pretrained(tmp_path)
+    one_line(exc)
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    save_pretrained(tmp_path, build_model("gpt", "tiny", 30), "sha")
+    other = tmp_path / "other"
+    other.mkdir()
+    save_pretrained(other, build_model("gpt", "tiny", 40), "sha")  # another vocab size
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["weights_sha256"] = json.loads((other / "model.json").read_text())["weights_sha256"]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    (tmp_path / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+    with pytest.raises(PipelineError, match=r"model.safetensors: weights do not fit the saved gpt config") as exc:
+        load_pretrained(tmp_path)
     one_line(exc)

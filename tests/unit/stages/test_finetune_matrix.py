@@ -138,7 +138,7 @@ def test_every_task_kind_fine_tunes_from_every_family_that_serves_it(tracked):
     counts = json.loads((project / "finetune" / "echo-gpt" / "manifest.json").read_text())["counts"]
     assert 0 < counts["params/trainable"] < counts["params/total"] / 4
     adapter = project / "finetune" / "echo-gpt" / "adapter.safetensors"
-    assert adapter.stat().st_size < (project / "finetune" / "echo-gpt" / "model.pt").stat().st_size / 4
+    assert adapter.stat().st_size < (project / "finetune" / "echo-gpt" / "model.safetensors").stat().st_size / 4
     assert not (project / "finetune" / "echo-t5" / "adapter.safetensors").exists()
 
     # one registered model per pair, its version tagged with where it came from

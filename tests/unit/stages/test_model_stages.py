@@ -95,7 +95,7 @@ def test_pretrain_gpt_through_the_stage(tokenized, tmp_path):
     assert pre.metrics["steps"] == 100
     assert pre.metrics["val/ppl"] < 300  # below a uniform guess over the vocabulary
     folder = tmp_path / "pretrain" / "gpt"
-    model, meta = load_pretrained(folder / "model.pt", "gpt")
+    model, meta = load_pretrained(folder, "gpt")
     assert meta["config"]["block_size"] == 32 and model.config.n_layer == 2 and meta["family"] == "gpt"
     # self-contained: the tokenizer travels with the model
     assert (folder / "tokenizer.json").read_bytes() == (Path(shard_dir(tok_cfg)) / "tokenizer.json").read_bytes()
@@ -150,5 +150,5 @@ def test_pretrain_bert_and_t5_through_the_stage(fake_ingest_dir, tmp_path, famil
     ).model_copy(update={"tasks_dir": str(fake_ingest_dir / "tasks")})
     result = pretrain.run(cfg, NO_TRACKING)
     assert expected <= set(result.metrics) and result.metrics["steps"] == 6
-    model, meta = load_pretrained(tmp_path / "pretrain" / family / "model.pt")
+    model, meta = load_pretrained(tmp_path / "pretrain" / family)
     assert meta["family"] == family and type(model).__name__ == {"bert": "BERT", "t5": "T5"}[family]
