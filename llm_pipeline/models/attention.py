@@ -50,6 +50,13 @@ def build_attn_mask(
         device = key_mask.device
     elif position_bias is not None:
         device = position_bias.device
+    if not causal and position_bias is None:
+        # padding only (BERT, T5's cross-attention): one row per sequence that SDPA broadcasts
+        # over heads and queries, not a (B, 1, T, S) tensor of T identical rows
+        keep = key_mask[:, None, None, :].bool()  # type: ignore[index]  # key_mask is set: the first return
+        return AttnMask(
+            bias=torch.zeros(keep.shape, dtype=dtype, device=device).masked_fill(~keep, torch.finfo(dtype).min)
+        )
     # else: causal, unmasked, 1 < q_len < k_len: several new queries over a cache (chunked prefill)
     allowed = torch.ones(q_len, k_len, dtype=torch.bool, device=device)  # (T, S)
     if causal:

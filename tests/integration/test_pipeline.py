@@ -12,8 +12,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -276,4 +278,46 @@ def test_adding_a_run_to_the_matrix_retrains_nothing_else(flow_result, project):
         project, "finetune", {"runs": {"classification-t5": run | {"trainer": QUICK_TRAINER | {"max_steps": 10}}}}
     )
     assert stages_run(dvc(project, "repro")) == {"finetune@classification-t5", "evaluate", "report"}
+    assert json.loads(dvc(project, "status", "--json")) == {}
+
+
+def test_dvc_repro_after_a_kill_resumes_the_training_stage(flow_result, project):
+    """SIGKILL `dvc repro` (its whole process group, as a lost job would be) while the GPT
+    classifier trains; the next `dvc repro` resumes from the newest checkpoint, not step 0."""
+    set_params(
+        project,
+        "finetune",
+        {"runs": {"classification-gpt": {"optim": {"lr": 0.002}, "trainer": {"checkpoint_every_n_steps": 20}}}},
+    )
+    checkpoints = project / "data" / "checkpoints" / "finetune-classification-gpt"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    repro = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=project,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+
+    def steps() -> list[int]:
+        try:
+            entries = json.loads((checkpoints / "checkpoints.json").read_text())["checkpoints"].values()
+        except (OSError, ValueError):
+            return []
+        return sorted(entry["step"] for entry in entries)
+
+    deadline = time.monotonic() + 300
+    while not any(0 < step < 200 for step in steps()):
+        assert repro.poll() is None and time.monotonic() < deadline, "no mid-run checkpoint before dvc repro ended"
+        time.sleep(0.05)
+    os.killpg(repro.pid, signal.SIGKILL)
+    repro.wait(timeout=30)
+    newest = steps()[-1]
+    assert 0 < newest < 200, steps()
+    assert stages_run(dvc(project, "repro")) == {"finetune@classification-gpt", "evaluate", "report"}
+    manifest = json.loads((project / "data" / "finetune" / "classification-gpt" / "manifest.json").read_text())
+    assert manifest["resumed_from"].endswith(".ckpt") and manifest["counts"]["steps"] == 200
+    resumed = re.search(r"step-(\d+)\.ckpt", manifest["resumed_from"])
+    assert resumed and int(resumed.group(1)) >= newest
     assert json.loads(dvc(project, "status", "--json")) == {}
