@@ -22,6 +22,7 @@ sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from llm_pipeline.models.t5 import T5  # noqa: E402
 from llm_pipeline.registry import get_family  # noqa: E402
 from llm_pipeline.training.optim import OptimConfig, build_optimizer  # noqa: E402
 
@@ -37,6 +38,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     vocab = 8192
     model = get_family("t5").build_model(args.preset, vocab, pad_id=0)
+    assert isinstance(model, T5)
     optimizer = build_optimizer(
         model, OptimConfig(name=args.optimizer, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.98))
     )
@@ -51,9 +53,8 @@ def main() -> None:
         optimizer.step()
         if step % 50 == 0 or step == args.steps:
             accuracy = (logits.argmax(-1) == source).float().mean().item()
-            print(
-                f"step {step:4d}  loss {loss.item():.3f}  token accuracy {accuracy:.3f}  {time.perf_counter() - started:.0f} s"
-            )
+            seconds = time.perf_counter() - started
+            print(f"step {step:4d}  loss {loss.item():.3f}  token accuracy {accuracy:.3f}  {seconds:.0f} s")
 
 
 if __name__ == "__main__":
