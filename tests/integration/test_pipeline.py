@@ -291,6 +291,21 @@ def test_dvc_repro_after_a_kill_resumes_the_training_stage(flow_result, project)
     )
     checkpoints = project / "data" / "checkpoints" / "finetune-classification-gpt"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def manifest() -> dict:
+        try:
+            return json.loads((checkpoints / "checkpoints.json").read_text())
+        except (OSError, ValueError):  # not there, or caught mid-rename
+            return {"fingerprint": None, "checkpoints": {}}
+
+    earlier = manifest()["fingerprint"]  # the flow's run left its checkpoints, made with the old lr
+
+    def steps() -> list[int]:
+        current = manifest()
+        if current["fingerprint"] == earlier:
+            return []
+        return sorted(entry["step"] for entry in current["checkpoints"].values())
+
     repro = subprocess.Popen(
         ["dvc", "repro"],
         cwd=project,
@@ -299,13 +314,6 @@ def test_dvc_repro_after_a_kill_resumes_the_training_stage(flow_result, project)
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-
-    def steps() -> list[int]:
-        try:
-            entries = json.loads((checkpoints / "checkpoints.json").read_text())["checkpoints"].values()
-        except (OSError, ValueError):
-            return []
-        return sorted(entry["step"] for entry in entries)
 
     deadline = time.monotonic() + 300
     while not any(0 < step < 200 for step in steps()):
@@ -316,8 +324,8 @@ def test_dvc_repro_after_a_kill_resumes_the_training_stage(flow_result, project)
     newest = steps()[-1]
     assert 0 < newest < 200, steps()
     assert stages_run(dvc(project, "repro")) == {"finetune@classification-gpt", "evaluate", "report"}
-    manifest = json.loads((project / "data" / "finetune" / "classification-gpt" / "manifest.json").read_text())
-    assert manifest["resumed_from"].endswith(".ckpt") and manifest["counts"]["steps"] == 200
-    resumed = re.search(r"step-(\d+)\.ckpt", manifest["resumed_from"])
+    written = json.loads((project / "data" / "finetune" / "classification-gpt" / "manifest.json").read_text())
+    assert written["resumed_from"].endswith(".ckpt") and written["counts"]["steps"] == 200
+    resumed = re.search(r"step-(\d+)\.ckpt", written["resumed_from"])
     assert resumed and int(resumed.group(1)) >= newest
     assert json.loads(dvc(project, "status", "--json")) == {}
