@@ -154,6 +154,8 @@ def setup(args: argparse.Namespace, family: str) -> tuple[dict, dict[str, nn.Mod
     models: dict[str, nn.Module] = {"ours": ours, "hf": theirs}
     for model in models.values():
         model.train().to(args.device)
+        if args.compile:  # both sides, in place (nn.Module.compile): compiled against compiled
+            model.compile()
     return {k: v.to(args.device) for k, v in batch.items()}, models
 
 
@@ -185,6 +187,8 @@ def peak_memory_child(args: argparse.Namespace, family: str, side: str) -> int:
     model = models[side]
     del models  # the other side's weights out of the picture
     step = make_step(family, side, model, batch, args.bf16)
+    if args.compile:  # compile first: its own memory is not the step's
+        timed(step, args.warmup, args.device)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
@@ -221,6 +225,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bf16", action="store_true", help="autocast to bf16 (GPU); default fp32")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile both models (inductor); warmup steps absorb compilation"
+    )
     p.add_argument("--memory-child", choices=["ours", "hf"], help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -239,7 +246,8 @@ def main() -> None:
     print(
         f"machine: {device_name}, {os.cpu_count()} CPUs; torch {torch.__version__}, transformers "
         f"{transformers.__version__}; threads {torch.get_num_threads()}; "
-        f"{'bf16 autocast' if args.bf16 else 'fp32'}; batch {args.batch} x seq {args.seq_len}; "
+        f"{'bf16 autocast' if args.bf16 else 'fp32'}{'; both compiled' if args.compile else '; eager'}; "
+        f"batch {args.batch} x seq {args.seq_len}; "
         f"{args.reps} reps x {args.steps} steps (+{args.warmup} warmup), medians"
     )
     peak = lookup_peak_flops(device_name) if args.device == "cuda" else None
