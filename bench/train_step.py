@@ -28,6 +28,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
@@ -114,13 +115,19 @@ def loss_fn(family: str, side: str, model: nn.Module, batch: dict) -> torch.Tens
     ).loss
 
 
-def make_step(family: str, side: str, model: nn.Module, batch: dict, bf16: bool) -> Callable[[], None]:
+def make_step(
+    family: str, side: str, model: nn.Module, batch: dict, bf16: bool, compile_loss: bool = False
+) -> Callable[[], None]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     device_type = next(model.parameters()).device.type
 
+    compute: Callable[[], torch.Tensor] = functools.partial(loss_fn, family, side, model, batch)
+    if compile_loss:  # ours: model and objective compiled together, as the trainer's compile does
+        compute = torch.compile(compute)
+
     def step() -> None:
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(family, side, model, batch)
+            loss = compute()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -154,14 +161,17 @@ def setup(args: argparse.Namespace, family: str) -> tuple[dict, dict[str, nn.Mod
     models: dict[str, nn.Module] = {"ours": ours, "hf": theirs}
     for model in models.values():
         model.train().to(args.device)
-        if args.compile:  # both sides, in place (nn.Module.compile): compiled against compiled
+        if args.compile and model is theirs:  # HF's loss is inside its forward: compiling the model compiles it
             model.compile()
     return {k: v.to(args.device) for k, v in batch.items()}, models
 
 
 def bench_speed(args: argparse.Namespace, family: str) -> dict:
     batch, models = setup(args, family)
-    steps = {side: make_step(family, side, m, batch, args.bf16) for side, m in models.items()}
+    steps = {
+        side: make_step(family, side, m, batch, args.bf16, args.compile and side == "ours")
+        for side, m in models.items()
+    }
     for step in steps.values():
         timed(step, args.warmup, args.device)
     seconds: dict[str, list[float]] = {"ours": [], "hf": []}
@@ -186,7 +196,7 @@ def peak_memory_child(args: argparse.Namespace, family: str, side: str) -> int:
     batch, models = setup(args, family)
     model = models[side]
     del models  # the other side's weights out of the picture
-    step = make_step(family, side, model, batch, args.bf16)
+    step = make_step(family, side, model, batch, args.bf16, args.compile and side == "ours")
     if args.compile:  # compile first: its own memory is not the step's
         timed(step, args.warmup, args.device)
     if args.device == "cuda":

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torchmetrics import MeanMetric
 
-from llm_pipeline.training.objectives import Model, Objective
+from llm_pipeline.training.objectives import Metrics, Model, Objective
 from llm_pipeline.training.optim import OptimConfig, build_optimizers
 
 if TYPE_CHECKING:
@@ -35,9 +35,15 @@ class TrainingModule(L.LightningModule):
         self.optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**optim)
         self.save_hyperparameters({"objective": objective.name, "optim": self.optim.model_dump()})
         self.val_metrics = nn.ModuleDict({name: MeanMetric() for name in objective.metric_names})
+        # what the steps call; CompileModel swaps in a torch.compile'd version, so the loss is
+        # compiled with the model (inductor fuses the log-softmax and cross-entropy over the logits)
+        self.compute_loss = self.objective_loss
+
+    def objective_loss(self, batch: Any) -> tuple[torch.Tensor, Metrics]:
+        return self.objective.compute(self.model, batch)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss, metrics = self.objective.compute(self.model, batch)
+        loss, metrics = self.compute_loss(batch)
         for name, (value, _) in metrics.items():
             # sync_dist: with several ranks the logged value is the mean over all of them (one
             # all-reduce of a scalar), not rank zero's share of the batch
@@ -48,7 +54,7 @@ class TrainingModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        _, metrics = self.objective.compute(self.model, batch)
+        _, metrics = self.compute_loss(batch)
         for name, (value, weight) in metrics.items():
             cast(MeanMetric, self.val_metrics[name]).update(value, weight=weight)
 
