@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -328,4 +329,51 @@ def test_dvc_repro_after_a_kill_resumes_the_training_stage(flow_result, project)
     assert written["resumed_from"].endswith(".ckpt") and written["counts"]["steps"] == 200
     resumed = re.search(r"step-(\d+)\.ckpt", written["resumed_from"])
     assert resumed and int(resumed.group(1)) >= newest
+    assert json.loads(dvc(project, "status", "--json")) == {}
+
+
+def test_a_prefect_retry_of_a_killed_training_stage_resumes_it(flow_result, project, prefect_harness):
+    """SIGKILL the GPT classifier's training process while the flow runs it: the stage's task
+    fails, Prefect's retry reruns `dvc repro -s`, and that run resumes from the checkpoint."""
+    import psutil
+
+    from flows.pipeline import pipeline
+
+    set_params(
+        project,
+        "finetune",
+        {"runs": {"classification-gpt": {"optim": {"lr": 0.0015}, "trainer": {"checkpoint_every_n_steps": 20}}}},
+    )
+    checkpoints = project / "data" / "checkpoints" / "finetune-classification-gpt"
+    earlier = json.loads((checkpoints / "checkpoints.json").read_text())["fingerprint"]
+    killed: list[int] = []
+
+    def kill_the_trainer_after_a_new_checkpoint() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                manifest = json.loads((checkpoints / "checkpoints.json").read_text())
+            except (OSError, ValueError):
+                manifest = {"fingerprint": earlier, "checkpoints": {}}
+            if manifest["fingerprint"] != earlier and manifest["checkpoints"]:
+                for process in psutil.process_iter(["cmdline"]):
+                    if "run=classification-gpt" in " ".join(process.info["cmdline"] or []):
+                        process.kill()
+                        killed.append(max(e["step"] for e in manifest["checkpoints"].values()))
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_the_trainer_after_a_new_checkpoint, daemon=True)
+    watcher.start()
+    saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "LLM_PIPELINE_TRACKING")}
+    try:
+        results = pipeline(project_dir=str(project))
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+    watcher.join(timeout=10)
+    assert killed and killed[0] < 200, "the trainer was not killed mid-run"
+    assert results["finetune-classification-gpt"]["steps"] == 200
+    written = json.loads((project / "data" / "finetune" / "classification-gpt" / "manifest.json").read_text())
+    resumed = re.search(r"step-(\d+)\.ckpt", written["resumed_from"] or "")
+    assert resumed and int(resumed.group(1)) >= killed[0], written["resumed_from"]
     assert json.loads(dvc(project, "status", "--json")) == {}
