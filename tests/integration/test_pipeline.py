@@ -377,3 +377,31 @@ def test_a_prefect_retry_of_a_killed_training_stage_resumes_it(flow_result, proj
     resumed = re.search(r"step-(\d+)\.ckpt", written["resumed_from"] or "")
     assert resumed and int(resumed.group(1)) >= killed[0], written["resumed_from"]
     assert json.loads(dvc(project, "status", "--json")) == {}
+
+
+def test_ddp_pretraining_through_the_prefect_flow(flow_result, project, prefect_harness, mlflow_client):
+    """The flow runs pretrain@gpt on 2 processes (gloo): one MLflow run with one value per
+    logged step, one model folder, and the downstream stages read it as usual."""
+    from flows.pipeline import pipeline
+
+    before = {
+        r.info.run_id for r in mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    }
+    # resume: never, since the step-200 checkpoint of the 1-process run has the same params
+    # fingerprint, and resuming it on another world size is refused
+    trainer = {"devices": 2, "strategy": "ddp", "resume": "never"}
+    set_params(project, "pretrain", {"families": {"gpt": {"trainer": trainer}}})
+    saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "LLM_PIPELINE_TRACKING")}
+    try:
+        results = pipeline(project_dir=str(project))
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+    assert results["pretrain-gpt"]["steps"] == 200
+    assert sorted(p.name for p in (project / "data" / "pretrain").iterdir()) == ["bert", "gpt", "t5"]  # no leftovers
+    runs = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    new = [r for r in runs if r.info.run_id not in before and r.info.run_name == "pretrain-gpt"]
+    assert len(new) == 1 and new[0].info.status == "FINISHED"  # rank 1 opened no run of its own
+    history = mlflow_client.get_metric_history(new[0].info.run_id, "train/loss")
+    steps = [m.step for m in history]
+    assert len(steps) == len(set(steps)) >= 10  # one value per logged step, not one per rank
+    assert json.loads(dvc(project, "status", "--json")) == {}
