@@ -91,7 +91,8 @@ class CompileModel(Callback):
         loss = getattr(pl_module, "objective_loss", None)
         if loss is None:
             raise TypeError(f"{type(pl_module).__name__} has no `objective_loss` to compile")
-        if getattr(pl_module, "compute_loss", None) is loss:  # not compiled yet
+        # ==, not `is`: each attribute access makes a new bound-method object
+        if getattr(pl_module, "compute_loss", None) == loss:  # not compiled yet
             pl_module.compute_loss = torch.compile(loss, **self.compile_kwargs)  # type: ignore[assignment]
 
 

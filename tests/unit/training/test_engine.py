@@ -96,13 +96,19 @@ def test_peak_flops_table():
 
 
 def test_compile_flag_compiles_the_loss_with_the_model(tmp_path):
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
     module, train, val = lm_setup(tmp_path, max_steps=2)
     keys = set(module.model.state_dict())
     trainer = build_trainer(
         trainer_config(max_steps=2, val_check_interval=2), tmp_path, callbacks=[CompileModel(backend="eager")]
     )  # eager: no C++ toolchain, seconds
+    torch._dynamo.reset()
+    counters.clear()
     trainer.fit(module, train, val)
-    assert module.compute_loss is not module.objective_loss  # the steps call the compiled loss
+    assert module.compute_loss != module.objective_loss  # the steps call the compiled loss...
+    assert counters["frames"]["ok"] > 0  # ...and dynamo traced it
     assert set(module.model.state_dict()) == keys  # no _orig_mod. prefix in checkpoints
     assert any(
         isinstance(cb, CompileModel) for cb in callbacks_of(build_trainer(trainer_config(compile=True), tmp_path))
