@@ -86,23 +86,45 @@ def test_the_global_batch_stays_when_the_device_count_changes():
         with_global_batch(cfg.model_copy(update={"accumulate_grad_batches": 2}), micro)
 
 
-def test_torchrun_variables_give_the_torchelastic_environment(no_launcher, tmp_path):
-    rng = random.Random(0)
-    for _ in range(3):
+def torchrun_variables(rank: int, local: int, node: int, nodes: int, per_node: int) -> dict:
+    return {
+        "RANK": rank,
+        "LOCAL_RANK": local,
+        "WORLD_SIZE": nodes * per_node,
+        "LOCAL_WORLD_SIZE": per_node,
+        "GROUP_RANK": node,
+        "TORCHELASTIC_RUN_ID": "job",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29511",
+    }
+
+
+def slurm_variables(rank: int, local: int, node: int, nodes: int, per_node: int) -> dict:
+    return {
+        "SLURM_NTASKS": nodes * per_node,
+        "SLURM_NTASKS_PER_NODE": per_node,
+        "SLURM_PROCID": rank,
+        "SLURM_LOCALID": local,
+        "SLURM_NODEID": node,
+        "SLURM_JOB_NAME": "llm-pipeline",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NODELIST": "node[1-4]",
+    }
+
+
+@pytest.mark.parametrize(
+    ("launcher", "variables", "environment"),
+    [("torchrun", torchrun_variables, TorchElasticEnvironment), ("slurm", slurm_variables, SLURMEnvironment)],
+)
+def test_launcher_variables_give_its_environment_ranks_and_world_size(
+    no_launcher, tmp_path, launcher, variables, environment
+):
+    rng = random.Random(launcher)
+    for _ in range(3):  # randomized nodes and ranks: a swapped local/node/global rank fails
         nodes, per_node = rng.randint(2, 4), 2
         node, local = rng.randrange(nodes), rng.randrange(per_node)
         rank = node * per_node + local
-        variables = {
-            "RANK": rank,
-            "LOCAL_RANK": local,
-            "WORLD_SIZE": nodes * per_node,
-            "LOCAL_WORLD_SIZE": per_node,
-            "GROUP_RANK": node,
-            "TORCHELASTIC_RUN_ID": "job",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": "29511",
-        }
-        for name, value in variables.items():
+        for name, value in variables(rank, local, node, nodes, per_node).items():
             no_launcher.setenv(name, str(value))
         trainer = build_trainer(
             TrainerConfig(
@@ -110,46 +132,12 @@ def test_torchrun_variables_give_the_torchelastic_environment(no_launcher, tmp_p
             ),
             tmp_path,
         )
-        environment = getattr(trainer.strategy, "cluster_environment", None)
-        assert isinstance(environment, TorchElasticEnvironment)
+        assert isinstance(getattr(trainer.strategy, "cluster_environment", None), environment)
         assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (
             rank,
             local,
             node,
             nodes * per_node,
         )
+        # only rank zero tracks and writes
         assert trainer.is_global_zero == (rank == 0) == is_global_rank_zero()
-
-
-def test_slurm_variables_give_the_slurm_environment(no_launcher, tmp_path):
-    rng = random.Random(1)
-    for _ in range(3):
-        nodes, per_node = rng.randint(2, 4), 2
-        node, local = rng.randrange(nodes), rng.randrange(per_node)
-        rank = node * per_node + local
-        variables = {
-            "SLURM_NTASKS": nodes * per_node,
-            "SLURM_NTASKS_PER_NODE": per_node,
-            "SLURM_PROCID": rank,
-            "SLURM_LOCALID": local,
-            "SLURM_NODEID": node,
-            "SLURM_JOB_NAME": "llm-pipeline",
-            "SLURM_JOB_ID": "4242",
-            "SLURM_NODELIST": "node[1-4]",
-        }
-        for name, value in variables.items():
-            no_launcher.setenv(name, str(value))
-        trainer = build_trainer(
-            TrainerConfig(
-                accelerator="cpu", devices=per_node, num_nodes=nodes, strategy="ddp", enable_progress_bar=False
-            ),
-            tmp_path,
-        )
-        assert isinstance(getattr(trainer.strategy, "cluster_environment", None), SLURMEnvironment)
-        assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (
-            rank,
-            local,
-            node,
-            nodes * per_node,
-        )
-        assert is_global_rank_zero() == (rank == 0)  # only rank zero tracks and writes
