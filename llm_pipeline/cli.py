@@ -1,4 +1,5 @@
-"""`llm-pipeline <stage> --params params/<stage>.yaml [--set a.b=v ...]`.
+"""`llm-pipeline <stage> --params params/<stage>.yaml [--set a.b=v ...]`, and the tool commands
+of llm_pipeline.commands (`llm-pipeline <tool> ...`).
 
 Errors in the input (bad params, missing files, mismatched stage outputs) print one line
 naming the file or key and exit 2; `--debug` shows the traceback instead.
@@ -7,6 +8,7 @@ naming the file or key and exit 2; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -23,6 +25,11 @@ STAGE_HELP = {
     "evaluate": "perplexity vs unigram, classification vs majority, sample generations",
     "report": "reports/summary.md and PNG figures from the evaluation and the loss curves",
 }
+
+# Tool commands (not stages): name -> module under llm_pipeline.commands, each with HELP (one
+# line), add_arguments(parser) and run(args) -> int. Imported only when the parser is built,
+# so no stage (and no DVC dep list) depends on them.
+TOOLS: dict[str, str] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,12 +52,30 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
         p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    for tool, module_name in TOOLS.items():
+        module = importlib.import_module(f"llm_pipeline.commands.{module_name}")
+        p = sub.add_parser(tool, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
+
+
+def run_tool(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"llm_pipeline.commands.{TOOLS[args.stage]}")
+    try:
+        return int(module.run(args))
+    except PipelineError as exc:
+        if args.debug:
+            raise
+        print(f"llm-pipeline {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.stage in TOOLS:
+        return run_tool(args)
     try:
         from llm_pipeline.stages.base import config_class, execute
 
