@@ -18,6 +18,7 @@ from llm_pipeline.errors import PipelineError
 from llm_pipeline.stages.base import STAGES
 
 STAGE_HELP = {
+    "fetch": "refresh the upstream sources; write the content-addressed snapshot ingest reads",
     "ingest": "fetch/read sources, clean, dedup, split; build task datasets",
     "tokenize": "train the tokenizer on train split; encode corpus into token shards",
     "pretrain": "pretrain one model family (a key of `families` in the params) with Lightning; register it",
@@ -35,7 +36,7 @@ TOOLS: dict[str, str] = {}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-pipeline",
-        description="Run one stage of the pipeline: ingest -> tokenize -> pretrain -> finetune -> evaluate.",
+        description="Run one stage of the pipeline: fetch -> ingest -> tokenize -> pretrain -> finetune -> evaluate.",
         epilog="Example: llm-pipeline pretrain --set family=gpt --set families.gpt.trainer.max_steps=500 --dry-run",
     )
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")

@@ -16,7 +16,7 @@ from llm_pipeline import tracking
 from llm_pipeline.config import StageConfig
 from llm_pipeline.io import write_json
 
-STAGES = ("ingest", "tokenize", "pretrain", "finetune", "evaluate", "report")
+STAGES = ("fetch", "ingest", "tokenize", "pretrain", "finetune", "evaluate", "report")
 REPORTS_DIR = Path("reports")
 
 

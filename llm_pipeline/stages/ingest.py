@@ -36,6 +36,7 @@ from llm_pipeline.data.sources.registry import (
     load_source,
     source_name,
 )
+from llm_pipeline.data.sources.snapshot import AptCache, Snapshot, SourceFiles
 from llm_pipeline.data.tasks.base import write_task
 from llm_pipeline.data.tasks.build import BuiltTasks, TasksConfig, build_tasks, check_leakage
 from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json
@@ -84,8 +85,12 @@ def _default_sources() -> list[Any]:
 
 class IngestConfig(StageConfig):
     output_dir: str = "data/ingest"
-    cache_dir: str = ".cache/sources"  # downloaded apt lists and .debs (not outputs)
-    refresh: bool = False  # refetch sources even when cached
+    # The fetch stage's snapshot (data/snapshot in the pipeline): upstream files are read from
+    # it, never fetched, and local files must match the sha256 it recorded. null: no fetch
+    # stage, fetch into cache_dir on first use (refresh: refetch even when cached).
+    snapshot_dir: str | None = None
+    cache_dir: str = ".cache/sources"  # apt lists and .debs (snapshot_dir: null), unpacked .debs
+    refresh: bool = False
     progress: bool = True  # tqdm bars
     sources: list[SourceConfig] = Field(default_factory=_default_sources, min_length=1)
     on_error: OnError = "fail"  # a bad record: fail the run, or quarantine it
@@ -105,10 +110,15 @@ class IngestConfig(StageConfig):
         return self
 
 
+def source_files(cfg: IngestConfig) -> SourceFiles:
+    """Where the upstream files come from: the fetch stage's snapshot, or the apt cache."""
+    return Snapshot(Path(cfg.snapshot_dir)) if cfg.snapshot_dir else AptCache(cfg.cache_dir, cfg.refresh)
+
+
 def load_sources(cfg: IngestConfig) -> list[SourceData]:
     """Every configured source, through the source registry (file readers stream lazily)."""
     ctx = LoadContext(
-        cfg.cache_dir, cfg.refresh, cfg.progress, cfg.on_error, cfg.cleaning.max_record_bytes, cfg.split.seed
+        source_files(cfg), cfg.cache_dir, cfg.progress, cfg.on_error, cfg.cleaning.max_record_bytes, cfg.split.seed
     )
     loaded = []
     for src in cfg.sources:
@@ -144,18 +154,22 @@ def run(cfg: IngestConfig, tracker: Any = None) -> StageResult:
     weights = {source_name(src): src.weight for src in cfg.sources}
     weighted_train = apply_weights(corpus["train"], weights, sp.seed)
 
-    tasks = build_tasks(cfg.tasks, corpus, descriptions, sp, cache_dir=cfg.cache_dir, refresh=cfg.refresh)
+    tasks = build_tasks(cfg.tasks, corpus, descriptions, sp, files=source_files(cfg), cache_dir=cfg.cache_dir)
     leakage = check_leakage(tasks, corpus["train"], descriptions, cfg.tasks.held_out_overlap)
 
     out = Path(cfg.output_dir)
     counts = _counts(per_source, corpus, quarantine, tasks, leakage)
     counts["mixing"] = weighted_counts(corpus["train"], weighted_train, weights)
     counts["dedup"] = {**vars(built.dedup), "eval_docs_with_exact_copy_in_train": eval_copies_in_train(corpus)}
+    inputs = describe_inputs([p for data in loaded for p in data.inputs] + tasks.inputs)
+    snapshot = source_files(cfg)
+    if isinstance(snapshot, Snapshot):
+        snapshot.check_local(inputs)
     with atomic_path(out) as tmp:
         _write_outputs(tmp, {**corpus, "train": weighted_train}, quarantine, tasks)
         manifest = build_manifest(
             "ingest",
-            inputs=describe_inputs([p for data in loaded for p in data.inputs] + tasks.inputs),
+            inputs=inputs,
             outputs={
                 "corpus": {s: f"corpus/{s}.parquet" for s in SPLITS},
                 "tasks": {t: {s: f"tasks/{t}/{s}.parquet" for s in SPLITS} for t in tasks.tasks},

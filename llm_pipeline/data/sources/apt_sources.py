@@ -73,7 +73,12 @@ def _is_main_suite(path: Path) -> bool:
 
 def find_index_files(lists_dir: Path, languages: tuple[str, ...] = ("en",)) -> IndexFiles:
     """Main-suite Packages and Translation files that apt left in `lists_dir`."""
-    names = sorted(p for p in lists_dir.glob("*") if p.is_file() and _is_main_suite(p))
+    return select_index_files([p for p in lists_dir.glob("*") if p.is_file()], languages)
+
+
+def select_index_files(paths: list[Path], languages: tuple[str, ...] = ("en",)) -> IndexFiles:
+    """The main-suite Packages and Translation-<lang> files among `paths` (apt's file names)."""
+    names = sorted((p for p in paths if _is_main_suite(p)), key=lambda p: p.name)
     packages = [p for p in names if fnmatch.fnmatch(p.name, "*_main_binary-*_Packages*")]
     translations = [
         p for lang in languages for p in names if fnmatch.fnmatch(p.name, f"*_main_i18n_Translation-{lang}*")

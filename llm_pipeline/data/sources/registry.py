@@ -23,6 +23,7 @@ from llm_pipeline.data.records import Document, QuarantineRow, unit_interval
 from llm_pipeline.data.sources import apt_sources, bible, debian
 from llm_pipeline.data.sources.local_files import read_local_files
 from llm_pipeline.data.sources.readers import ReadOptions, accept_records, expand_location
+from llm_pipeline.data.sources.snapshot import SourceFiles
 
 OnError = Literal["fail", "quarantine"]
 
@@ -81,8 +82,8 @@ SourceConfig = Annotated[
 class LoadContext:
     """What loaders need from the ingest config besides their own source's fields."""
 
-    cache_dir: str  # downloaded apt lists and .debs
-    refresh: bool  # refetch even when cached
+    files: SourceFiles  # where the upstream (Debian archive) files come from: snapshot or apt cache
+    cache_dir: str  # scratch: .debs are unpacked here
     progress: bool  # tqdm bars
     on_error: OnError  # the top-level policy for bad records
     max_record_bytes: int  # bigger raw records are quarantined (too_long)
@@ -116,7 +117,7 @@ def _index_streams(paths: list[Path]) -> Iterator:
 
 
 def load_debian(src: DebianSourceConfig, ctx: LoadContext) -> SourceData:
-    files = apt_sources.fetch_index_files(ctx.cache_dir, refresh=ctx.refresh)
+    files = ctx.files.index_files()
     records, dropped = debian.read_descriptions(_index_streams(files.packages), _index_streams(files.translations))
     kept = records
     if src.max_records is not None and len(records) > src.max_records:
@@ -137,8 +138,8 @@ def load_debian(src: DebianSourceConfig, ctx: LoadContext) -> SourceData:
 
 
 def load_bible(src: BibleSourceConfig, ctx: LoadContext) -> SourceData:
-    deb = apt_sources.fetch_deb(bible.DEB_PACKAGE, ctx.cache_dir, refresh=ctx.refresh)
-    root = apt_sources.extract_deb(deb, Path(ctx.cache_dir) / bible.DEB_PACKAGE, refresh=ctx.refresh)
+    deb = ctx.files.deb(bible.DEB_PACKAGE)
+    root = apt_sources.extract_deb(deb, Path(ctx.cache_dir) / bible.DEB_PACKAGE)
     chapters = tqdm(
         bible.iter_chapters(root / "usr/share/sword"), desc="read bible", unit="chapter", disable=not ctx.progress
     )
@@ -174,6 +175,25 @@ LOADERS: dict[type, Callable[[Any, LoadContext], SourceData]] = {
     FileSourceConfig: lambda src, ctx: load_files(src, ctx.on_error, ctx.max_record_bytes),
     HFDatasetSourceConfig: lambda src, ctx: load_hf_dataset(src, ctx.on_error, ctx.max_record_bytes),
 }
+
+
+def upstream_needs(src: SourceConfig) -> tuple[bool, list[str]]:
+    """What a source reads from the Debian archive: (the apt index files?, .deb packages)."""
+    if isinstance(src, DebianSourceConfig):
+        return True, []
+    if isinstance(src, BibleSourceConfig):
+        return False, [bible.DEB_PACKAGE]
+    return False, []
+
+
+def local_files(src: SourceConfig) -> list[Path]:
+    """The users' files a source reads, as its loader finds them (hashed by the fetch stage)."""
+    if isinstance(src, FileSourceConfig):
+        return expand_location(src.path, src.kind)
+    if isinstance(src, HFDatasetSourceConfig) and Path(src.path).exists():
+        root = Path(src.path)
+        return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    return []  # a Hub dataset id: not a local file (the Hub pins revisions itself)
 
 
 def load_source(src: SourceConfig, ctx: LoadContext) -> SourceData:

@@ -18,15 +18,17 @@ from llm_pipeline.config import StageConfig
 from llm_pipeline.data.corpus.splits import SPLITS
 from llm_pipeline.data.records import Document
 from llm_pipeline.data.sources import debian
+from llm_pipeline.data.sources.snapshot import SourceFiles
 from llm_pipeline.data.tasks.base import SplitParams, TaskData, task_card
 from llm_pipeline.data.tasks.classification import ClassificationConfig, build_classification_task
 from llm_pipeline.data.tasks.generation import GenerationTaskConfig, build_generation_task
 from llm_pipeline.data.tasks.leakage import OverlapPolicy, build_train_index, count_overlap, drop_overlap
-from llm_pipeline.data.tasks.local import LocalTaskConfig, build_local_task
+from llm_pipeline.data.tasks.local import LocalTaskConfig, build_local_task, local_task_files
 from llm_pipeline.data.tasks.nsp import NSPConfig, build_nsp_task
+from llm_pipeline.data.tasks.qa import DEB_PACKAGE as QA_DEB_PACKAGE
 from llm_pipeline.data.tasks.qa import QAConfig, build_qa_task
 from llm_pipeline.data.tasks.summarization import SummarizationConfig, build_summarization_task
-from llm_pipeline.data.tasks.translation import TranslationConfig, build_translation_task
+from llm_pipeline.data.tasks.translation import TranslationConfig, build_translation_task, index_languages
 from llm_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -78,14 +80,25 @@ def descriptions_by_split(
     return out
 
 
+def upstream_needs(cfg: TasksConfig, has_debian_source: bool) -> tuple[tuple[str, ...], list[str]]:
+    """What the enabled tasks read from the Debian archive: (index languages, .deb packages)."""
+    languages = index_languages(cfg.translation) if has_debian_source and cfg.translation.enabled else ()
+    return languages, [QA_DEB_PACKAGE] if cfg.qa.enabled else []
+
+
+def local_files(cfg: TasksConfig) -> list[Path]:
+    """The users' task files (tasks.local), as the builders find them."""
+    return [path for local in cfg.local for path in local_task_files(local)]
+
+
 def build_tasks(
     cfg: TasksConfig,
     corpus: dict[str, list[Document]],
     descriptions: list[debian.DebianDescription],
     split: SplitParams,
     *,
+    files: SourceFiles,
     cache_dir: str,
-    refresh: bool = False,
 ) -> BuiltTasks:
     built = BuiltTasks({})
     seed = split.seed
@@ -99,18 +112,18 @@ def build_tasks(
     if has_debian and cfg.summarization.enabled:
         built.tasks["summarization"] = build_summarization_task(cfg.summarization, by_split, seed)
     if has_debian and cfg.translation.enabled:
-        built.tasks["translation"], files = build_translation_task(cfg.translation, by_split, seed, cache_dir, refresh)
-        built.inputs += files
+        built.tasks["translation"], used = build_translation_task(cfg.translation, by_split, seed, files)
+        built.inputs += used
     if cfg.qa.enabled:
-        built.tasks["qa"], files = build_qa_task(cfg.qa, split, cache_dir, refresh)
-        built.inputs += files
+        built.tasks["qa"], used = build_qa_task(cfg.qa, split, files, cache_dir)
+        built.inputs += used
     if cfg.nsp.enabled:
         built.tasks["nsp"] = build_nsp_task(cfg.nsp, corpus, seed)
     if cfg.generation.enabled:
         built.tasks["generation"] = build_generation_task(cfg.generation, corpus, seed)
     for local in cfg.local:
-        built.tasks[local.name], files = build_local_task(local, split)
-        built.inputs += files
+        built.tasks[local.name], used = build_local_task(local, split)
+        built.inputs += used
     for name, task in built.tasks.items():
         _require_examples(name, task)
     return built

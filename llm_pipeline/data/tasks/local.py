@@ -53,8 +53,13 @@ def read_local_rows(cfg: LocalTaskConfig, files: list[Path]) -> tuple[list[Row],
     return rows, skipped
 
 
+def local_task_files(cfg: LocalTaskConfig) -> list[Path]:
+    """The files a local task reads (the fetch stage hashes the same list)."""
+    return expand_paths(cfg.path, cfg.format)
+
+
 def build_local_task(cfg: LocalTaskConfig, split: SplitParams) -> tuple[TaskData, list[Path]]:
-    files = expand_paths(cfg.path)
+    files = local_task_files(cfg)
     rows, skipped = read_local_rows(cfg, files)
     if not rows:
         raise PipelineError(

@@ -19,6 +19,7 @@ from pydantic import Field
 
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.sources import apt_sources
+from llm_pipeline.data.sources.snapshot import SourceFiles
 from llm_pipeline.data.tasks.base import Row, SplitParams, TaskData, cap_splits, split_by_hash, string_schema
 from llm_pipeline.errors import PipelineError
 
@@ -92,7 +93,7 @@ def build_qa_from_dir(cfg: QAConfig, data_dir: Path, split: SplitParams) -> Task
     )
 
 
-def build_qa_task(cfg: QAConfig, split: SplitParams, cache_dir: str, refresh: bool) -> tuple[TaskData, list[Path]]:
-    deb = apt_sources.fetch_deb(DEB_PACKAGE, cache_dir, refresh=refresh)
-    root = apt_sources.extract_deb(deb, Path(cache_dir).resolve() / DEB_PACKAGE, refresh=refresh)
+def build_qa_task(cfg: QAConfig, split: SplitParams, files: SourceFiles, cache_dir: str) -> tuple[TaskData, list[Path]]:
+    deb = files.deb(DEB_PACKAGE)
+    root = apt_sources.extract_deb(deb, Path(cache_dir).resolve() / DEB_PACKAGE)
     return build_qa_from_dir(cfg, root / DATA_DIR, split), [deb]

@@ -20,6 +20,7 @@ from llm_pipeline.config import StageConfig
 from llm_pipeline.data.corpus.cleaning import normalize_text
 from llm_pipeline.data.sources import apt_sources
 from llm_pipeline.data.sources.debian import DebianDescription, split_description
+from llm_pipeline.data.sources.snapshot import SourceFiles
 from llm_pipeline.data.tasks.base import Row, TaskData, cap_rows, empty_splits, string_schema
 from llm_pipeline.errors import PipelineError
 
@@ -85,22 +86,25 @@ def _streams(paths: list[Path]):
             yield stream
 
 
+def index_languages(cfg: TranslationConfig) -> tuple[str, ...]:
+    """The Translation-<lang> index files the task reads: a superset of the corpus' ("en"
+    first), since apt-get update drops list files its last run did not ask for."""
+    return ("en", *[lang for lang in cfg.languages if lang != "en"])
+
+
 def build_translation_task(
-    cfg: TranslationConfig, descriptions: dict[str, list[DebianDescription]], seed: str, cache_dir: str, refresh: bool
+    cfg: TranslationConfig, descriptions: dict[str, list[DebianDescription]], seed: str, files: SourceFiles
 ) -> tuple[TaskData, list[Path]]:
-    # A superset of the corpus' languages ("en" first): apt-get update drops list files that
-    # its last run did not ask for, so asking for fewer would delete Translation-en.
-    languages = ("en", *[lang for lang in cfg.languages if lang != "en"])
-    files = apt_sources.fetch_index_files(cache_dir, languages=languages, refresh=refresh).translations
+    translations = files.index_files(index_languages(cfg)).translations
     splits = empty_splits()
     used: list[Path] = []
     matched: dict[str, int] = {}
     for lang in cfg.languages:
-        paths = translation_files(files, lang)
+        paths = translation_files(translations, lang)
         if not paths:
             raise PipelineError(
-                f"tasks.translation.languages: no Translation-{lang} file in "
-                f"{cache_dir}/lists (the DDTP may not cover {lang!r})"
+                f"tasks.translation.languages: no Translation-{lang} file among the fetched index files "
+                f"(the DDTP may not cover {lang!r})"
             )
         used += paths
         wanted = {d.md5 for rows in descriptions.values() for d in rows}
