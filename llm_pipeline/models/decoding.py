@@ -56,6 +56,7 @@ def generate(
     num_beams: int = ...,
     length_penalty: float = ...,
     no_repeat_ngram_size: int = ...,
+    on_token: Callable[[torch.Tensor], None] | None = ...,
     return_scores: Literal[False] = ...,
 ) -> torch.Tensor: ...
 
@@ -76,6 +77,7 @@ def generate(
     num_beams: int = ...,
     length_penalty: float = ...,
     no_repeat_ngram_size: int = ...,
+    on_token: Callable[[torch.Tensor], None] | None = ...,
     return_scores: Literal[True],
 ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -96,6 +98,7 @@ def generate(
     num_beams: int = ...,
     length_penalty: float = ...,
     no_repeat_ngram_size: int = ...,
+    on_token: Callable[[torch.Tensor], None] | None = ...,
     return_scores: bool,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -116,6 +119,7 @@ def generate(
     num_beams: int = 1,
     length_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
+    on_token: Callable[[torch.Tensor], None] | None = None,
     return_scores: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Up to `max_new_tokens` new tokens (B, n), n <= max_new_tokens, continuing input_ids (B, T).
@@ -134,15 +138,29 @@ def generate(
     no_repeat_ngram_size n > 0 never lets a row's new tokens repeat an n-gram of its own new
     tokens (the input is not counted): the completing token is masked before choosing, as in
     Hugging Face's option of that name. Scores stay the model's unmasked log-probabilities.
+
+    on_token, if given, is called with each step's chosen ids (B, 1) as soon as they are chosen,
+    to stream text; beam search chooses its tokens only at the end, so it takes none (ValueError).
     """
     if num_beams < 1:
         raise ValueError(f"num_beams must be at least 1, got {num_beams}")
+    if num_beams > 1 and on_token is not None:
+        raise ValueError("beam search settles its tokens only at the end: on_token needs num_beams 1")
     if num_beams > 1 and temperature > 0:
         raise ValueError(f"beam search is deterministic: temperature must be 0 with num_beams > 1, got {temperature}")
     step = model.decode_step(input_ids, attention_mask, use_cache)
     if num_beams == 1:
         tokens, scores = sample_tokens(
-            step, max_new_tokens, temperature, top_k, top_p, stop_ids, generator, length_penalty, no_repeat_ngram_size
+            step,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            stop_ids,
+            generator,
+            length_penalty,
+            no_repeat_ngram_size,
+            on_token,
         )
     else:
         tokens, scores = beam_search(step, max_new_tokens, num_beams, stop_ids, length_penalty, no_repeat_ngram_size)
@@ -159,10 +177,11 @@ def sample_tokens(
     generator: torch.Generator | None = None,
     length_penalty: float = 1.0,
     no_repeat_ngram_size: int = 0,
+    on_token: Callable[[torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token by token, greedy at temperature 0: new ids (B, n) and scores (B,) as `generate` says.
 
-    The loop ends early once every row has stopped.
+    The loop ends early once every row has stopped; on_token sees each step's ids (B, 1).
     """
     _check_length(max_new_tokens)
     new: torch.Tensor | None = None
@@ -186,6 +205,8 @@ def sample_tokens(
         length += counted
         done = done | torch.isin(new[:, 0], stops)
         chosen.append(new)
+        if on_token is not None:
+            on_token(new)
         if bool(done.all()):
             break
     return torch.cat(chosen, dim=1), logprob / length**length_penalty
