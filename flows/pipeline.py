@@ -1,4 +1,4 @@
-"""The Prefect flow: ingest -> tokenize -> pretrain -> finetune (per task x family run) -> evaluate -> report.
+"""The Prefect flow: fetch -> ingest -> tokenize -> pretrain -> finetune (per task x family run) -> evaluate -> report.
 
 Thin on purpose. Each stage is a Prefect task (with retries) that runs `dvc repro -s <stage>`
 in the project, so DVC stays the one judge of what is up to date: a stage whose inputs,
@@ -25,6 +25,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))  # so a deployment's worker finds llm_pipeline from a checkout
 
 from llm_pipeline import tracking  # noqa: E402  (after the path fix above)
+from llm_pipeline.errors import PipelineError  # noqa: E402
+from llm_pipeline.locking import pipeline_lock  # noqa: E402
 from llm_pipeline.stages.base import REPORTS_DIR  # noqa: E402
 
 
@@ -38,14 +40,17 @@ def stage_env(parent_run_id: str | None) -> dict[str, str]:
 
 
 @task(retries=1, retry_delay_seconds=10, task_run_name="{stage}")
-def run_stage(stage: str, project_dir: str, parent_run_id: str | None, force: bool = False) -> dict:
+def run_stage(
+    stage: str, project_dir: str, parent_run_id: str | None, force: bool = False, single_item: bool = True
+) -> dict:
     """`dvc repro -s <stage>`; returns the stage's small report (metrics), not data.
 
-    The stage's own output (progress bars, Lightning logs) goes straight to this process's
-    terminal / the worker's log, so a long stage shows its progress live.
+    single_item=False: plain `dvc repro <stage>`, which first runs the stale stages it depends
+    on (the on-demand fine-tune uses it). The stage's own output (progress bars, Lightning logs)
+    goes straight to this process's terminal / the worker's log, so a long stage shows its progress live.
     """
     logger = get_run_logger()
-    cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
+    cmd = ["dvc", "repro", *(["--single-item"] if single_item else []), stage] + (["--force"] if force else [])
     logger.info("running: %s", " ".join(cmd))
     proc = subprocess.run(cmd, cwd=project_dir, env=stage_env(parent_run_id))
     if proc.returncode != 0:
@@ -73,13 +78,28 @@ def tokenizer_names(project_dir: str) -> list[str]:
     return foreach_items(project_dir, "tokenize", "tokenizers")
 
 
+@task(retries=2, retry_delay_seconds=30, task_run_name="dvc push")
+def push_outputs(project_dir: str) -> None:
+    """`dvc push`: every stage output to the project's DVC remote (.dvc/config)."""
+    proc = subprocess.run(["dvc", "push"], cwd=project_dir, env=stage_env(None))
+    if proc.returncode != 0:
+        raise RuntimeError(f"`dvc push` exited {proc.returncode} (output above); check the remote in .dvc/config")
+
+
 @flow(name="llm-pipeline", log_prints=True)
-def pipeline(project_dir: str = str(PROJECT_DIR), force: bool = False) -> dict:
-    """One pipeline execution: one parent MLflow run, one nested run per stage that ran."""
-    with in_directory(project_dir):  # tracking defaults (mlflow.db) are relative to the project
+def pipeline(project_dir: str = str(PROJECT_DIR), force: bool = False, push: bool = False) -> dict:
+    """One pipeline execution: one parent MLflow run, one nested run per stage that ran.
+
+    fetch always runs; when the snapshot it writes is unchanged, DVC skips every later stage
+    (a nightly on unchanged data trains nothing). push: `dvc push` the outputs at the end.
+    A second run in the same project while one is running is refused (one line naming it).
+    """
+    with in_directory(project_dir), pipeline_lock(project_dir, lock_holder()):
+        # tracking defaults (mlflow.db) are relative to the project
         parent = tracking.start_pipeline_run("pipeline")
         results: dict[str, dict] = {}
         try:
+            results["fetch"] = run_stage("fetch", project_dir, parent, force)
             results["ingest"] = run_stage("ingest", project_dir, parent, force)
             # Sequential on purpose: `dvc repro` holds a repo-wide lock, so concurrent
             # foreach items would fail on it; each item is still its own Prefect task.
@@ -94,6 +114,8 @@ def pipeline(project_dir: str = str(PROJECT_DIR), force: bool = False) -> dict:
             tracking.log_to_run(
                 parent, [Path(project_dir) / "reports" / "summary.md", Path(project_dir) / "reports" / "figures"]
             )
+            if push:
+                push_outputs(project_dir)
         except BaseException:
             tracking.end_pipeline_run(parent, status="FAILED")
             raise
@@ -109,6 +131,13 @@ def pipeline(project_dir: str = str(PROJECT_DIR), force: bool = False) -> dict:
     return results
 
 
+def lock_holder() -> dict[str, str]:
+    """Who holds the project lock, for the refusal of a second run: this flow run, if any."""
+    from prefect.runtime import deployment, flow_run
+
+    return {"flow_run": str(flow_run.name or ""), "deployment": str(deployment.name or "")}
+
+
 @contextlib.contextmanager
 def in_directory(path: str):
     previous = os.getcwd()
@@ -120,4 +149,8 @@ def in_directory(path: str):
 
 
 if __name__ == "__main__":
-    pipeline()
+    try:
+        pipeline()
+    except PipelineError as exc:  # e.g. the project is locked by a running pipeline: one line
+        print(f"llm-pipeline: error: {exc}", file=sys.stderr)
+        sys.exit(2)
