@@ -52,6 +52,7 @@ NOT_IN_FINGERPRINT = frozenset(
         "log_every_n_steps",
         "checkpoint_every_n_steps",
         "enable_progress_bar",
+        "progress_every_seconds",
         "resume",
         "keep_checkpoints",
     }

@@ -26,6 +26,7 @@ from llm_pipeline.errors import PipelineError
 from llm_pipeline.training.callbacks import CompileModel
 from llm_pipeline.training.checkpointing import RngState, SafeCheckpointIO
 from llm_pipeline.training.distributed import FSDPConfig, build_fsdp_strategy
+from llm_pipeline.training.progress import ProgressLog, has_terminal
 from llm_pipeline.training.throughput import TokenThroughputMonitor
 
 
@@ -76,7 +77,12 @@ class TrainerConfig(StageConfig):
         "never: from step 0 (old checkpoints removed); or a checkpoint file's path",
     )
     keep_checkpoints: int = Field(2, ge=1, description="the last K checkpoints are kept")
-    enable_progress_bar: bool = True
+    enable_progress_bar: bool = Field(
+        True, description="tqdm bar on a terminal; without one (a worker's or dvc's log) progress lines instead"
+    )
+    progress_every_seconds: float = Field(
+        20.0, gt=0, description="without a terminal: a progress line (step, loss, tok/s, ETA) this often"
+    )
     deterministic: bool = False
 
     @field_validator("accelerator", "strategy", "precision")
@@ -211,7 +217,8 @@ def build_trainer(
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.gradient_clip_val,
         log_every_n_steps=cfg.log_every_n_steps,
-        enable_progress_bar=cfg.enable_progress_bar,
+        # a bar in a file is one endless line of carriage returns: log lines instead
+        enable_progress_bar=cfg.enable_progress_bar and has_terminal(),
         deterministic=cfg.deterministic,
         # no_grad instead of inference_mode for eval: metric states reset under inference mode
         # become inference tensors and break the next fit (e.g. validate() before fit())
@@ -226,6 +233,7 @@ def build_trainer(
             checkpoint,
             RngState(),
             TokenThroughputMonitor(cfg.log_every_n_steps),
+            *([ProgressLog(cfg.progress_every_seconds)] if not has_terminal() else []),
             *([CompileModel()] if cfg.compile else []),
             *callbacks,
         ],
