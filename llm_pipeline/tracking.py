@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -133,25 +134,47 @@ class StageRun:
         )
 
     def register_model(
-        self, model, registered_name: str, *, description: str = "", tags: Mapping[str, str] | None = None
+        self,
+        folder: str | Path | None,
+        registered_name: str,
+        *,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
     ) -> str | None:
-        """Log a torch module and register it; returns the new model version (or None).
+        """Log a stage's model folder as an MLflow pyfunc and register it; returns the new model
+        version (or None).
 
-        Pickle serialization (not the default pt2 export) so the loaded model accepts any
-        sequence length; explicit pip requirements skip MLflow's slow inference of them.
+        The folder (model.safetensors + model.json, tokenizer.json, manifest.json) is the
+        model's data; MLflow loads it with PYFUNC_LOADER, whose predict takes a DataFrame with a
+        `text` column and returns texts or labels, at any input length. No input schema: a
+        template's extra columns (translation's `lang`) pass through. Explicit pip requirements
+        skip MLflow's slow inference of them.
         """
         if not self.active:
             return None
+        if folder is None or not (Path(folder) / "model.json").is_file():
+            raise PipelineError(f"{folder}: no saved model (model.json) to register as {registered_name}")
         import mlflow
         import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            serialization_format="pickle",
-            registered_model_name=registered_name,
-            pip_requirements=[f"torch>={torch.__version__.split('+')[0]}", "llm-pipeline"],
+        signature = ModelSignature(
+            outputs=Schema([ColSpec("string")]),
+            # default None: the model's own default (llm_pipeline.inference.PredictOptions)
+            params=ParamSchema([ParamSpec(name, dtype, None) for name, dtype in PYFUNC_PARAMS.items()]),
         )
+        with warnings.catch_warnings():
+            # an input example would make MLflow run the model at logging time, to check the signature
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                loader_module=PYFUNC_LOADER,
+                data_path=str(folder),
+                signature=signature,
+                registered_model_name=registered_name,
+                pip_requirements=[f"torch>={torch.__version__.split('+')[0]}", "llm-pipeline"],
+            )
         version = str(info.registered_model_version)
         if description:
             _client().update_model_version(registered_name, version, description=description)
@@ -202,10 +225,11 @@ def search_runs(filter_string: str = "") -> list[Any]:
 
 
 def load_registered_model(name: str, version: str | int = "latest"):
+    """The registered model as MLflow's pyfunc: `.predict(pd.DataFrame({"text": [...]}))`."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.pytorch.load_model(f"models:/{name}/{version}")
+    return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
 
 def registered_versions(name: str) -> list[Any]:
@@ -233,3 +257,60 @@ def log_to_run(run_id: str | None, paths: list[Path]) -> None:
             client.log_artifacts(run_id, str(path), artifact_path=path.name)
         elif path.is_file():
             client.log_artifact(run_id, str(path))
+
+
+# --- Registered models as MLflow pyfuncs, and model URIs back to their folders (export, generate)
+
+PYFUNC_LOADER = "llm_pipeline.mlflow_pyfunc"  # the flavor module MLflow imports to load a registered model
+# the pyfunc's predict params (names of llm_pipeline.inference.PredictOptions) and their MLflow types
+PYFUNC_PARAMS = {
+    "max_new_tokens": "long",
+    "temperature": "double",
+    "top_k": "long",
+    "num_beams": "long",
+    "no_repeat_ngram_size": "long",
+    "seed": "long",
+}
+MODEL_URI_SCHEMES = ("models:/", "runs:/")
+
+
+@contextlib.contextmanager
+def model_folder(uri: str) -> Iterator[Path]:
+    """The stage model folder (model.json, model.safetensors, tokenizer.json, manifest.json) behind
+    `uri`: models:/<name>@<alias>, models:/<name>/<version> or runs:/<run id>/model (the pyfunc's
+    data, downloaded into a temporary folder removed on exit), or a local folder (a stage's
+    output, or an MLflow model saved or downloaded there)."""
+    if not uri.startswith(MODEL_URI_SCHEMES):
+        yield _folder_of(Path(uri), uri)
+        return
+    import tempfile
+
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory(prefix="llm-pipeline-model-") as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri())
+        except (MlflowException, OSError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise PipelineError(f"{uri}: cannot be loaded from {tracking_uri()} ({reason[:300]})") from None
+        yield _folder_of(Path(local), uri)
+
+
+def _folder_of(path: Path, uri: str) -> Path:
+    """`path` itself when it holds a saved model, else the data folder of the MLflow pyfunc there."""
+    if (path / "model.json").is_file():
+        return path
+    mlmodel = path / "MLmodel"
+    if not mlmodel.is_file():
+        raise PipelineError(f"{uri}: no model there (no stage model folder with model.json, no MLflow model)")
+    import yaml
+
+    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+    data = path / str(flavor.get("data", ""))
+    if flavor.get("loader_module") != PYFUNC_LOADER or not (data / "model.json").is_file():
+        raise PipelineError(
+            f"{uri}: an MLflow model but not one of this pipeline's ({PYFUNC_LOADER} pyfunc with a model folder); "
+            "versions registered before models became pyfuncs hold a torch pickle only: rerun the stage"
+        )
+    return data

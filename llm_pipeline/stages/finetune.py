@@ -341,7 +341,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
     registered = spec.register_as or f"{cfg.register_prefix}{spec.task}-{spec.family}"
     headline = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k.startswith("val/"))
     version = tracker.register_model(
-        model,
+        out,  # the saved folder: the registered pyfunc predicts from it
         registered,
         description=f"{spec.task} ({kind}) on {spec.family}, {spec.method}; from {tags['pretrained_model']}"
         + (f"; {headline}" if headline else ""),

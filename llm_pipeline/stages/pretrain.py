@@ -219,7 +219,7 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
     )
     name = fam.register_as or f"llm-pipeline-{family}"
     summary = ", ".join(f"{k} {v:.3g}" for k, v in val.items())
-    version = tracker.register_model(model, name, description=f"{family} {fam.model.preset}: {summary}")
+    version = tracker.register_model(out, name, description=f"{family} {fam.model.preset}: {summary}")
     return StageResult(
         metrics=metrics,
         report={"family": family, "registered_model": name, "version": version},

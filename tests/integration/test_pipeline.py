@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 pytestmark = pytest.mark.integration
@@ -247,21 +246,25 @@ def test_mlflow_groups_stage_runs_under_the_pipeline_run(flow_result, mlflow_cli
 
 
 def test_registered_models_load_and_accept_any_length(flow_result, project):
+    """Every registered model is a pyfunc: a DataFrame of texts (short and long) in, one text or label each out."""
     import mlflow
+    import pandas as pd
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    gpt = mlflow.pytorch.load_model("models:/llm-pipeline-gpt/1")
-    for length in (5, 40):
-        assert gpt(torch.randint(0, 100, (1, length))).logits.shape[:2] == (1, length)
-    bert = mlflow.pytorch.load_model("models:/llm-pipeline-bert/1")
-    out = bert(torch.randint(5, 100, (2, 20)))
-    assert out.logits.shape[:2] == (2, 20) and out.sequence_logits.shape == (2, 2)
-    t5 = mlflow.pytorch.load_model("models:/llm-pipeline-t5/1")
-    assert t5(torch.randint(5, 100, (2, 24)), torch.zeros(2, 7, dtype=torch.long)).logits.shape[:2] == (2, 7)
-    classifier = mlflow.pytorch.load_model("models:/llm-pipeline-classification-gpt/1")
-    mask = torch.ones(2, 30, dtype=torch.long)
-    mask[1, 12:] = 0
-    assert classifier(torch.randint(0, 100, (2, 30)), mask).logits.shape == (2, 4)
+    long_text = " ".join(["This package provides a library for parsing data files and tools to convert them"] * 2)
+    rows = pd.DataFrame({"text": ["The package", long_text], "lang": ["de", "fr"]})  # 2 and 28 words: within 64 tokens
+    for name in DEFAULT_RUNS:
+        spec = DEFAULT_RUNS[name]
+        model = mlflow.pyfunc.load_model(f"models:/llm-pipeline-{spec['task']}-{spec['family']}/1")
+        out = model.predict(rows, params={"max_new_tokens": 4})
+        assert len(out) == 2 and all(isinstance(text, str) for text in out), name
+        if spec["task"] == "classification":
+            labels = json.loads((project / "data" / "finetune" / name / "manifest.json").read_text())["labels"]
+            assert set(out) <= set(labels), name
+    for family in ("gpt", "bert", "t5"):  # continued, [MASK] filled, <extra_id_0> filled
+        model = mlflow.pyfunc.load_model(f"models:/llm-pipeline-{family}/1")
+        out = model.predict(pd.DataFrame({"text": ["The [MASK] provides a <extra_id_0> for data"]}))
+        assert len(out) == 1 and "[MASK]" not in out[0] and "<extra_id_0>" not in out[0], family
 
 
 def test_dvc_agrees_the_flow_left_everything_up_to_date(flow_result, project):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
+import pandas as pd
 
 from llm_pipeline import tracking
-from llm_pipeline.registry import build_model
+from llm_pipeline.inference import build_options, load_model_folder, predict
+from tests.unit.model_folders import write_model_folder
 
 
 def test_stage_runs_nest_under_the_pipeline_run(tracking_dir, monkeypatch):
@@ -29,17 +30,18 @@ def test_stage_runs_nest_under_the_pipeline_run(tracking_dir, monkeypatch):
     assert runs["pipeline"].info.status == "FINISHED"
 
 
-def test_registered_model_loads_back_and_takes_any_length(tracking_dir):
-    model = build_model("gpt", "tiny", 50).eval()
+def test_registered_model_loads_back_as_a_pyfunc_and_takes_any_length(tracking_dir):
+    folder = write_model_folder(tracking_dir / "gpt", "gpt", block_size=64)
     with tracking.stage_run("pretrain") as run:
-        version = run.register_model(model, "test-gpt", description="tiny")
+        version = run.register_model(folder, "test-gpt", description="tiny")
     assert version == "1"
     assert [str(v.version) for v in tracking.registered_versions("test-gpt")] == ["1"]
     loaded = tracking.load_registered_model("test-gpt", 1)
-    for length in (3, 17):
-        idx = torch.randint(0, 50, (2, length))
-        with torch.no_grad():
-            assert torch.allclose(loaded(idx).logits, model(idx).logits)
+    local = load_model_folder(folder)
+    for words in (1, 8):  # a short prompt and one near the 64-token window (8 x 7 tokens)
+        rows = pd.DataFrame({"text": [" ".join(["the package"] * words), "a library"]})
+        options = build_options({"max_new_tokens": 5})
+        assert loaded.predict(rows, params={"max_new_tokens": 5}) == predict(local, rows, options)
 
 
 def test_tracking_off_is_a_no_op(tracking_dir, monkeypatch):
