@@ -137,6 +137,26 @@ def load_task_texts(input_dir: str, ref: str, split: str) -> list[str]:
     return [t for t in frame[column].tolist() if t]
 
 
+def check_task_deps(input_dir: str, refs: list[str], dvc_file: Path = Path("dvc.yaml")) -> None:
+    """Refuse task_texts whose task folder dvc.yaml's tokenize stage does not depend on: DVC
+    would not retrain the tokenizer when that task changes. (The stage depends on the task
+    folders it reads, not all of tasks/, so a new local task does not retrain every tokenizer
+    and then every model.) Without a dvc.yaml here (a direct CLI run) there is nothing to check."""
+    if not refs or not dvc_file.is_file():
+        return
+    import yaml
+
+    stage = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {}).get("tokenize", {})
+    deps = [str(d).replace("${input_dir}", input_dir).rstrip("/") for d in stage.get("do", stage).get("deps", [])]
+    for ref in refs:
+        folder = f"{input_dir.rstrip('/')}/tasks/{ref.split('.')[0]}"
+        if not any(folder == dep or folder.startswith(f"{dep}/") for dep in deps):
+            raise PipelineError(
+                f"{dvc_file}: the tokenize stage reads {folder} (task_texts {ref}) but does not list it in its "
+                f"deps, so DVC would not retrain on a change there; add `- ${{input_dir}}/tasks/{ref.split('.')[0]}`"
+            )
+
+
 def corpus_paths(input_dir: str) -> dict[str, Path]:
     paths = {split: Path(input_dir) / "corpus" / f"{split}.parquet" for split in SPLITS}
     for split, path in paths.items():
@@ -150,6 +170,7 @@ def build_tokenizer(
 ) -> dict[str, float]:
     """Train one tokenizer, write its folder atomically, return its metrics."""
     train_docs = pq.ParquetFile(paths["train"]).metadata.num_rows
+    check_task_deps(cfg.input_dir, spec.task_texts)
     extra = [load_task_texts(cfg.input_dir, ref, "train") for ref in spec.task_texts]
     log.info(
         "training %s tokenizer %r (vocab %d) on %d train documents%s",

@@ -137,3 +137,13 @@ def test_a_one_tokenizer_run_reports_under_its_dvc_stage_name():
 
     assert run_name("tokenize", tokenize.TokenizeConfig(only="wordpiece")) == "tokenize-wordpiece"
     assert run_name("tokenize", tokenize.TokenizeConfig()) == "tokenize"
+
+
+def test_task_texts_must_be_a_dep_of_the_tokenize_stage_in_dvc_yaml():
+    from llm_pipeline.stages.tokenize import check_task_deps
+
+    dvc_yaml = Path(__file__).resolve().parents[3] / "dvc.yaml"
+    check_task_deps("data/ingest", ["translation.target"], dvc_yaml)  # the default: listed
+    with pytest.raises(PipelineError, match=r"reads data/ingest/tasks/qa \(task_texts qa.target\) but does not list"):
+        check_task_deps("data/ingest", ["qa.target"], dvc_yaml)
+    check_task_deps("data/ingest", ["qa.target"], dvc_yaml.with_name("no-such-dvc.yaml"))  # a direct run: no check
