@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed
 # loose for GPU users; an unpinned torch here would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 MLFLOW_PORT ?= 5000
+PREFECT_PORT ?= 4200
+PG_PORT ?= 5433
+SERVICES = $(PY) flows/services.py --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT) --pg-port $(PG_PORT)
 
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DO_NOT_TRACK := true
@@ -15,7 +18,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test lint format install ui repro clean help
+.PHONY: run test lint format install ui repro clean help serve stop status
 
 help:
 	@echo "make run    - whole pipeline end to end on the default corpus (36 min on 2 CPU cores after install)"
@@ -24,6 +27,8 @@ help:
 	@echo "make format - apply ruff's import order and formatting"
 	@echo "make ui     - MLflow dashboard on http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "make repro  - the same pipeline through plain 'dvc repro'"
+	@echo "make serve  - Prefect server + deployments + worker, MLflow server on PostgreSQL (127.0.0.1; state in .services/)"
+	@echo "make stop   - stop everything make serve started;  make status - what runs"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -59,6 +64,16 @@ test: lint
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+# flows/services.py --help: every option (ports also from PREFECT_PORT / MLFLOW_PORT / PG_PORT, artifacts to S3)
+serve: install
+	$(SERVICES) start
+
+stop:
+	$(SERVICES) stop
+
+status:
+	$(SERVICES) status
 
 clean:
 	rm -rf data reports/*.json reports/plots mlflow.db mlartifacts dvc.lock

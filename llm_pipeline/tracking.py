@@ -76,6 +76,10 @@ def _experiment_id() -> str:
     exp = client.get_experiment_by_name(experiment_name())
     if exp is not None:
         return exp.experiment_id
+    if tracking_uri().startswith(("http://", "https://")) and not os.environ.get("LLM_PIPELINE_ARTIFACT_ROOT"):
+        # a tracking server picks the location (its proxied store, `mlflow server --artifacts-destination`):
+        # a local folder here would be one that the server's other clients cannot read
+        return client.create_experiment(experiment_name())
     return client.create_experiment(experiment_name(), artifact_location=artifact_root())
 
 
