@@ -1,4 +1,4 @@
-"""prefect.yaml declares a nightly deployment whose entrypoint is the pipeline flow."""
+"""prefect.yaml declares a nightly deployment of the pipeline flow and an on-demand fine-tune."""
 
 from __future__ import annotations
 
@@ -6,17 +6,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from cronsim import CronSim
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+def deployments() -> dict[str, dict]:
+    return {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+
+
 def test_deployment_points_at_the_flow_on_a_nightly_cron():
     from prefect.flows import Flow, load_flow_from_entrypoint
 
-    config = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    [deployment] = config["deployments"]
+    deployment = deployments()["nightly"]
     flow: Flow[..., Any] = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
     assert flow.name == "llm-pipeline"
     assert set(deployment["parameters"]) <= set(flow.parameters.properties)
@@ -35,3 +39,33 @@ def test_flow_runs_finetune_for_every_run_of_the_matrix(tmp_path):
         "runs:\n  qa-t5: {task: qa, family: t5}\n  classification-bert: {task: classification, family: bert}\n"
     )
     assert finetune_runs(str(tmp_path)) == ["qa-t5", "classification-bert"]
+
+
+def test_on_demand_deployment_takes_task_and_family_and_has_no_schedule():
+    from prefect.flows import Flow, load_flow_from_entrypoint
+
+    assert set(deployments()) == {"nightly", "on-demand"}
+    deployment = deployments()["on-demand"]
+    flow: Flow[..., Any] = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+    assert flow.name == "llm-pipeline-finetune"
+    schema = flow.parameters
+    assert {"task", "family"} <= set(schema.required or [])  # a run must name both
+    assert set(deployment["parameters"]) <= set(schema.properties)
+    assert not deployment.get("schedules")
+    assert deployment["work_pool"]["name"] == deployments()["nightly"]["work_pool"]["name"]  # one worker serves both
+
+
+def test_on_demand_refuses_a_run_the_matrix_lacks_naming_those_it_has(tmp_path):
+    from flows.on_demand import run_name
+    from llm_pipeline.errors import PipelineError
+
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "finetune.yaml").write_text(
+        "runs:\n  qa-t5: {task: qa, family: t5}\n  classification-bert: {task: classification, family: bert}\n"
+    )
+    assert run_name(str(tmp_path), "qa", "t5") == "qa-t5"
+    with pytest.raises(PipelineError) as info:
+        run_name(str(tmp_path), "qa", "bert")
+    message = str(info.value)
+    assert "finetune.yaml" in message and "'qa-bert'" in message and "qa-t5, classification-bert" in message
+    assert "\n" not in message
