@@ -1,15 +1,19 @@
 """Copy our weights into Hugging Face `transformers` reference models of the same shape.
 
-For tests (logits must match) and bench (same-shape baselines) only: `transformers` is not a
-run-time dependency, so it is imported inside each function.
+For tests (logits must match), bench (same-shape baselines) and `llm-pipeline export`
+(llm_pipeline/export.py): `transformers` is not a run-time dependency (the `hf` extra), so it is
+imported inside each function.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from llm_pipeline.models.bert import BERT
+from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.models.gpt import GPT
 from llm_pipeline.models.t5 import T5
 
@@ -280,3 +284,22 @@ def to_hf_t5(model: T5) -> nn.Module:
                 }
             )
     return _load(T5ForConditionalGeneration(hf_config), state, model)
+
+
+def to_hf_bert_classifier(model: SequenceClassifier, labels: list[str]) -> nn.Module:
+    """BertForSequenceClassification with a BERT classifier's weights: like ours, the pooled [CLS]
+    state, dropout, then a linear head with a bias. The encoder comes from `to_hf_bert`'s twin
+    (loaded strictly, every tensor covered); its MLM and NSP heads a classifier does not use."""
+    from transformers import BertForSequenceClassification
+
+    if not isinstance(model.backbone, BERT):
+        raise ValueError(f"a {type(model.backbone).__name__} classifier has no BertForSequenceClassification twin")
+    pretraining: Any = to_hf_bert(model.backbone)  # a BertForPreTraining (transformers' own types)
+    config = pretraining.config
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    config.classifier_dropout = model.dropout.p
+    hf = BertForSequenceClassification(config)
+    hf.bert.load_state_dict(pretraining.bert.state_dict(), strict=True)
+    hf.classifier.load_state_dict(model.head.state_dict(), strict=True)
+    return hf

@@ -44,7 +44,10 @@ def write_model_folder(
     model=None,
     **overrides: Any,
 ) -> Path:
-    """A pretrained folder (kind None), or a fine-tune's: classification (labels), seq2seq (fmt), generation."""
+    """A pretrained folder (kind None), or a fine-tune's: classification (labels), seq2seq (fmt), generation.
+
+    `model`: the family model to save (default: a fresh one at `preset`), or for classification
+    the SequenceClassifier (a family model gets a fresh head)."""
     folder.mkdir(parents=True, exist_ok=True)
     spec = get_family(family)
     tokenizer = Tokenizer.from_str(tokenizer_json(spec.tokenizer_kind))
@@ -59,7 +62,8 @@ def write_model_folder(
         manifest |= {"kind": kind, "task": "task", "family": family}
     if kind == "classification":
         labels = labels or ["games", "net", "sound"]
-        save_classifier(folder, SequenceClassifier(model, len(labels)).eval(), labels, 24, sha)
+        classifier = model if isinstance(model, SequenceClassifier) else SequenceClassifier(model, len(labels))
+        save_classifier(folder, classifier.eval(), labels, 24, sha)
         manifest |= {"labels": labels, "max_len": 24}
     else:
         save_pretrained(folder, model, sha)
