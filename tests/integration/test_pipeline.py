@@ -144,17 +144,23 @@ def assert_up_to_date(project: Path) -> None:
     assert json.loads(dvc(project, "status", "--json")) == {"fetch": ["always changed"]}
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("project")
+def copy_project(dst: Path, files: tuple[str, ...] = ()) -> Path:
+    """The project's code, params and dvc.yaml (and `files`) copied into `dst`, a DVC repo
+    without git, with SMALL_PARAMS merged into its params."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("llm_pipeline", "flows", "params"):
         shutil.copytree(REPO / name, dst / name, ignore=ignore)
-    shutil.copy(REPO / "dvc.yaml", dst / "dvc.yaml")
+    for name in ("dvc.yaml", *files):
+        shutil.copy(REPO / name, dst / name)
     dvc(dst, "init", "--no-scm", "-q")
     for stage, update in SMALL_PARAMS.items():
         set_params(dst, stage, update)
     return dst
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return copy_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")
