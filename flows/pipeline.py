@@ -31,11 +31,18 @@ from llm_pipeline.stages.base import REPORTS_DIR  # noqa: E402
 
 
 def stage_env(parent_run_id: str | None) -> dict[str, str]:
-    """Env for the stage subprocess: the venv's scripts first on PATH, runs nested under the flow's."""
+    """Env for the stage subprocess: the venv's scripts first on PATH, runs nested under the flow's,
+    and the Prefect flow run and deployment that ran it (tracking tags every run with them)."""
+    from prefect.runtime import deployment, flow_run
+
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if parent_run_id:
         env[tracking.PARENT_RUN_ENV] = parent_run_id
+    ids = {tracking.PREFECT_FLOW_RUN_ENV: flow_run.id, tracking.PREFECT_DEPLOYMENT_ENV: deployment.name}
+    for var, value in ids.items():
+        if value:  # None outside a flow run / for a flow run not started from a deployment
+            env[var] = str(value)
     return env
 
 

@@ -27,6 +27,8 @@ from llm_pipeline.errors import PipelineError
 
 DEFAULT_EXPERIMENT = "llm-pipeline"
 PARENT_RUN_ENV = "LLM_PIPELINE_PARENT_RUN_ID"
+# without it the MLflow UI opens an experiment on the GenAI traces overview (empty here), not its runs
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def tracking_uri() -> str:
@@ -75,19 +77,23 @@ def _experiment_id() -> str:
     client = _client()
     exp = client.get_experiment_by_name(experiment_name())
     if exp is not None:
+        for key, value in EXPERIMENT_TAGS.items():  # an experiment made before the tag existed
+            if exp.tags.get(key) != value:
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     if tracking_uri().startswith(("http://", "https://")) and not os.environ.get("LLM_PIPELINE_ARTIFACT_ROOT"):
         # a tracking server picks the location (its proxied store, `mlflow server --artifacts-destination`):
         # a local folder here would be one that the server's other clients cannot read
-        return client.create_experiment(experiment_name())
-    return client.create_experiment(experiment_name(), artifact_location=artifact_root())
+        return client.create_experiment(experiment_name(), tags=EXPERIMENT_TAGS)
+    return client.create_experiment(experiment_name(), artifact_location=artifact_root(), tags=EXPERIMENT_TAGS)
 
 
 class StageRun:
     """Handle on one stage's MLflow run (or a no-op when tracking is off)."""
 
-    def __init__(self, run_id: str | None):
+    def __init__(self, run_id: str | None, data_deps: list[tuple[str, str]] | None = None):
         self.run_id = run_id
+        self.data_deps = data_deps or []  # (path, DVC hash) of the DVC stage's data deps
 
     @property
     def active(self) -> bool:
@@ -126,6 +132,19 @@ class StageRun:
             import mlflow
 
             mlflow.set_tags(dict(tags))
+
+    def log_datasets(self, manifests: list[Path], context: str) -> None:
+        """The run's inputs as MLflow dataset inputs: the DVC stage's data deps (digest: their
+        DVC hash) or, with none (ingest's sources, a stage run outside `dvc repro`), the input
+        files the stage's manifests list (digest: their sha256, cut to MLflow's 36 characters)."""
+        if not self.active:
+            return
+        entries: list[tuple[str, str, dict[str, str]]] = [(path, digest, {}) for path, digest in self.data_deps]
+        if not entries:
+            files = [f for m in manifests if m.is_file() for f in _manifest_inputs(m)]
+            entries = [(f["path"], f["sha256"][:DIGEST_CHARS], {"sha256": f["sha256"]}) for f in files]
+        if entries:
+            _log_datasets(entries[:MAX_DATASETS], context)
 
     def lightning_logger(self):
         """A Lightning MLFlowLogger writing into this run, or None when tracking is off."""
@@ -196,12 +215,17 @@ def stage_run(run_name: str, *, tags: Mapping[str, str] | None = None) -> Iterat
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    all_tags = {"pipeline.stage": run_name.split("-")[0], **(tags or {})}
+    deps = dvc_stage_deps()
+    context = {**source_tags(), **prefect_tags()}
+    dep_tags = {f"{DVC_DEP_TAG}{path}": digest for path, digest in deps}
+    all_tags = {"pipeline.stage": run_name.split("-")[0], **context, **dep_tags, **(tags or {})}
     parent = os.environ.get(PARENT_RUN_ENV)
     if parent:
         all_tags["mlflow.parentRunId"] = parent
+        _client().log_batch(parent, tags=_run_tags(context))  # the pipeline run: same commit, same flow run
     with mlflow.start_run(experiment_id=_experiment_id(), run_name=run_name, tags=all_tags) as run:
-        yield StageRun(run.info.run_id)
+        yield StageRun(run.info.run_id, data_deps=[(p, d) for p, d in deps if not _is_code(p)])
+        tag_versions_with_lineage(run.info.run_id)
 
 
 def start_pipeline_run(run_name: str, tags: Mapping[str, str] | None = None) -> str | None:
@@ -263,6 +287,48 @@ def log_to_run(run_id: str | None, paths: list[Path]) -> None:
             client.log_artifact(run_id, str(path))
 
 
+# --- The model registry side of the promotion gate (the decision itself: evaluation/promotion.py)
+
+
+def model_aliases(name: str) -> dict[str, str]:
+    """alias -> version of a registered model; {} when the model is not registered."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = _client().get_registered_model(name)
+    except MlflowException:
+        return {}
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def model_version_tags(name: str, version: str) -> dict[str, str]:
+    return dict(_client().get_model_version(name, version).tags or {})
+
+
+def set_model_version_tags(name: str, version: str, tags: Mapping[str, str]) -> None:
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def set_model_alias(name: str, alias: str, version: str) -> None:
+    """Point `alias` at `version` (MLflow moves it off the version that held it)."""
+    _client().set_registered_model_alias(name, alias, version)
+
+
+EVALUATION_NOTE = "\n\nevaluate: "  # where the training description ends and evaluate's note begins
+
+
+def describe_registered_model(name: str, version: str, *, model: str, version_note: str) -> None:
+    """The registered model's description (its headline) and a note appended to the version's
+    description, replacing the note a previous evaluation left there."""
+    client = _client()
+    client.update_registered_model(name, description=model)
+    current = client.get_model_version(name, version).description or ""
+    trained = current.split(EVALUATION_NOTE)[0].rstrip()
+    client.update_model_version(name, version, description=f"{trained}{EVALUATION_NOTE}{version_note}".lstrip())
+
+
 # --- Registered models as MLflow pyfuncs, and model URIs back to their folders (export, generate)
 
 PYFUNC_LOADER = "llm_pipeline.mlflow_pyfunc"  # the flavor module MLflow imports to load a registered model
@@ -318,3 +384,107 @@ def _folder_of(path: Path, uri: str) -> Path:
             "versions registered before models became pyfuncs hold a torch pickle only: rerun the stage"
         )
     return data
+
+
+# --- Lineage on every run and model version: source commit, DVC hashes of the deps, Prefect ids
+
+PREFECT_FLOW_RUN_ENV = "LLM_PIPELINE_PREFECT_FLOW_RUN_ID"  # set by the flow (flows/pipeline.py stage_env)
+PREFECT_DEPLOYMENT_ENV = "LLM_PIPELINE_PREFECT_DEPLOYMENT"
+DVC_DEP_TAG = "dvc.dep."  # + the dep's path as dvc.yaml writes it; value: its DVC hash
+DIGEST_CHARS = 36  # MLflow's dataset digest column (a DVC directory hash, md5 + ".dir", fills it)
+MAX_DATASETS = 100  # dataset inputs per run: a local corpus of many files lists its first ones
+# run tags a model version copies from the run that registered it
+LINEAGE_TAGS = (
+    *("mlflow.source.git.commit", "git.", DVC_DEP_TAG, "prefect."),
+    *("tokenizer_sha256", "upstream.", "pretrained_model"),  # set by the stages
+)
+PACKAGE_DIR = Path(__file__).resolve().parent.name  # deps under it are code, covered by the commit
+
+
+def project_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd())
+
+
+def source_tags() -> dict[str, str]:
+    """The commit the code ran from (MLflow's standard tag) and whether tracked files differed
+    from it (untracked files, e.g. data and reports, do not count); {} outside a git checkout."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise OSError(done.stderr.strip())
+        return done.stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "git.dirty": str(dirty).lower()}
+
+
+def prefect_tags() -> dict[str, str]:
+    """The Prefect flow run and deployment that ran this stage, when the flow did."""
+    pairs = (("prefect.flow_run_id", PREFECT_FLOW_RUN_ENV), ("prefect.deployment", PREFECT_DEPLOYMENT_ENV))
+    return {tag: os.environ[env] for tag, env in pairs if os.environ.get(env)}
+
+
+def dvc_stage_deps() -> list[tuple[str, str]]:
+    """(path, DVC hash) of each file/folder dep of the DVC stage running this process, or [].
+
+    `dvc repro` names the stage in DVC_STAGE (and the project in DVC_ROOT) while it holds the
+    repo lock; reading dvc.yaml and hashing the deps takes no lock, and DVC's own hash of
+    each dep is the one dvc.lock will record for this run. Outside `dvc repro`: [].
+    """
+    stage_name, root = os.environ.get("DVC_STAGE"), os.environ.get("DVC_ROOT")
+    if not stage_name or not root:
+        return []
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(root) as repo:
+        (stage,) = repo.stage.collect(stage_name)
+        deps = [d for d in stage.deps if not isinstance(d, ParamsDependency)]
+        return [(str(d.def_path), str(d.get_hash().value)) for d in deps]
+
+
+def _is_code(path: str) -> bool:
+    return Path(path).parts[:1] == (PACKAGE_DIR,)
+
+
+def _run_tags(tags: Mapping[str, str]):
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, v) for k, v in tags.items()]
+
+
+def tag_versions_with_lineage(run_id: str) -> None:
+    """Copy the run's lineage tags onto every model version it registered, so the registry
+    alone says where a version came from."""
+    client = _client()
+    tags = client.get_run(run_id).data.tags
+    lineage = {k: v for k, v in tags.items() if k.startswith(LINEAGE_TAGS)}
+    for version in client.search_model_versions(f"run_id='{run_id}'"):
+        set_model_version_tags(version.name, str(version.version), lineage)
+
+
+def _manifest_inputs(manifest: Path) -> list[dict[str, Any]]:
+    import json
+
+    return [f for f in json.loads(manifest.read_text()).get("inputs", []) if "path" in f and "sha256" in f]
+
+
+def _log_datasets(entries: list[tuple[str, str, dict[str, str]]], context: str) -> None:
+    """(source path, digest, tags) -> one MLflow dataset input each, named after its path."""
+    import mlflow
+    from mlflow.data.dataset import Dataset
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]  # made at import
+
+    datasets: list[Dataset | None] = [
+        # MetaDataset: metadata only (name, digest, source), nothing loaded; its profile is None
+        MetaDataset(LocalArtifactDatasetSource(path), name=path, digest=digest)  # type: ignore[abstract]
+        for path, digest, _ in entries
+    ]
+    mlflow.log_inputs(datasets, contexts=[context] * len(entries), tags_list=[tags or None for *_, tags in entries])

@@ -14,7 +14,7 @@ from typing import Any
 
 from llm_pipeline import tracking
 from llm_pipeline.config import StageConfig
-from llm_pipeline.io import write_json
+from llm_pipeline.io import MANIFEST_NAME, write_json
 
 STAGES = ("fetch", "ingest", "tokenize", "pretrain", "finetune", "evaluate", "report")
 REPORTS_DIR = Path("reports")
@@ -69,6 +69,7 @@ def execute(stage: str, cfg: StageConfig) -> StageResult:
                 {"stage": name, "mlflow_run_id": tracker.run_id, "metrics": result.metrics, **result.report},
             )
         tracker.log_metrics(result.metrics)
+        tracker.log_datasets([p for p in result.artifacts if p.name == MANIFEST_NAME], context=stage)
         for path in [*result.artifacts, report_path]:
             tracker.log_artifact(path)
     return result
