@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from llm_pipeline.checkpoints import CLASSIFIER, MODEL_CONFIG, check_tokenizer, load_classifier, load_pretrained
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
-from llm_pipeline.data.loaders.seq2seq import Seq2SeqFormat, encode_pairs
+from llm_pipeline.data.loaders.seq2seq import Seq2SeqFormat, encode_pairs, template_fields
 from llm_pipeline.data.tokenization.tokenizer import BERT_SPECIALS, end_id, load_tokenizer, pad_id, sentinels
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.evaluation.harness import decode_texts, predict_classes
@@ -169,8 +169,14 @@ def translate(loaded: LoadedModel, rows: pd.DataFrame, options: PredictOptions) 
 
 def seq2seq_sources(loaded: LoadedModel, rows: pd.DataFrame) -> list[list[int]]:
     """The encoder inputs / prompts of rows, formatted and cut as the fine-tune made them."""
-    frame = rows.rename(columns={TEXT_COLUMN: "input"}).assign(target="")
     fmt = Seq2SeqFormat(**loaded.manifest["format"])
+    missing = [c for c in template_fields(fmt.input_template) if c != "input" and c not in rows.columns]
+    if missing:
+        raise PipelineError(
+            f"the model's input template {fmt.input_template!r} needs column(s) {missing} beside {TEXT_COLUMN!r}; "
+            f"the input has {[str(c) for c in rows.columns]}"
+        )
+    frame = rows.rename(columns={TEXT_COLUMN: "input"}).assign(target="")
     pairs = encode_pairs(
         loaded.tokenizer, frame, fmt, loaded.manifest["style"], loaded.manifest["end_id"], "the input rows"
     )
