@@ -21,6 +21,7 @@ import torch
 import yaml
 from pydantic import AfterValidator, Field
 
+from llm_pipeline import tracking
 from llm_pipeline.checkpoints import check_tokenizer, has_model, load_pretrained
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
@@ -36,11 +37,13 @@ from llm_pipeline.evaluation.downstream import (
     score_generation,
     score_seq2seq,
 )
+from llm_pipeline.evaluation.gate import Candidate, gate
 from llm_pipeline.evaluation.harness import TextGenerator, generate_continuations
 from llm_pipeline.evaluation.pretraining import first_batches, score_lm, score_mlm_nsp, score_span_corruption
-from llm_pipeline.evaluation.scoreboard import Scoreboard
+from llm_pipeline.evaluation.promotion import Score, compute_test_set_digest
+from llm_pipeline.evaluation.scoreboard import LOWER_IS_BETTER, Scoreboard
 from llm_pipeline.evaluation.suites import TaskSuite
-from llm_pipeline.io import read_manifest
+from llm_pipeline.io import read_manifest, sha256_file
 from llm_pipeline.registry import FAMILIES, get_family
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP, SpanCorruption
@@ -128,21 +131,25 @@ def score_downstream(cfg: EvaluateConfig, board: Scoreboard, runs: list[Finetune
             )
 
 
-def pretrain_shards(cfg: EvaluateConfig, family: str, held_out: str = "test") -> TokenizedCorpus:
-    """The token shards a family pretrained on (named in its pretrain manifest)."""
-    manifest = read_manifest(Path(cfg.pretrain_root) / family)
+def pretrain_shards(
+    cfg: EvaluateConfig, family: str, held_out: str = "test", folder: Path | None = None
+) -> TokenizedCorpus:
+    """The token shards a family pretrained on (named in its pretrain manifest; folder: another
+    saved model of the family than <pretrain_root>/<family>, e.g. a champion to rescore)."""
+    manifest = read_manifest(folder or Path(cfg.pretrain_root) / family)
     folder = Path(cfg.tokenize_root) / manifest["tokenizer"]
     tokenizer = load_tokenizer(folder / "tokenizer.json")
     return TokenizedCorpus(folder, read_manifest(folder), tokenizer, Path(cfg.tasks_dir), held_out=held_out)
 
 
-def score_pretrained(cfg: EvaluateConfig, board: Scoreboard, family: str):
-    """One pretrained family on the test split of its own objective; returns the model."""
+def score_pretrained(cfg: EvaluateConfig, board: Scoreboard, family: str, folder: Path | None = None):
+    """One pretrained family on the test split of its own objective; returns the model.
+    folder: the saved model to score, default <pretrain_root>/<family>."""
     spec = get_family(family)
-    folder = Path(cfg.pretrain_root) / family
+    folder = folder or Path(cfg.pretrain_root) / family
     model, meta = load_pretrained(folder, family=family)
     manifest = read_manifest(folder)
-    corpus = pretrain_shards(cfg, family)
+    corpus = pretrain_shards(cfg, family, folder=folder)
     check_tokenizer(corpus.tokenizer_path, meta["tokenizer_sha256"], f"the model {folder}")
     dtype = corpus.manifest["dtype"]
     train = load_shard(corpus.shard("train"), dtype)
@@ -210,6 +217,11 @@ def run(cfg: EvaluateConfig, tracker) -> StageResult:
     score_downstream(cfg, board, runs)
 
     report: dict[str, Any] = board.to_report()
+    if tracker.active:  # the gate compares registered versions: nothing to compare without MLflow
+        candidates = [pretrained_candidate(cfg, board, f) for f in cfg.families]
+        candidates += [downstream_candidate(cfg, board, r) for r in runs]
+        report["promotion"] = gate([c for c in candidates if c is not None], tracker.run_id)
+        tracker.set_tags(promotion_tags(report["promotion"]))
     if causal:
         family, model = causal[0]
         tokenizer = pretrain_shards(cfg, family).tokenizer
@@ -219,3 +231,68 @@ def run(cfg: EvaluateConfig, tracker) -> StageResult:
             eot_id(tokenizer), s.seed,
         )  # fmt: skip
     return StageResult(metrics=board.metrics(), report=report)
+
+
+# --- The promotion gate's candidates: each scored model's registered version, its primary
+# score, the test set it was computed on, and how to score a champion the same way
+
+
+def primary_row(board: Scoreboard, section: str, family: str, task: str | None = None) -> tuple[str, str, float]:
+    """(task, metric, value) of a model row on its task's primary metric."""
+    for s in board.scores:
+        primary = board.primary.get(s.task) == s.metric and (task is None or s.task == task)
+        if primary and s.section == section and s.kind == "model" and s.system == family:
+            return s.task, s.metric, s.value
+    raise PipelineError(f"evaluate: no primary {section} score for {family} {task or ''}".rstrip())
+
+
+def _score(metric: str, value: float, files: list[Path], selection: dict[str, Any]) -> Score:
+    digest = compute_test_set_digest([sha256_file(f) for f in files], selection)
+    return Score(metric, value, metric not in LOWER_IS_BETTER, digest)
+
+
+def pretrained_candidate(cfg: EvaluateConfig, board: Scoreboard, family: str) -> Candidate | None:
+    folder = Path(cfg.pretrain_root) / family
+    registered = tracking.model_version_of_run(read_manifest(folder).get("mlflow_run_id"))
+    if registered is None:  # trained with tracking off: no version to promote
+        return None
+    task, metric, value = primary_row(board, "pretraining", family)
+    nsp = isinstance(get_family(family).objective(), MaskedLMWithNSP)  # BERT is scored on ingest's nsp pairs
+    files = [Path(cfg.tasks_dir) / "nsp" / "test.parquet"] if nsp else [pretrain_shards(cfg, family).shard("test")]
+    cap = {"max_test_tokens": cfg.max_test_tokens} if task == "lm" else {"max_test_batches": cfg.max_test_batches}
+    selection = cap | {"batch_size": cfg.batch_size}  # batches are what the batch caps count
+
+    def rescore(saved: Path) -> float:
+        fresh = Scoreboard()
+        score_pretrained(cfg, fresh, family, saved)
+        return primary_row(fresh, "pretraining", family)[2]
+
+    return Candidate(*registered, task, _score(metric, value, files, selection), rescore)
+
+
+def downstream_candidate(cfg: EvaluateConfig, board: Scoreboard, run: FinetunedRun) -> Candidate | None:
+    registered = tracking.model_version_of_run(run.manifest.get("mlflow_run_id"))
+    if registered is None:
+        return None
+    _, metric, value = primary_row(board, "downstream", run.family, run.task)
+    selection: dict[str, Any] = {
+        "classification": {},  # every test example
+        "seq2seq": {"max_examples": cfg.max_examples, "seed": cfg.seed},
+        "generation": {"max_examples": cfg.max_examples, "max_tokens": cfg.generation.max_continuation_tokens},
+    }[run.kind]
+
+    def rescore(saved: Path) -> float:
+        champion = load_run(saved)
+        # the task's baselines are already scored: a board holding them scores only the model
+        fresh = Scoreboard(scores=[s for s in board.scores if s.task == run.task and s.kind == "baseline"])
+        score_downstream(cfg, fresh, [champion])
+        return primary_row(fresh, "downstream", champion.family, run.task)[2]
+
+    files = [Path(cfg.tasks_dir) / run.task / "test.parquet"]
+    return Candidate(*registered, run.task, _score(metric, value, files, selection), rescore)
+
+
+def promotion_tags(outcomes: list[dict[str, Any]]) -> dict[str, str]:
+    """The gate's outcome on the evaluate run: promotion.<registered model>.<field>."""
+    fields = ("version", "metric", "score", "champion_score", "previous_champion", "test_set", "decision", "reason")
+    return {f"promotion.{o['registered_model']}.{k}": str(o[k]) for o in outcomes for k in fields}

@@ -268,3 +268,42 @@ def test_each_finetune_stage_tracks_only_its_own_block_of_params():
         ("qa", "gpt"),
         ("generation", "gpt"),
     } <= pairs
+
+
+def test_the_promotion_gate_rescores_a_champion_scored_on_another_test_set(tracked):
+    """Real models through evaluate's gate: v1 is champion; v2 meets a champion whose recorded
+    score is on another test set, so evaluate downloads v1 (its pyfunc's model folder), scores it
+    on today's test set and compares like with like."""
+    project = tracked
+    name = "gate-classification-gpt"
+    runs = {"gate-cls": {"task": "classification", "family": "gpt", "max_len": 32, "register_as": name}}
+    cfg = evaluate.EvaluateConfig(
+        tasks_dir=str(project / "ingest" / "tasks"),
+        tokenize_root=str(project / "tok"),
+        pretrain_root=str(project / "pretrain"),
+        finetune_root=str(project / "finetune"),
+        runs=["gate-cls"],
+        families=[],
+    )
+    execute("finetune", finetune_config(project, runs, "gate-cls"))
+    first = execute("evaluate", cfg)
+    (outcome,) = [o for o in first.report["promotion"] if o["registered_model"] == name]
+    assert (outcome["version"], outcome["decision"]) == ("1", "champion")
+    v1_score = first.metrics["eval/classification/gpt/macro_f1"]
+    assert float(tracking.model_version_tags(name, "1")["promotion.score"]) == v1_score
+    tracking.set_model_version_tags(name, "1", {"promotion.test_set": "an-older-test-set"})
+
+    runs["gate-cls"]["trainer"] = TRAINER | {"max_steps": 10, "val_check_interval": 10, "seed": 7}  # a shorter run
+    execute("finetune", finetune_config(project, runs, "gate-cls"))
+    second = execute("evaluate", cfg)
+    (outcome,) = [o for o in second.report["promotion"] if o["registered_model"] == name]
+    assert outcome["version"] == "2" and outcome["champion_score"] == pytest.approx(v1_score)  # v1, rescored
+    v1 = tracking.model_version_tags(name, "1")
+    assert v1["promotion.test_set"] == outcome["test_set"] and v1["promotion.rescored_by"] != "None"
+    v2_score = second.metrics["eval/classification/gpt/macro_f1"]
+    expected = "champion" if v2_score > v1_score else "challenger"
+    assert outcome["decision"] == expected and tracking.model_aliases(name)[expected] == "2"
+    # the evaluate run says the same
+    run_id = json.loads((project / "reports" / "evaluate.json").read_text())["mlflow_run_id"]
+    tags = tracking._client().get_run(run_id).data.tags
+    assert tags[f"promotion.{name}.decision"] == expected and tags[f"promotion.{name}.version"] == "2"
