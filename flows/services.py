@@ -317,10 +317,12 @@ def deploy_and_start_worker(cfg: Settings, state: State) -> None:
 
 def deployments(api: str) -> list[str]:
     """'<flow>/<deployment>' of every deployment the Prefect server holds."""
-    flows = {f["id"]: f["name"] for f in processes.http_get(f"{api}/flows/filter", body={})}
-    return sorted(
-        f"{flows.get(d['flow_id'], '?')}/{d['name']}" for d in processes.http_get(f"{api}/deployments/filter", body={})
-    )
+    try:
+        flows = {f["id"]: f["name"] for f in processes.http_get(f"{api}/flows/filter", body={})}
+        listed = processes.http_get(f"{api}/deployments/filter", body={})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ServiceError(f"the Prefect server at {api} did not list its deployments ({exc})") from None
+    return sorted(f"{flows.get(d['flow_id'], '?')}/{d['name']}" for d in listed)
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -345,6 +347,7 @@ def start(cfg: Settings) -> None:
     try:
         for _name, starter in STARTERS:
             starter(cfg, state)
+        deployed = deployments(cfg.prefect_api)
     except BaseException:  # a failure or Ctrl-C halfway: leave nothing running
         stop(cfg, quiet=True)
         raise
@@ -353,7 +356,7 @@ def start(cfg: Settings) -> None:
     print(f"PostgreSQL  {state.services['postgres']['url']}  (MLflow's backend store; data in {cfg.pg_data})")
     print(f"MLflow      {cfg.mlflow_url}  (artifacts: {cfg.artifacts})")
     print(f"Prefect     {cfg.prefect_api.removesuffix('/api')}  (API {cfg.prefect_api})")
-    print(f"worker      pool {work_pool(cfg)}; deployments: {', '.join(deployments(cfg.prefect_api))}")
+    print(f"worker      pool {work_pool(cfg)}; deployments: {', '.join(deployed)}")
     print(f"logs        {cfg.logs}/")
     print(f"source {env_file} to point the mlflow and prefect CLIs here; `make stop` stops it all")
 
@@ -399,7 +402,7 @@ def stop(cfg: Settings, quiet: bool = False) -> None:
             continue
         handle = state.handle(name)
         was_running = handle.process() is not None
-        # a Prefect worker exits on SIGTERM only after its runs; SIGINT makes it cancel them
+        # a Prefect worker may outlive a lone SIGTERM (seen here); SIGINT then stops it
         signals = (signal.SIGTERM, signal.SIGINT) if name == "worker" else (signal.SIGTERM,)
         try:
             processes.stop(handle, signals=signals)
@@ -443,6 +446,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[str, Settings]:
         prog="flows/services.py",
         description="Serve the pipeline on 127.0.0.1: PostgreSQL, an MLflow server on it, a Prefect server, "
         "prefect.yaml's deployments and a worker. Options default to the env vars named in brackets.",
+        epilog="e.g.  make serve MLFLOW_PORT=5050;  source .services/env;  "
+        "prefect deployment run 'llm-pipeline/nightly';  make stop",
     )
     parser.add_argument(
         "command", choices=["start", "stop", "status"], help="start the stack, stop it, or list what runs"
