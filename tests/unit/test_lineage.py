@@ -34,6 +34,8 @@ def chain(tracking_dir, monkeypatch):
     """ingest -> tokenize -> pretrain -> finetune, as the stages tag them, run by a Prefect deployment."""
     monkeypatch.setenv(tracking.PREFECT_FLOW_RUN_ENV, "flow-run-123")
     monkeypatch.setenv(tracking.PREFECT_DEPLOYMENT_ENV, "llm-pipeline/nightly")
+    parent = str(tracking.start_pipeline_run("pipeline"))  # the flow's run: its stages tag it too
+    monkeypatch.setenv(tracking.PARENT_RUN_ENV, parent)
     manifest = tracking_dir / "manifest.json"
     manifest.write_text(json.dumps({"inputs": [{"path": "raw/Packages", "sha256": RAW_SHA, "bytes": 3}]}))
     with tracking.stage_run("ingest") as ingest:
@@ -48,7 +50,13 @@ def chain(tracking_dir, monkeypatch):
         fin.set_tags({"upstream.pretrain": str(pre.run_id), "pretrained_model": f"m-gpt/{pretrained}"})
         version = register("m-cls", str(fin.run_id), tracking_dir / "cls")
     tracking.set_model_alias("m-cls", "champion", version)
-    return {"ingest": ingest.run_id, "tokenize": tok.run_id, "pretrain": pre.run_id, "finetune": fin.run_id}
+    return {
+        "pipeline": parent,
+        "ingest": str(ingest.run_id),
+        "tokenize": str(tok.run_id),
+        "pretrain": str(pre.run_id),
+        "finetune": str(fin.run_id),
+    }
 
 
 def is_commit_of_this_checkout(commit: str) -> bool:
@@ -133,3 +141,21 @@ def test_under_dvc_repro_a_run_carries_the_dvc_hashes_dvc_lock_records(tmp_path)
     assert {k.removeprefix("dvc.dep."): v for k, v in run.data.tags.items() if k.startswith("dvc.dep.")} == locked
     assert run.inputs is not None
     assert {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs} == locked
+
+
+def test_the_flow_hands_its_flow_run_id_to_the_stage_subprocess(prefect_harness):
+    """stage_env (what `dvc repro -s` runs under) names the Prefect flow run; a flow run started
+    outside a deployment has no deployment name to pass."""
+    from prefect import flow
+    from prefect.runtime import flow_run
+
+    from flows.pipeline import stage_env
+
+    @flow
+    def probe() -> tuple[dict[str, str], str]:
+        return stage_env("parent-run"), str(flow_run.id)
+
+    env, flow_run_id = probe()
+    assert env[tracking.PREFECT_FLOW_RUN_ENV] == flow_run_id and env[tracking.PARENT_RUN_ENV] == "parent-run"
+    assert tracking.PREFECT_DEPLOYMENT_ENV not in env
+    assert tracking.PREFECT_FLOW_RUN_ENV not in stage_env(None)  # outside a flow run: nothing to name
