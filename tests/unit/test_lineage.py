@@ -159,3 +159,17 @@ def test_the_flow_hands_its_flow_run_id_to_the_stage_subprocess(prefect_harness)
     assert env[tracking.PREFECT_FLOW_RUN_ENV] == flow_run_id and env[tracking.PARENT_RUN_ENV] == "parent-run"
     assert tracking.PREFECT_DEPLOYMENT_ENV not in env
     assert tracking.PREFECT_FLOW_RUN_ENV not in stage_env(None)  # outside a flow run: nothing to name
+
+
+def test_the_experiment_opens_on_its_runs_in_the_ui(tracking_dir, monkeypatch):
+    """mlflow.experimentKind=custom_model_development: the UI shows training runs, not the empty
+    GenAI traces overview; set on a new experiment and on one made before the tag existed."""
+    client = tracking._client()
+    old = client.create_experiment(tracking.experiment_name())
+    with tracking.stage_run("ingest"):
+        pass
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fresh")
+    with tracking.stage_run("ingest") as run:
+        fresh = client.get_run(str(run.run_id)).info.experiment_id
+    for experiment in (old, fresh):
+        assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
