@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(PY) flows/pipeline.py
+	$(PY) flows/pipeline.py $(if $(PUSH),--push)
 	@$(PY) -m llm_pipeline.summary reports/evaluate.json
 	@echo
 	@echo "Reports:   reports/*.json  (evaluate: reports/evaluate.json)"

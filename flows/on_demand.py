@@ -17,9 +17,10 @@ from prefect import flow
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))  # a deployment's worker imports this file by path
 
-from flows.pipeline import finetune_runs, in_directory, run_stage  # noqa: E402  (after the path fix above)
+from flows.pipeline import finetune_runs, in_directory, lock_holder, run_stage  # noqa: E402  (after the path fix)
 from llm_pipeline import tracking  # noqa: E402
 from llm_pipeline.errors import PipelineError  # noqa: E402
+from llm_pipeline.locking import pipeline_lock  # noqa: E402
 from llm_pipeline.stages.base import REPORTS_DIR  # noqa: E402
 
 
@@ -45,7 +46,8 @@ def finetune_on_demand(task: str, family: str, force: bool = False, project_dir:
     """
     name = run_name(project_dir, task, family)
     stage = f"finetune@{name}"
-    with in_directory(project_dir):  # tracking defaults (mlflow.db) are relative to the project
+    # tracking defaults (mlflow.db) are relative to the project; one pipeline run per project at a time
+    with in_directory(project_dir), pipeline_lock(project_dir, lock_holder()):
         parent = tracking.start_pipeline_run(f"on-demand-{name}", tags={"pipeline.run": name})
         results: dict[str, dict] = {}
         try:

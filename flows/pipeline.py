@@ -155,9 +155,23 @@ def in_directory(path: str):
         os.chdir(previous)
 
 
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Run the whole pipeline once (fetch -> ... -> report), no server: each stage is "
+        "`dvc repro -s <stage>`, so only what changed reruns. Deployments: see prefect.yaml.",
+    )
+    parser.add_argument("--project-dir", default=str(PROJECT_DIR), help="the project (default: this checkout)")
+    parser.add_argument("--force", action="store_true", help="rerun every stage even if DVC says it is up to date")
+    parser.add_argument("--push", action="store_true", help="`dvc push` every output to the DVC remote at the end")
+    args = parser.parse_args(argv)
+    pipeline(project_dir=args.project_dir, force=args.force, push=args.push)
+
+
 if __name__ == "__main__":
     try:
-        pipeline()
+        main()
     except PipelineError as exc:  # e.g. the project is locked by a running pipeline: one line
         print(f"llm-pipeline: error: {exc}", file=sys.stderr)
         sys.exit(2)
