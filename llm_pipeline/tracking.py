@@ -17,7 +17,9 @@ multi-process training only global rank zero talks to MLflow.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import urllib.parse
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -70,7 +72,37 @@ def enabled() -> bool:
 def _client():
     from mlflow.tracking import MlflowClient
 
+    check_reachable(tracking_uri())  # once per URI and process: before any call that would retry
     return MlflowClient(tracking_uri=tracking_uri())
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced by ***, for messages and logs."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+@functools.cache
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, when a tracking server does not answer: the MLflow client would
+    retry for minutes and end in a traceback, after the stage had done its expensive work."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise PipelineError(
+            f"MLFLOW_TRACKING_URI {redact_uri(uri)}: the tracking server does not answer ({reason}); start it "
+            "(make serve), or unset MLFLOW_TRACKING_URI to track into the project's mlflow.db"
+        ) from None
 
 
 def _experiment_id() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from llm_pipeline import tracking
 from llm_pipeline.inference import build_options, load_model_folder, predict
@@ -57,3 +58,21 @@ def test_non_zero_ranks_do_not_track(tracking_dir, monkeypatch):
     assert not tracking.enabled()
     with tracking.stage_run("pretrain") as run:
         assert not run.active
+
+
+def test_an_unreachable_tracking_server_fails_fast_in_one_line_without_the_password(monkeypatch, tmp_path):
+    import socket
+
+    from llm_pipeline.errors import PipelineError
+
+    with socket.socket() as sock:  # a free port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ann:s3cret@127.0.0.1:{port}")
+    monkeypatch.delenv("LLM_PIPELINE_TRACKING", raising=False)
+    tracking.check_reachable.cache_clear()
+    with pytest.raises(PipelineError) as failed, tracking.stage_run("fetch"):
+        raise AssertionError("the stage body must not start")
+    message = str(failed.value)
+    assert f"http://ann:***@127.0.0.1:{port}: the tracking server does not answer" in message
+    assert "s3cret" not in message and "\n" not in message
