@@ -392,6 +392,8 @@ def model_folder(uri: str) -> Iterator[Path]:
 
     with tempfile.TemporaryDirectory(prefix="llm-pipeline-model-") as tmp:
         try:
+            # models:/ resolves through mlflow's process-wide registry URI (whatever tracking_uri= says)
+            mlflow.set_tracking_uri(tracking_uri())
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri())
         except (MlflowException, OSError) as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
