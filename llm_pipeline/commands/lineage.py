@@ -4,6 +4,7 @@ from, stage run by stage run back to the raw source files' sha256 (llm_pipeline/
 from __future__ import annotations
 
 import argparse
+import os
 
 HELP = "print a model version's chain: finetune -> pretrain -> tokenize -> ingest -> source files (sha256)"
 
@@ -15,5 +16,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from llm_pipeline import lineage
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per manifest read: noise
     print(lineage.render(lineage.trace_model(args.model_uri)))
     return 0
