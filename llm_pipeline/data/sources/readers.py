@@ -204,6 +204,15 @@ def _read_jsonl(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
 def field_record(value: object, row: object, field: str, source: str, location: str) -> Record:
     """The text of `field` in a parsed row, or why there is none."""
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # JSON's "\ud800" escape: not a character UTF-8 can hold
+            return BadRecord(
+                location,
+                "invalid_utf8",
+                f"{field!r} holds a lone surrogate {value[exc.start]!r}",
+                str(row)[:SAMPLE_CHARS],
+            )
         return Document(source, location, value)
     if value is None:
         return BadRecord(location, "missing_field", f"no {field!r} field (or it is null)", str(row)[:SAMPLE_CHARS])
