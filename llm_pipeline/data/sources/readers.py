@@ -162,7 +162,7 @@ def _read_paragraphs(path: Path, source: str, opts: ReadOptions) -> Iterator[Rec
                 continue
             start = start if lines else lineno
             size += len(line) + 1
-            too_long = too_long or cut or size > opts.max_record_bytes
+            too_long = too_long or cut or size - 1 > opts.max_record_bytes  # size - 1: bytes of the lines joined
             if not too_long or size <= SAMPLE_CHARS * 4:  # of a huge paragraph keep a sample
                 lines.append(line)
     if lines:
