@@ -154,7 +154,7 @@ def _read_paragraphs(path: Path, source: str, opts: ReadOptions) -> Iterator[Rec
 
     with open_binary(path) as stream:
         for lineno, line, cut in iter_lines(stream, opts.max_record_bytes):
-            if not line.strip():
+            if not cut and not line.strip():  # a cut line may go on past its blank start
                 if lines:
                     records += 1
                     yield flush()
