@@ -238,7 +238,8 @@ def _read_csv(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
         io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as text,
         _csv_field_limit(opts.max_record_bytes),
     ):
-        rows = csv.reader(text, delimiter=opts.delimiter)
+        lines = _CsvLines(text, opts.delimiter)
+        rows = csv.reader(lines, delimiter=opts.delimiter)
         header = next(rows, None)
         if header is None:
             yield _empty(path)
@@ -248,21 +249,75 @@ def _read_csv(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
             return
         column, count = header.index(opts.text_field), 0
         while True:
+            lines.record.clear()
             try:
                 row = next(rows)
             except StopIteration:
                 break
             except csv.Error as exc:
-                location = f"{path}:{rows.line_num}"
+                count += 1
                 if "field larger than field limit" in str(exc):
-                    yield _too_long(location, "", opts.max_record_bytes)
+                    lines.skip_record()
+                    yield _too_long(f"{path}:{lines.line_num}", "", opts.max_record_bytes)
                 else:
-                    yield BadRecord(location, "malformed_csv", str(exc))
+                    yield BadRecord(f"{path}:{lines.line_num}", "malformed_csv", str(exc))
                 continue
             count += 1
-            yield _csv_record(row, column, path, rows.line_num, source, opts.text_field)
+            yield _csv_record(row, column, path, lines.line_num, source, opts.text_field)
         if count == 0:
             yield _empty(path)
+
+
+class _CsvLines:
+    """The lines csv.reader parses, counted, keeping those of the record being parsed.
+
+    After a field over the size limit, csv drops the rest of that line only, and would parse
+    the next lines of a quoted field that spans lines as rows of their own; `skip_record`
+    reads on to the record's real end instead (the default dialect: doubled quotes escape).
+    """
+
+    def __init__(self, text: Iterator[str], delimiter: str):
+        self._text, self._delimiter = text, delimiter
+        self.line_num = 0
+        self.record: list[str] = []  # lines fed to csv since the record began
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._text)
+        self.line_num += 1
+        self.record.append(line)
+        return line
+
+    def skip_record(self) -> None:
+        quoted = False
+        for line in self.record:
+            quoted = self._ends_quoted(line, quoted)
+        while quoted and (line := next(self._text, "")):
+            self.line_num += 1
+            quoted = self._ends_quoted(line, quoted)
+
+    def _ends_quoted(self, line: str, quoted: bool) -> bool:
+        """Whether `line` ends inside a quoted field, given whether it starts inside one."""
+        i, field_start = 0, not quoted
+        while i < len(line):
+            if quoted:
+                j = line.find('"', i)
+                if j < 0:
+                    return True
+                if line.startswith('"', j + 1):  # "" is a quote inside the field
+                    i = j + 2
+                else:
+                    quoted, field_start, i = False, False, j + 1
+            elif field_start and line[i] == '"':
+                quoted, i = True, i + 1
+            else:  # an unquoted field (or the rest after a closing quote) runs to the delimiter
+                j = line.find(self._delimiter, i)
+                if j < 0:
+                    return False
+                field_start, i = True, j + 1
+        return quoted
 
 
 def _csv_record(row: list[str], column: int, path: Path, line: int, source: str, field: str) -> Record:
