@@ -344,6 +344,11 @@ def _read_parquet(path: Path, source: str, opts: ReadOptions) -> Iterator[Record
                 str(path), "wrong_schema", f"no column {opts.text_field!r} (columns: {', '.join(schema.names)})"
             )
             return
+        if schema.names.count(opts.text_field) > 1:
+            yield BadRecord(
+                str(path), "wrong_schema", f"{schema.names.count(opts.text_field)} columns {opts.text_field!r}"
+            )
+            return
         kind = schema.field(opts.text_field).type
         if kind not in _STRING_TYPES:
             yield BadRecord(str(path), "wrong_schema", f"column {opts.text_field!r} is {kind}, expected string")
