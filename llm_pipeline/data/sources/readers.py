@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Literal, cast
 
@@ -358,10 +358,15 @@ def _read_parquet(path: Path, source: str, opts: ReadOptions) -> Iterator[Record
             return
         row = 0
         for batch in parquet.iter_batches(columns=[opts.text_field], batch_size=1024):
-            for value in batch.column(0).to_pylist():
+            # as bytes: a writer that skips the UTF-8 check can store any, and to_pylist would
+            # raise on the batch; decoded here, a bad cell is reported on its own row
+            for raw in batch.column(0).cast(pa.large_binary()).to_pylist():
                 row += 1
                 location = f"{path}:row{row}"
-                if value is not None and len(value) > opts.max_record_bytes:
+                value = _decode(raw, path, None) if raw is not None else None
+                if isinstance(value, BadRecord):
+                    yield replace(value, location=location)
+                elif value is not None and len(value) > opts.max_record_bytes:
                     yield _too_long(location, value, opts.max_record_bytes)
                 else:
                     yield field_record(value, {opts.text_field: value}, opts.text_field, source, location)
