@@ -350,6 +350,8 @@ def _read_parquet(path: Path, source: str, opts: ReadOptions) -> Iterator[Record
             )
             return
         kind = schema.field(opts.text_field).type
+        if pa.types.is_dictionary(kind):  # a pandas categorical column: strings, each stored once
+            kind = kind.value_type
         if kind not in _STRING_TYPES:
             yield BadRecord(str(path), "wrong_schema", f"column {opts.text_field!r} is {kind}, expected string")
             return
@@ -360,7 +362,10 @@ def _read_parquet(path: Path, source: str, opts: ReadOptions) -> Iterator[Record
         for batch in parquet.iter_batches(columns=[opts.text_field], batch_size=1024):
             # as bytes: a writer that skips the UTF-8 check can store any, and to_pylist would
             # raise on the batch; decoded here, a bad cell is reported on its own row
-            for raw in batch.column(0).cast(pa.large_binary()).to_pylist():
+            column = batch.column(0)
+            if pa.types.is_dictionary(column.type):
+                column = column.dictionary_decode()
+            for raw in column.cast(pa.large_binary()).to_pylist():
                 row += 1
                 location = f"{path}:row{row}"
                 value = _decode(raw, path, None) if raw is not None else None
