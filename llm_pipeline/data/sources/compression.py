@@ -44,6 +44,7 @@ class _ZstdReader(io.RawIOBase):
     def __init__(self, raw: BinaryIO, chunk_size: int = 1 << 20):
         import zstandard  # imported here: only .zst inputs need it
 
+        self._error = zstandard.ZstdError
         self._raw, self._chunk_size = raw, chunk_size
         self._new_decoder = zstandard.ZstdDecompressor().decompressobj
         self._decoder = self._new_decoder()
@@ -69,7 +70,10 @@ class _ZstdReader(io.RawIOBase):
     def _feed(self, data: bytes) -> None:
         while data:
             self._in_frame = True
-            self._pending += self._decoder.decompress(data)
+            try:
+                self._pending += self._decoder.decompress(data)
+            except self._error as exc:  # not zstd data, or corrupt: an OSError, like gzip's and bz2's
+                raise OSError(f"not a valid zstd stream ({exc})") from None
             if not self._decoder.eof:
                 return
             # a frame ended; what follows (if anything) starts the next frame
