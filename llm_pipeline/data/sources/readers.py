@@ -189,10 +189,9 @@ def _read_jsonl(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
                 continue
             try:
                 row = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield BadRecord(
-                    location, "malformed_json", f"not valid JSON ({exc.msg} at column {exc.colno})", text[:SAMPLE_CHARS]
-                )
+            except (ValueError, RecursionError) as exc:  # json raises these too: a huge int, deep nesting
+                why = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+                yield BadRecord(location, "malformed_json", f"not valid JSON ({why})", text[:SAMPLE_CHARS])
                 continue
             yield field_record(
                 row.get(opts.text_field) if isinstance(row, dict) else None, row, opts.text_field, source, location
