@@ -322,9 +322,8 @@ class _CsvLines:
 def _csv_record(row: list[str], column: int, path: Path, line: int, source: str, field: str) -> Record:
     location = f"{path}:{line}"
     if column >= len(row):
-        return BadRecord(
-            location, "missing_field", f"row has {len(row)} fields, no {field!r}", ",".join(row)[:SAMPLE_CHARS]
-        )
+        sample = _unescape(",".join(row))[:SAMPLE_CHARS]
+        return BadRecord(location, "missing_field", f"row has {len(row)} fields, no {field!r}", sample)
     value = row[column]
     try:
         value.encode("utf-8")
@@ -332,6 +331,11 @@ def _csv_record(row: list[str], column: int, path: Path, line: int, source: str,
         # cast: a BadRecord, since the re-encoded bytes hold the byte that was not UTF-8
         return cast(BadRecord, _decode(value.encode("utf-8", "surrogateescape"), path, line))
     return Document(source, location, value)
+
+
+def _unescape(text: str) -> str:
+    """A CSV text with its bad bytes (lone surrogates, see _read_csv) shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _read_parquet(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
