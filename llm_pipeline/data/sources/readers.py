@@ -244,7 +244,7 @@ def _read_csv(path: Path, source: str, opts: ReadOptions) -> Iterator[Record]:
             yield _empty(path)
             return
         if opts.text_field not in header:
-            yield BadRecord(str(path), "wrong_schema", f"no column {opts.text_field!r} (columns: {', '.join(header)})")
+            yield BadRecord(str(path), "wrong_schema", f"no column {opts.text_field!r} (columns: {_names(header)})")
             return
         column, count = header.index(opts.text_field), 0
         while True:
@@ -333,6 +333,11 @@ def _csv_record(row: list[str], column: int, path: Path, line: int, source: str,
     return Document(source, location, value)
 
 
+def _names(columns: list[str]) -> str:
+    """Column names for a one-line message: quoted, so a newline in one shows as \\n."""
+    return ", ".join(repr(_unescape(c)) for c in columns)
+
+
 def _unescape(text: str) -> str:
     """A CSV text with its bad bytes (lone surrogates, see _read_csv) shown as U+FFFD."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
@@ -344,7 +349,7 @@ def _read_parquet(path: Path, source: str, opts: ReadOptions) -> Iterator[Record
         schema = parquet.schema_arrow
         if opts.text_field not in schema.names:
             yield BadRecord(
-                str(path), "wrong_schema", f"no column {opts.text_field!r} (columns: {', '.join(schema.names)})"
+                str(path), "wrong_schema", f"no column {opts.text_field!r} (columns: {_names(schema.names)})"
             )
             return
         if schema.names.count(opts.text_field) > 1:
