@@ -9,6 +9,17 @@ folder `mlartifacts/`. Override with the usual env vars:
   LLM_PIPELINE_PARENT_RUN_ID    set by the Prefect flow: stage runs nest under this run
   LLM_PIPELINE_TRACKING=off     disable tracking (e.g. a GPU box without mlflow); without it,
                                 a missing or broken mlflow is an error
+  LLM_PIPELINE_FOREIGN_RUN_MAX_AGE_H  hours after which a RUNNING run opened on another host
+                                counts as dead (default 168; 0: never)
+
+On an http(s) URI the MLflow client's retries are bounded (MLFLOW_HTTP_REQUEST_MAX_RETRIES=4,
+MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1, MLFLOW_HTTP_REQUEST_TIMEOUT=30: about 15 s before a call to a
+server that went away fails, instead of MLflow's 4 minutes); set those variables to override.
+A tracking call that fails during a stage ends it with one PipelineError line naming the URI.
+
+No zombie runs: every run is tagged with its owner (host, pid, process start time); opening a
+run marks KILLED the earlier RUNNING runs of the same name whose owner is gone, tagging each
+with its successor and the new run with the runs it replaced (`replace_dead_runs`).
 
 Training code never imports this module directly; stages pass it a logger. In
 multi-process training only global rank zero talks to MLflow.
@@ -72,6 +83,7 @@ def enabled() -> bool:
 def _client():
     from mlflow.tracking import MlflowClient
 
+    bound_http_retries()
     check_reachable(tracking_uri())  # once per URI and process: before any call that would retry
     return MlflowClient(tracking_uri=tracking_uri())
 
@@ -103,6 +115,149 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             f"MLFLOW_TRACKING_URI {redact_uri(uri)}: the tracking server does not answer ({reason}); start it "
             "(make serve), or unset MLFLOW_TRACKING_URI to track into the project's mlflow.db"
         ) from None
+
+
+# --- Faults: bounded HTTP retries, tracking failures as one line, runs whose process died
+
+HTTP_RETRY_DEFAULTS = {  # MLflow's own: 7 retries, factor 2, 120 s (minutes before a dead server fails)
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+OWNER_HOST, OWNER_PID, OWNER_START = "pipeline.owner.host", "pipeline.owner.pid", "pipeline.owner.start_time"
+SUCCESSOR_TAG = "pipeline.successor_run_id"  # on a run marked KILLED: the run that replaced it
+KILLED_REASON_TAG = "pipeline.killed_reason"
+REPLACED_TAG = "pipeline.replaced_run_ids"  # on the new run: the runs it marked KILLED, comma-separated
+INCOMPLETE_TAG = "pipeline.incomplete"  # on a model version registered by a run that never finished
+FOREIGN_MAX_AGE_ENV = "LLM_PIPELINE_FOREIGN_RUN_MAX_AGE_H"
+FOREIGN_MAX_AGE_H = 168.0
+
+
+def bound_http_retries() -> None:
+    """Bound the MLflow client's retries on an http(s) URI (values already set are kept)."""
+    if tracking_uri().startswith(("http://", "https://")):
+        for key, value in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+
+
+def as_tracking_fault(exc: BaseException) -> PipelineError | None:
+    """A PipelineError naming the (redacted) URI for an exception from MLflow or its HTTP client; else None."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, PipelineError) or not isinstance(exc, (MlflowException, requests.RequestException)):
+        return None
+    uri = tracking_uri()
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    password = urllib.parse.urlsplit(uri).password
+    if password:
+        reason = reason.replace(password, "***")
+    return PipelineError(
+        f"MLFLOW_TRACKING_URI {redact_uri(uri)}: a tracking call failed ({reason[:300]}); the run is left "
+        "unfinished and unpublished: rerun once the tracking server answers (the rerun marks this run KILLED)"
+    )
+
+
+@contextlib.contextmanager
+def tracking_faults() -> Iterator[None]:
+    """Turn MLflow's exceptions inside the block (or the decorated function) into one PipelineError line."""
+    try:
+        yield
+    except Exception as exc:
+        fault = as_tracking_fault(exc)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+@contextlib.contextmanager
+def _one_attempt() -> Iterator[None]:
+    """No retries inside the block, for a last call after a failure (the server may be gone)."""
+    key = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
+    before = os.environ.get(key)
+    os.environ[key] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = before
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When the live process `pid` started (seconds since the epoch), or None if there is none."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return None
+
+
+def owner_tags() -> dict[str, str]:
+    """Who opened a run: this host, this process and when it started (a reused pid then differs)."""
+    import socket
+
+    started = _process_start_time(os.getpid())
+    return {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid()), OWNER_START: f"{started:.2f}"}
+
+
+def foreign_max_age_s() -> float | None:
+    raw = os.environ.get(FOREIGN_MAX_AGE_ENV)
+    try:
+        hours = FOREIGN_MAX_AGE_H if raw in (None, "") else float(raw)
+    except ValueError:
+        raise PipelineError(f"{FOREIGN_MAX_AGE_ENV}={raw!r}: not a number of hours (0: never)") from None
+    return hours * 3600 if hours > 0 else None
+
+
+def owner_gone(tags: Mapping[str, str], started_ms: int, *, host: str, now_s: float) -> str | None:
+    """Why the process that opened a RUNNING run is gone, or None when it may still be running.
+
+    On this host: gone unless a live process has that pid and that start time (a reused pid has
+    another). A run from another host (or one with no owner tags, from before they existed) is
+    left alone unless it was opened more than LLM_PIPELINE_FOREIGN_RUN_MAX_AGE_H hours ago."""
+    owner_host, pid, started = tags.get(OWNER_HOST), tags.get(OWNER_PID), tags.get(OWNER_START)
+    if owner_host == host and pid and started:
+        now_started = _process_start_time(int(pid)) if pid.isdigit() else None
+        if now_started is not None and abs(now_started - float(started)) < 0.05:
+            return None
+        return f"its process {pid} on {host} is gone"
+    max_age, age_s = foreign_max_age_s(), now_s - started_ms / 1000
+    if max_age is not None and age_s > max_age:
+        where = f"on {owner_host}" if owner_host else "with no owner tags"
+        return f"opened {age_s / 3600:.0f} h ago {where} (over {FOREIGN_MAX_AGE_ENV}={max_age / 3600:g})"
+    return None
+
+
+def replace_dead_runs(client: Any, experiment_id: str, run_name: str, successor: str) -> list[str]:
+    """Mark KILLED the experiment's RUNNING runs named `run_name` whose owner process is gone: tag
+    each with its successor (and why), any model version it registered as incomplete, and tag
+    the successor with the runs it replaced. Returns their ids."""
+    import socket
+    import time
+
+    quoted = run_name.replace("'", "\\'")
+    runs = client.search_runs(
+        [experiment_id], f"attributes.run_name = '{quoted}' and attributes.status = 'RUNNING'", max_results=1000
+    )
+    replaced, host, now_s = [], socket.gethostname(), time.time()
+    for run in runs:
+        run_id = run.info.run_id
+        why = None if run_id == successor else owner_gone(run.data.tags, run.info.start_time, host=host, now_s=now_s)
+        if why is None:
+            continue
+        client.log_batch(run_id, tags=_run_tags({SUCCESSOR_TAG: successor, KILLED_REASON_TAG: why}))
+        client.set_terminated(run_id, status="KILLED")
+        for version in client.search_model_versions(f"run_id='{run_id}'"):
+            note = f"registered by run {run_id}, which never finished ({why}); superseded by run {successor}"
+            client.set_model_version_tag(version.name, str(version.version), INCOMPLETE_TAG, note)
+        replaced.append(run_id)
+    if replaced:
+        client.set_tag(successor, REPLACED_TAG, ",".join(replaced))
+    return replaced
 
 
 def _experiment_id() -> str:
@@ -240,41 +395,67 @@ class StageRun:
 
 @contextlib.contextmanager
 def stage_run(run_name: str, *, tags: Mapping[str, str] | None = None) -> Iterator[StageRun]:
-    """Open an MLflow run named after the stage, nested under the pipeline run if one is set."""
+    """Open an MLflow run named after the stage, nested under the pipeline run if one is set.
+
+    Earlier runs of that name whose process died are marked KILLED (replace_dead_runs). A failing
+    MLflow call inside (the stage's, Lightning's logger's) ends the stage with one PipelineError
+    line; the run is then marked FAILED in one attempt, or left for the next run to mark KILLED."""
     if not enabled():
         yield StageRun(None)
         return
     import mlflow
 
+    bound_http_retries()
     mlflow.set_tracking_uri(tracking_uri())
     deps = dvc_stage_deps()
     context = {**source_tags(), **prefect_tags()}
     dep_tags = {f"{DVC_DEP_TAG}{path}": digest for path, digest in deps}
-    all_tags = {"pipeline.stage": run_name.split("-")[0], **context, **dep_tags, **(tags or {})}
+    all_tags = {"pipeline.stage": run_name.split("-")[0], **context, **dep_tags, **(tags or {}), **owner_tags()}
     parent = os.environ.get(PARENT_RUN_ENV)
-    if parent:
-        all_tags["mlflow.parentRunId"] = parent
-        _client().log_batch(parent, tags=_run_tags(context))  # the pipeline run: same commit, same flow run
-    with mlflow.start_run(experiment_id=_experiment_id(), run_name=run_name, tags=all_tags) as run:
-        yield StageRun(run.info.run_id, data_deps=[(p, d) for p, d in deps if not _is_code(p)])
-        tag_versions_with_lineage(run.info.run_id)
+    with tracking_faults():
+        if parent:
+            all_tags["mlflow.parentRunId"] = parent
+            _client().log_batch(parent, tags=_run_tags(context))  # the pipeline run: same commit, same flow run
+        run = mlflow.start_run(experiment_id=_experiment_id(), run_name=run_name, tags=all_tags)
+    try:
+        with tracking_faults():
+            replace_dead_runs(_client(), run.info.experiment_id, run_name, run.info.run_id)
+            yield StageRun(run.info.run_id, data_deps=[(p, d) for p, d in deps if not _is_code(p)])
+            tag_versions_with_lineage(run.info.run_id)
+    except BaseException as exc:
+        with _one_attempt(), contextlib.suppress(Exception):  # the server may be gone: the next run reaps it
+            mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    with tracking_faults():
+        mlflow.end_run()
 
 
 def start_pipeline_run(run_name: str, tags: Mapping[str, str] | None = None) -> str | None:
     """Create the parent run that groups one pipeline execution's stage runs."""
     if not enabled():
         return None
-    run = _client().create_run(_experiment_id(), run_name=run_name, tags={"pipeline.stage": "pipeline", **(tags or {})})
+    with tracking_faults():
+        client = _client()
+        all_tags = {"pipeline.stage": "pipeline", **(tags or {}), **owner_tags()}
+        run = client.create_run(_experiment_id(), run_name=run_name, tags=all_tags)
+        replace_dead_runs(client, run.info.experiment_id, run_name, run.info.run_id)
     return run.info.run_id
 
 
 def end_pipeline_run(run_id: str | None, status: str = "FINISHED", metrics: Mapping[str, float] | None = None) -> None:
+    """Close the parent run. A FAILED/KILLED close is one attempt whose own failure is ignored
+    (the flow's error is the one to show; the next pipeline run marks this one KILLED)."""
     if run_id is None:
         return
-    client = _client()
-    for key, value in (metrics or {}).items():
-        client.log_metric(run_id, key, float(value))
-    client.set_terminated(run_id, status=status)
+    if status != "FINISHED":
+        with _one_attempt(), contextlib.suppress(Exception):
+            _client().set_terminated(run_id, status=status)
+        return
+    with tracking_faults():
+        client = _client()
+        for key, value in (metrics or {}).items():
+            client.log_metric(run_id, key, float(value))
+        client.set_terminated(run_id, status=status)
 
 
 def search_runs(filter_string: str = "") -> list[Any]:
@@ -307,6 +488,7 @@ def model_version_of_run(run_id: str | None) -> tuple[str, str] | None:
     return newest.name, str(newest.version)
 
 
+@tracking_faults()
 def log_to_run(run_id: str | None, paths: list[Path]) -> None:
     """Attach files or folders (that exist) to a run by id, e.g. the report to the pipeline's parent run."""
     if run_id is None:
