@@ -48,6 +48,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError as exc:
         raise PipelineError(f"--set {item!r}: value is not valid YAML ({_one_line(exc)})") from None
+    except RecursionError:  # PyYAML parses nesting by recursion
+        raise PipelineError(f"--set {item!r}: value is not valid YAML (nested too deeply)") from None
     return key.strip().split("."), value
 
 
@@ -85,6 +87,8 @@ def load_params(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise PipelineError(f"{path}: not valid YAML: {_one_line(exc)}") from None
+    except RecursionError:  # PyYAML parses nesting by recursion
+        raise PipelineError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise PipelineError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
     # top-level keys starting with "_" only hold YAML anchors shared by other blocks
