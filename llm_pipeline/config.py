@@ -91,6 +91,9 @@ def load_params(path: str | Path) -> dict[str, Any]:
         raise PipelineError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise PipelineError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
+    cycle = _find_cycle(data, (), set(), set())
+    if cycle is not None:
+        raise PipelineError(f"{path}: key {'.'.join(cycle)!r} holds itself (a YAML alias inside its own anchor)")
     # top-level keys starting with "_" only hold YAML anchors shared by other blocks
     return {k: v for k, v in data.items() if not str(k).startswith("_")}
 
@@ -115,6 +118,23 @@ def build_config(cls: type[ConfigT], data: dict[str, Any], source: str = "params
 def load_config(cls: type[ConfigT], path: str | Path, overrides: list[str] | None = None) -> ConfigT:
     data = apply_overrides(load_params(path), overrides or [])
     return build_config(cls, data, source=str(path))
+
+
+def _find_cycle(node: Any, keys: tuple[str, ...], open_: set[int], done: set[int]) -> tuple[str, ...] | None:
+    """The key path at which a YAML value contains itself, if one does (`open_`: the
+    containers being walked; `done`: those found acyclic, so shared aliases are walked once)."""
+    if not isinstance(node, dict | list) or id(node) in done:
+        return None
+    if id(node) in open_:
+        return keys
+    open_.add(id(node))
+    for key, child in node.items() if isinstance(node, dict) else enumerate(node):
+        found = _find_cycle(child, (*keys, str(key)), open_, done)
+        if found is not None:
+            return found
+    open_.discard(id(node))
+    done.add(id(node))
+    return None
 
 
 def _one_line(exc: Exception) -> str:
