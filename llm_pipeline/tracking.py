@@ -152,8 +152,9 @@ def as_tracking_fault(exc: BaseException) -> PipelineError | None:
     password = urllib.parse.urlsplit(uri).password
     if password:
         reason = reason.replace(password, "***")
+    cut = reason if len(reason) <= 300 else f"{reason[:300]}..."
     return PipelineError(
-        f"MLFLOW_TRACKING_URI {redact_uri(uri)}: a tracking call failed ({reason[:300]}); the run is left "
+        f"MLFLOW_TRACKING_URI {redact_uri(uri)}: a tracking call failed ({cut}); the run is left "
         "unfinished and unpublished: rerun once the tracking server answers (the rerun marks this run KILLED)"
     )
 
