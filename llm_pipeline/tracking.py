@@ -233,6 +233,12 @@ def owner_gone(tags: Mapping[str, str], started_ms: int, *, host: str, now_s: fl
     return None
 
 
+def mark_versions_incomplete(client: Any, run_id: str, why: str) -> None:
+    """Tag the model versions a run registered as incomplete: the run did not finish."""
+    for version in client.search_model_versions(f"run_id='{run_id}'"):
+        client.set_model_version_tag(version.name, str(version.version), INCOMPLETE_TAG, f"run {run_id} {why}")
+
+
 def replace_dead_runs(client: Any, experiment_id: str, run_name: str, successor: str) -> list[str]:
     """Mark KILLED the experiment's RUNNING runs named `run_name` whose owner process is gone: tag
     each with its successor (and why), any model version it registered as incomplete, and tag
@@ -252,9 +258,7 @@ def replace_dead_runs(client: Any, experiment_id: str, run_name: str, successor:
             continue
         client.log_batch(run_id, tags=_run_tags({SUCCESSOR_TAG: successor, KILLED_REASON_TAG: why}))
         client.set_terminated(run_id, status="KILLED")
-        for version in client.search_model_versions(f"run_id='{run_id}'"):
-            note = f"registered by run {run_id}, which never finished ({why}); superseded by run {successor}"
-            client.set_model_version_tag(version.name, str(version.version), INCOMPLETE_TAG, note)
+        mark_versions_incomplete(client, run_id, f"never finished ({why}); superseded by run {successor}")
         replaced.append(run_id)
     if replaced:
         client.set_tag(successor, REPLACED_TAG, ",".join(replaced))
@@ -424,8 +428,11 @@ def stage_run(run_name: str, *, tags: Mapping[str, str] | None = None) -> Iterat
             yield StageRun(run.info.run_id, data_deps=[(p, d) for p, d in deps if not _is_code(p)])
             tag_versions_with_lineage(run.info.run_id)
     except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         with _one_attempt(), contextlib.suppress(Exception):  # the server may be gone: the next run reaps it
-            mlflow.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            mark_versions_incomplete(_client(), run.info.run_id, f"ended {status} ({type(exc).__name__})")
+        with _one_attempt(), contextlib.suppress(Exception):
+            mlflow.end_run(status)
         raise
     with tracking_faults():
         mlflow.end_run()
