@@ -45,7 +45,7 @@ run: install
 	@echo
 	@echo "Reports:   reports/*.json  (evaluate: reports/evaluate.json)"
 	@echo "Dashboard: make ui   -> http://127.0.0.1:$(MLFLOW_PORT)"
-	@echo "DVC:       dvc status  (clean)   dvc metrics show   dvc plots show"
+	@echo "DVC:       dvc status  (only \"fetch: always changed\")   dvc metrics show   dvc plots show"
 
 repro: install
 	dvc repro

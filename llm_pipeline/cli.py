@@ -30,7 +30,7 @@ STAGE_HELP = {
 # Tool commands (not stages): name -> module under llm_pipeline.commands, each with HELP (one
 # line), add_arguments(parser) and run(args) -> int. Imported only when the parser is built,
 # so no stage (and no DVC dep list) depends on them.
-TOOLS: dict[str, str] = {"export": "export", "generate": "generate"}
+TOOLS: dict[str, str] = {"export": "export", "generate": "generate", "lineage": "lineage"}
 
 
 def build_parser() -> argparse.ArgumentParser:

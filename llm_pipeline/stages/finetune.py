@@ -58,7 +58,6 @@ from llm_pipeline.io import (
     describe_inputs,
     read_manifest,
     write_json,
-    write_text,
 )
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.classifier import SequenceClassifier
@@ -288,7 +287,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
     adapter: dict[str, torch.Tensor] | None = None
     if kind == "generation":
         model: nn.Module = backbone
-        write_text(plots, "step\ttrain_loss\n")  # nothing trained: an empty curve, so dvc finds its plot
+        LossCurveWriter(plots).write()  # nothing trained: empty curves (header only), so dvc finds its plots
     else:
         trained = train_run(cfg, name, spec, kind, family, backbone, tokenizer, inputs, plots, tracker)
         if trained is None:  # a non-zero rank of a multi-process run: rank zero writes everything

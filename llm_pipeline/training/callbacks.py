@@ -52,25 +52,26 @@ class LossCurveWriter(Callback):
         self.train_rows.append((trainer.global_step, sum(self._pending) / len(self._pending)))
         self._pending.clear()
         if trainer.global_step % self.every_n_steps == 0:
-            self._write_all()
+            self.write()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         metrics = {k.split("/", 1)[1]: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.val_rows.append({"step": trainer.global_step, **metrics})
-        self._write_all()
+        self.write()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self._write_all()
+            self.write()
 
-    def _write_all(self) -> None:
+    def write(self) -> None:
+        """Rewrite both curve files whole (atomically) from the rows so far."""
         _write_tsv(self.path, ["step", "train_loss"], [dict(step=s, train_loss=v) for s, v in self.train_rows])
-        if self.val_rows:
-            columns = ["step"] + [f"val_{k}" for k in self.val_rows[0] if k != "step"]
-            rows = [{("step" if k == "step" else f"val_{k}"): v for k, v in r.items()} for r in self.val_rows]
-            _write_tsv(self.val_path, columns, rows)
+        # written even before (or without) a validation, header only: dvc.yaml declares it an output
+        columns = ["step"] + [f"val_{k}" for k in (self.val_rows[0] if self.val_rows else {}) if k != "step"]
+        rows = [{("step" if k == "step" else f"val_{k}"): v for k, v in r.items()} for r in self.val_rows]
+        _write_tsv(self.val_path, columns, rows)
 
 
 class CompileModel(Callback):

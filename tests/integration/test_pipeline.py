@@ -50,7 +50,11 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
         "progress": False,
         "sources": [{"kind": "debian_descriptions", "max_records": 1500}, {"kind": "bible_web", "max_records": 120}],
         "split": {"val_fraction": 0.1, "test_fraction": 0.1},
-        "tasks": {"classification": {"top_n_sections": 4}},
+        "tasks": {
+            "classification": {"top_n_sections": 4},
+            # a local task file (written by the `project` fixture): a DVC dep through the snapshot
+            "local": [{"name": "notes", "kind": "seq2seq", "path": "local/notes.jsonl", "format": "jsonl"}],
+        },
     },
     "tokenize": {
         "tokenizers": {name: {"vocab_size": 1024} for name in ("bpe", "wordpiece", "unigram")},
@@ -144,6 +148,11 @@ def assert_up_to_date(project: Path) -> None:
     assert json.loads(dvc(project, "status", "--json")) == {"fetch": ["always changed"]}
 
 
+def write_notes(path: Path, rows: int) -> None:
+    lines = [{"input": f"What is note {i} about?", "target": f"Note {i} is about topic {i % 7}."} for i in range(rows)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
 def copy_project(dst: Path, files: tuple[str, ...] = ()) -> Path:
     """The project's code, params and dvc.yaml (and `files`) copied into `dst`, a DVC repo
     without git, with SMALL_PARAMS merged into its params."""
@@ -153,6 +162,10 @@ def copy_project(dst: Path, files: tuple[str, ...] = ()) -> Path:
     for name in ("dvc.yaml", *files):
         shutil.copy(REPO / name, dst / name)
     dvc(dst, "init", "--no-scm", "-q")
+    shutil.copy(REPO / ".dvc" / "config", dst / ".dvc" / "config")  # the repo's default remote
+    dvc(dst, "config", "core.no_scm", "true")  # which the copy replaced
+    (dst / "local").mkdir()
+    write_notes(dst / "local" / "notes.jsonl", 80)  # SMALL_PARAMS' local task
     for stage, update in SMALL_PARAMS.items():
         set_params(dst, stage, update)
     return dst
@@ -267,15 +280,67 @@ def test_registered_models_load_and_accept_any_length(flow_result, project):
         if spec["task"] == "classification":
             labels = json.loads((project / "data" / "finetune" / name / "manifest.json").read_text())["labels"]
             assert set(out) <= set(labels), name
-    for family in ("gpt", "bert", "t5"):  # continued, [MASK] filled, <extra_id_0> filled
+    # pretrained: gpt continues, bert fills [MASK], t5 fills its sentinel (each its own placeholder)
+    for family, text, placeholder in (
+        ("gpt", "The package provides a", None),
+        ("bert", "The [MASK] provides a library for data", "[MASK]"),
+        ("t5", "The package provides a <extra_id_0> for data", "<extra_id_0>"),
+    ):
         model = mlflow.pyfunc.load_model(f"models:/llm-pipeline-{family}/1")
-        out = model.predict(pd.DataFrame({"text": ["The [MASK] provides a <extra_id_0> for data"]}))
-        assert len(out) == 1 and "[MASK]" not in out[0] and "<extra_id_0>" not in out[0], family
+        out = model.predict(pd.DataFrame({"text": [text]}), params={"max_new_tokens": 4})
+        assert len(out) == 1 and isinstance(out[0], str) and out[0], family
+        assert placeholder is None or placeholder not in out[0], family
 
 
 def test_dvc_agrees_the_flow_left_everything_up_to_date(flow_result, project):
     assert_up_to_date(project)
     assert stages_run(dvc(project, "repro")) == set()
+
+
+def test_an_unchanged_nightly_run_trains_nothing_and_pushes_to_the_remote(
+    flow_result, project, prefect_harness, mlflow_client, tmp_path_factory
+):
+    """The nightly again, data unchanged: fetch runs (it always does), writes the same snapshot,
+    and DVC skips every other stage: no stage run, no model version; `push` fills the remote."""
+    from flows.pipeline import pipeline
+
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    dvc(project, "remote", "modify", "--local", "local", "url", str(remote))
+    [experiment] = [e for e in mlflow_client.search_experiments() if e.name == "llm-pipeline"]
+    runs_before = {r.info.run_id for r in mlflow_client.search_runs([experiment.experiment_id])}
+    versions_before = {(v.name, v.version) for v in mlflow_client.search_model_versions("")}
+
+    pipeline(project_dir=str(project), push=True)
+
+    new = [r for r in mlflow_client.search_runs([experiment.experiment_id]) if r.info.run_id not in runs_before]
+    assert sorted(r.info.run_name for r in new) == ["fetch", "pipeline"]
+    assert {(v.name, v.version) for v in mlflow_client.search_model_versions("")} == versions_before
+    assert_up_to_date(project)
+    assert json.loads(dvc(project, "status", "--cloud", "--json")) == {}  # every output is in the remote
+
+
+def test_a_clean_clone_pulls_every_output_from_the_remote_without_recomputing(project, tmp_path_factory):
+    """What `git clone` gives (code, params, dvc.yaml, dvc.lock, .dvc/config), then `dvc pull`."""
+    clone = tmp_path_factory.mktemp("clone")
+    for name in ("llm_pipeline", "flows", "params", "local"):
+        shutil.copytree(project / name, clone / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "dvc.lock"):
+        shutil.copy(project / name, clone / name)
+    dvc(clone, "init", "--no-scm", "-q")
+    for name in ("config", "config.local"):
+        shutil.copy(project / ".dvc" / name, clone / ".dvc" / name)
+    dvc(clone, "pull")
+    assert_up_to_date(clone)
+    model = Path("data") / "finetune" / "classification-gpt" / "model.safetensors"
+    assert (clone / model).read_bytes() == (project / model).read_bytes()
+
+
+def test_a_changed_local_task_file_reruns_exactly_what_reads_it(flow_result, project):
+    """A local task no run fine-tunes: ingest (through the snapshot) and evaluate read it; no
+    tokenizer, pretraining or fine-tune does, so none of them reruns."""
+    write_notes(project / "local" / "notes.jsonl", 90)
+    assert stages_run(dvc(project, "repro")) == {"ingest", "evaluate", "report"}
+    assert_up_to_date(project)
 
 
 def test_fine_tuned_versions_record_the_pretrained_version_they_came_from(flow_result, mlflow_client):
