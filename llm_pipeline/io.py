@@ -45,6 +45,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    remove_stale_temporaries(final)
     _remove(tmp)
     try:
         yield tmp
@@ -52,6 +53,28 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         _remove(tmp)
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove the temporaries of `final` left by writers that died (SIGKILL, OOM: no `finally`
+    ran): `.<name>.tmp-<pid>` whose pid is no longer a process. A live writer's is left alone."""
+    removed = []
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_exists(int(pid)):
+            _remove(tmp)
+            removed.append(tmp)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:

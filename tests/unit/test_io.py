@@ -44,3 +44,33 @@ def test_read_json_names_the_file_and_line(tmp_path):
         read_json(path)
     write_json(path, {"a": 1})
     assert read_json(path) == {"a": 1}
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write_and_a_live_ones_is_kept(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from llm_pipeline.io import atomic_path
+
+    final = tmp_path / "out"
+    script = (
+        "import sys, time\nfrom llm_pipeline.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.mkdir(); (tmp / 'half').write_text('x'); print(flush=True); time.sleep(60)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script, str(final)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None
+    writer.stdout.readline()  # its temporary exists now
+    live = final.with_name(f".out.tmp-{writer.pid}")
+    assert live.is_dir()
+    with atomic_path(final) as tmp:
+        tmp.write_text("done")
+    assert live.is_dir()  # a writer still at work keeps its temporary
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert live.is_dir()  # SIGKILL: no cleanup ran
+    with atomic_path(final) as tmp:
+        tmp.write_text("again")
+    assert not live.exists() and final.read_text() == "again"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
