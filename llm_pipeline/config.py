@@ -50,7 +50,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise PipelineError(f"--set {item!r}: value is not valid YAML ({_one_line(exc)})") from None
     except RecursionError:  # PyYAML parses nesting by recursion
         raise PipelineError(f"--set {item!r}: value is not valid YAML (nested too deeply)") from None
-    return key.strip().split("."), value
+    keys = key.strip().split(".")
+    if not all(k.strip() for k in keys):
+        raise PipelineError(f"--set {item!r}: empty part in the dotted key {key.strip()!r}")
+    return keys, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
