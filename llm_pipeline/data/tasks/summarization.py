@@ -27,9 +27,10 @@ def build_summarization_task(
 ) -> TaskData:
     splits = {
         s: [
-            {"input": d.long_description, "target": normalize_text(d.synopsis), "group": d.source}
+            {"input": d.long_description, "target": target, "group": d.source}
             for d in rows
-            if len(d.long_description) >= cfg.min_input_chars and d.synopsis.strip()
+            # the target as normalized: a synopsis of markup or control characters only is empty
+            if len(d.long_description) >= cfg.min_input_chars and (target := normalize_text(d.synopsis))
         ]
         for s, rows in descriptions.items()
     }
