@@ -15,6 +15,7 @@ import sys
 
 from llm_pipeline.config import load_config
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.io import is_no_space, no_space_error, no_space_path
 from llm_pipeline.stages.base import STAGES
 
 STAGE_HELP = {
@@ -70,6 +71,19 @@ def run_tool(args: argparse.Namespace) -> int:
             raise
         print(f"llm-pipeline {args.stage}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if args.debug or not is_no_space(exc):
+            raise
+        print(f"llm-pipeline {args.stage}: error: {no_space_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def no_space_line(exc: BaseException) -> str:
+    """A full disk that no write site turned into a PipelineError: the path if the error kept it."""
+    path = no_space_path(exc)
+    if path is None:
+        return f"no space left on device ({exc}; the writer did not name the file: rerun with --debug)"
+    return str(no_space_error(path, exc))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"llm-pipeline {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a full disk (or quota) is one line too
+        if args.debug or not is_no_space(exc):
+            raise
+        print(f"llm-pipeline {args.stage}: error: {no_space_line(exc)}", file=sys.stderr)
         return 2
     print(json.dumps(result.metrics, indent=2))
     return 0

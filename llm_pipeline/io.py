@@ -7,6 +7,7 @@ never leaves a half-written file where the next stage would read it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -48,9 +49,10 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     remove_stale_temporaries(final)
     _remove(tmp)
     try:
-        yield tmp
-        _remove(final)
-        os.replace(tmp, final)
+        with disk_faults(final, note=f"the previous {final.name} is intact"):
+            yield tmp
+            _remove(final)
+            os.replace(tmp, final)
     finally:
         _remove(tmp)
 
@@ -82,6 +84,57 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+# --- A full disk (or quota) is one line naming the path: libraries often drop the filename
+
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_NO_SPACE_TEXTS = ("[Errno 28]", "[errno 28]", "(os error 28)", "[Errno 122]", "(os error 122)")
+
+
+def is_no_space(exc: BaseException) -> bool:
+    """Whether `exc` is a full disk or an exceeded quota: an OSError with that errno, a
+    shutil.Error (copytree) listing one, or a library's error that only says so in its text
+    (the Rust `tokenizers` raise a plain Exception "... (os error 28)")."""
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+        return True
+    return isinstance(exc, Exception) and any(text in str(exc) for text in _NO_SPACE_TEXTS)
+
+
+def no_space_path(exc: BaseException) -> str | None:
+    """The file the failed write was for, when the exception still names it."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        return str(exc.args[0][0][1])  # [(src, dst, why), ...]
+    if isinstance(exc, OSError):
+        named = exc.filename2 or exc.filename
+        return None if named is None else str(named)
+    return None
+
+
+def no_space_error(path: str | Path, exc: BaseException, note: str = "") -> PipelineError:
+    """The one line for a full disk at `path`: what is left on its filesystem and what to do."""
+    path = Path(path)
+    quota = getattr(exc, "errno", None) == errno.EDQUOT or "os error 122" in str(exc) or "Errno 122" in str(exc)
+    reason = "disk quota exceeded" if quota else "no space left on device"
+    where = next((p for p in (path, *path.parents) if p.exists()), None)
+    usage = shutil.disk_usage(where) if where is not None else None
+    free = f"{usage.free / 1e6:.2f} MB free of {usage.total / 1e6:.1f} MB there" if usage else "free space unknown"
+    tail = f"; {note}" if note else ""
+    return PipelineError(f"{path}: {reason} ({free}){tail}; free some space and rerun")
+
+
+@contextlib.contextmanager
+def disk_faults(path: str | Path, note: str = "", *, named_first: bool = False) -> Iterator[None]:
+    """Turn a full disk inside the block into one PipelineError naming `path` (what the block
+    writes), or with `named_first` the file the error names, when it names one."""
+    try:
+        yield
+    except PipelineError:
+        raise
+    except Exception as exc:
+        if not is_no_space(exc):
+            raise
+        raise no_space_error((named_first and no_space_path(exc)) or path, exc, note) from None
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.io import disk_faults
 
 DEFAULT_EXPERIMENT = "llm-pipeline"
 PARENT_RUN_ENV = "LLM_PIPELINE_PARENT_RUN_ID"
@@ -379,7 +380,12 @@ class StageRun:
             # default None: the model's own default (llm_pipeline.inference.PredictOptions)
             params=ParamSchema([ParamSpec(name, dtype, None) for name, dtype in PYFUNC_PARAMS.items()]),
         )
-        with warnings.catch_warnings():
+        full_disk = disk_faults(  # a local artifact store on a full disk: one line, naming the file
+            urllib.parse.unquote(urllib.parse.urlsplit(mlflow.get_artifact_uri()).path),
+            note=f"no version of {registered_name} was registered; its earlier versions are intact",
+            named_first=True,
+        )
+        with _no_half_copied_model(), warnings.catch_warnings(), full_disk:
             # an input example would make MLflow run the model at logging time, to check the signature
             warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
             info = mlflow.pyfunc.log_model(
@@ -396,6 +402,26 @@ class StageRun:
         for key, value in (tags or {}).items():  # lineage on the version itself, not only on its run
             _client().set_model_version_tag(registered_name, version, key, value)
         return version
+
+
+@contextlib.contextmanager
+def _no_half_copied_model() -> Iterator[None]:
+    """A log_model that fails (a full disk) leaves a FAILED logged model, no version: remove the
+    files it half-copied into a local artifact store, so nothing truncated stays there."""
+    import mlflow
+
+    before = mlflow.last_logged_model()
+    try:
+        yield
+    except BaseException:
+        model = mlflow.last_logged_model()
+        new = model is not None and (before is None or model.model_id != before.model_id)
+        location = urllib.parse.urlsplit(model.artifact_location) if new and model is not None else None
+        if location is not None and location.scheme in ("", "file"):
+            import shutil
+
+            shutil.rmtree(urllib.parse.unquote(location.path), ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
