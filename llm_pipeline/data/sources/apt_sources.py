@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import os
 import re
 import shutil
 import subprocess
@@ -42,6 +43,9 @@ def _apt_options(cache_dir: Path) -> list[str]:
     ]
 
 
+_TAR_CHATTER = ("tar: Removing leading", "tar: Exiting with failure")
+
+
 def run_command(cmd: list[str], cwd: Path | None = None) -> str:
     """Run a command; on failure raise PipelineError naming it and its last stderr line."""
     try:
@@ -53,7 +57,9 @@ def run_command(cmd: list[str], cwd: Path | None = None) -> str:
         ) from None
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        last = lines[-1] if lines else "(no stderr)"
+        # dpkg-deb's last line is "tar subprocess returned error": the tar line before names the entry
+        entry = [ln for ln in lines if ln.startswith("tar: ") and not ln.startswith(_TAR_CHATTER)]
+        last = entry[0] if entry else lines[-1] if lines else "(no stderr)"
         raise PipelineError(f"`{' '.join(cmd)}` failed (exit {proc.returncode}): {last}")
     return proc.stdout
 
@@ -142,13 +148,38 @@ def fetch_deb(package: str, cache_dir: str | Path, refresh: bool = False) -> Pat
 
 
 def extract_deb(deb: Path, target: Path, refresh: bool = False) -> Path:
-    """`dpkg-deb -x` into `target` (once; a marker file records which .deb it holds)."""
+    """`dpkg-deb -x` into `target` (once; a marker file records which .deb it holds).
+
+    No entry may escape `target`: dpkg-deb's tar refuses `..` members and writing through a
+    symlink, and strips a leading `/`, but keeps a symlink that points outside (read through
+    later, it would feed any file of the machine to the pipeline); so every extracted entry is
+    checked to resolve inside `target`, and a package that fails either check is refused whole
+    (the folder removed) in one line naming the .deb and the entry."""
     marker = target / ".extracted-from"
     if not refresh and marker.is_file() and marker.read_text() == deb.name:
         return target
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    run_command(["dpkg-deb", "-x", str(deb), str(target)])
+    try:
+        run_command(["dpkg-deb", "-x", str(deb), str(target)])
+        check_inside(target, deb)
+    except PipelineError:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
     marker.write_text(deb.name)
     return target
+
+
+def check_inside(root: Path, archive: Path) -> None:
+    """Raise unless every entry under `root` (symlinks followed) resolves inside `root`."""
+    base = root.resolve()
+    for folder, dirs, files in os.walk(root):  # symlinks to folders are listed, not entered
+        for name in [*dirs, *files]:
+            entry = Path(folder) / name
+            if not entry.resolve().is_relative_to(base):
+                link = f" -> {os.readlink(entry)}" if entry.is_symlink() else ""
+                raise PipelineError(
+                    f"{archive}: entry {entry.relative_to(root)}{link} points outside {root}; "
+                    "the package is refused (not extracted)"
+                )
