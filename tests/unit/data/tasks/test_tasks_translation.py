@@ -3,8 +3,8 @@ import functools
 import pytest
 
 from llm_pipeline.data.sources import apt_sources
-from llm_pipeline.data.sources.snapshot import AptCache
 from llm_pipeline.data.sources.debian import DebianDescription
+from llm_pipeline.data.sources.snapshot import AptCache
 from llm_pipeline.data.tasks.translation import (
     TranslationConfig,
     build_translation_task,
