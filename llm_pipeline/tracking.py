@@ -107,8 +107,16 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     import urllib.error
     import urllib.request
 
+    parts = urllib.parse.urlsplit(uri)  # urllib reads user:password@ as part of the host name: send it as basic auth
+    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    request = urllib.request.Request(f"{url.rstrip('/')}/health")
+    if parts.username is not None:
+        import base64
+
+        userinfo = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        request.add_header("Authorization", f"Basic {base64.b64encode(userinfo.encode()).decode()}")
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+        with urllib.request.urlopen(request, timeout=timeout_s):
             return
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -139,6 +147,8 @@ def bound_http_retries() -> None:
     if tracking_uri().startswith(("http://", "https://")):
         for key, value in HTTP_RETRY_DEFAULTS.items():
             os.environ.setdefault(key, value)
+        if urllib.parse.urlsplit(tracking_uri()).password:  # MLflow prints "View run ... at: <the URI>"
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def as_tracking_fault(exc: BaseException) -> PipelineError | None:
@@ -613,7 +623,10 @@ def model_folder(uri: str) -> Iterator[Path]:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri())
         except (MlflowException, OSError) as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
-            raise PipelineError(f"{uri}: cannot be loaded from {tracking_uri()} ({reason[:300]})") from None
+            password = urllib.parse.urlsplit(tracking_uri()).password
+            reason = reason.replace(password, "***") if password else reason
+            where = redact_uri(tracking_uri())  # a password in the URI never reaches a message
+            raise PipelineError(f"{uri}: cannot be loaded from {where} ({reason[:300]})") from None
         yield _folder_of(Path(local), uri)
 
 
