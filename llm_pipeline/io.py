@@ -23,6 +23,7 @@ from typing import Any
 from llm_pipeline.errors import PipelineError
 
 MANIFEST_NAME = "manifest.json"
+RUN_RECORD = ".llm-pipeline-run.json"  # listed in .dvcignore
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -184,10 +185,13 @@ def build_manifest(
     counts: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The record each stage writes next to its outputs: what went in, what came out."""
+    """The record each stage writes next to its outputs: what went in, what came out.
+
+    Only what the outputs are made of: no dates, durations or run ids (those go to the run
+    record below and reports/), so a stage rerun on the same inputs writes the same bytes and
+    DVC sees nothing new downstream (a killed and rerun stage, a forced rerun)."""
     return {
         "stage": stage,
-        "created_unix": int(time.time()),
         "command": " ".join(sys.argv),
         "inputs": inputs,
         "outputs": outputs,
@@ -199,3 +203,19 @@ def build_manifest(
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     return read_json(Path(directory) / MANIFEST_NAME)
+
+
+def run_record_path(output: str | Path) -> Path:
+    """Which run made a stage output (MLflow run ids, time, the checkpoint it resumed from): a file
+    inside the output folder that .dvcignore lists, so it never changes the output's DVC hash."""
+    return Path(output) / RUN_RECORD
+
+
+def write_run_record(output: str | Path, **record: Any) -> None:
+    write_json(run_record_path(output), {"created_unix": int(time.time()), **record})
+
+
+def read_run_record(output: str | Path) -> dict[str, Any]:
+    """The run record of an output; {} if none (tracking off, or an output pulled from a remote)."""
+    path = run_record_path(output)
+    return read_json(path) if path.is_file() else {}

@@ -43,7 +43,7 @@ from llm_pipeline.evaluation.pretraining import first_batches, score_lm, score_m
 from llm_pipeline.evaluation.promotion import Score, compute_test_set_digest
 from llm_pipeline.evaluation.scoreboard import LOWER_IS_BETTER, Scoreboard
 from llm_pipeline.evaluation.suites import TaskSuite
-from llm_pipeline.io import read_manifest, sha256_file
+from llm_pipeline.io import read_manifest, read_run_record, sha256_file
 from llm_pipeline.registry import FAMILIES, get_family
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP, SpanCorruption
@@ -253,7 +253,7 @@ def _score(metric: str, value: float, files: list[Path], selection: dict[str, An
 
 def pretrained_candidate(cfg: EvaluateConfig, board: Scoreboard, family: str) -> Candidate | None:
     folder = Path(cfg.pretrain_root) / family
-    registered = tracking.model_version_of_run(read_manifest(folder).get("mlflow_run_id"))
+    registered = tracking.model_version_of_run(read_run_record(folder).get("mlflow_run_id"))
     if registered is None:  # trained with tracking off: no version to promote
         return None
     task, metric, value = primary_row(board, "pretraining", family)
@@ -271,7 +271,7 @@ def pretrained_candidate(cfg: EvaluateConfig, board: Scoreboard, family: str) ->
 
 
 def downstream_candidate(cfg: EvaluateConfig, board: Scoreboard, run: FinetunedRun) -> Candidate | None:
-    registered = tracking.model_version_of_run(run.manifest.get("mlflow_run_id"))
+    registered = tracking.model_version_of_run(read_run_record(run.folder).get("mlflow_run_id"))
     if registered is None:
         return None
     _, metric, value = primary_row(board, "downstream", run.family, run.task)

@@ -56,8 +56,9 @@ from llm_pipeline.io import (
     atomic_path,
     build_manifest,
     describe_inputs,
-    read_manifest,
+    read_run_record,
     write_json,
+    write_run_record,
 )
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.classifier import SequenceClassifier
@@ -271,7 +272,6 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
     kind = task_kind(cfg.tasks_dir, spec.task)
     check_pairing(name, spec, family, kind)
     pretrained_dir = Path(cfg.pretrain_root) / spec.family
-    pretrain_manifest = read_manifest(pretrained_dir)
     L.seed_everything(spec.trainer.seed, workers=True)  # before a head is built: its init draws from it
     backbone, lm_meta = load_pretrained(pretrained_dir, family=spec.family)
     tokenizer_path = pretrained_dir / "tokenizer.json"
@@ -303,7 +303,8 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
             save_pretrained(tmp, model, tokenizer_sha)  # type: ignore[arg-type]  # a family model
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")  # the run folder is self-contained
         metrics["train_seconds"] = time.perf_counter() - started
-        lineage = tracking.model_version_of_run(pretrain_manifest.get("mlflow_run_id"))
+        pretrain_run = read_run_record(pretrained_dir).get("mlflow_run_id")  # the run that made the backbone
+        lineage = tracking.model_version_of_run(pretrain_run)
         write_json(
             tmp / MANIFEST_NAME,
             build_manifest(
@@ -311,21 +312,25 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
                 inputs=inputs,
                 outputs={"model": [MODEL_WEIGHTS, MODEL_CONFIG], "tokenizer": "tokenizer.json"}
                 | ({"adapter": "adapter.safetensors"} if spec.method == "lora" else {}),
-                counts=metrics,
+                counts={k: v for k, v in metrics.items() if k != "train_seconds"},  # durations: the report's
                 extra={
                     "run": name,
                     "task": spec.task,
                     "kind": kind,
                     "family": spec.family,
                     "method": spec.method,
-                    **meta,
+                    **{k: v for k, v in meta.items() if k != "resumed_from"},  # that: the run record's
                     "tokenizer_sha256": tokenizer_sha,
-                    "pretrain_run_id": pretrain_manifest.get("mlflow_run_id"),
-                    "pretrained_model": f"{lineage[0]}/{lineage[1]}" if lineage else None,
-                    "mlflow_run_id": tracker.run_id,
                 },
             ),
         )
+    write_run_record(
+        out,
+        mlflow_run_id=tracker.run_id,
+        pretrain_run_id=pretrain_run,
+        pretrained_model=f"{lineage[0]}/{lineage[1]}" if lineage else None,
+        resumed_from=meta.get("resumed_from"),
+    )
 
     tags = {
         "task": spec.task,
@@ -333,7 +338,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
         "model.family": spec.family,
         "finetune.method": spec.method,
         "tokenizer_sha256": tokenizer_sha,
-        "upstream.pretrain": str(pretrain_manifest.get("mlflow_run_id")),
+        "upstream.pretrain": str(pretrain_run),
         "pretrained_model": f"{lineage[0]}/{lineage[1]}" if lineage else "unregistered",
     }
     tracker.set_tags(tags)

@@ -39,7 +39,7 @@ from llm_pipeline.data.sources.registry import (
 from llm_pipeline.data.sources.snapshot import AptCache, Snapshot, SourceFiles
 from llm_pipeline.data.tasks.base import write_task
 from llm_pipeline.data.tasks.build import BuiltTasks, TasksConfig, build_tasks, check_leakage
-from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json
+from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json, write_run_record
 from llm_pipeline.stages.base import StageResult
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,8 @@ def run(cfg: IngestConfig, tracker: Any = None) -> StageResult:
     counts = _counts(per_source, corpus, quarantine, tasks, leakage)
     counts["mixing"] = weighted_counts(corpus["train"], weighted_train, weights)
     counts["dedup"] = {**vars(built.dedup), "eval_docs_with_exact_copy_in_train": eval_copies_in_train(corpus)}
+    # the manifest holds what the outputs are made of; durations go to the report only
+    manifest_counts = {**counts, "dedup": {k: v for k, v in counts["dedup"].items() if k != "seconds"}}
     inputs = describe_inputs([p for data in loaded for p in data.inputs] + tasks.inputs)
     snapshot = source_files(cfg)
     if isinstance(snapshot, Snapshot):
@@ -175,16 +177,16 @@ def run(cfg: IngestConfig, tracker: Any = None) -> StageResult:
                 "tasks": {t: {s: f"tasks/{t}/{s}.parquet" for s in SPLITS} for t in tasks.tasks},
                 "quarantine": "quarantine.parquet",
             },
-            counts=counts,
+            counts=manifest_counts,
             extra={
                 "split_keys": {
                     "debian": "source package (Debian-derived tasks keep the corpus split)",
                     "other": "doc_id",
                 },
-                "mlflow_run_id": getattr(tracker, "run_id", None),
             },
         )
         write_json(tmp / MANIFEST_NAME, manifest)
+    write_run_record(out, mlflow_run_id=getattr(tracker, "run_id", None))
     return StageResult(
         metrics=_metrics(corpus, tasks),
         report={"output_dir": str(out), "manifest": str(out / MANIFEST_NAME), "counts": counts},

@@ -31,7 +31,15 @@ from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.io import MANIFEST_NAME, build_manifest, describe_inputs, read_manifest, write_json
+from llm_pipeline.io import (
+    MANIFEST_NAME,
+    build_manifest,
+    describe_inputs,
+    read_manifest,
+    read_run_record,
+    write_json,
+    write_run_record,
+)
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.checks import check_config_seq_len
 from llm_pipeline.registry import FAMILIES, FamilySpec, get_family
@@ -190,23 +198,27 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
             f"pretrain-{family}",
             inputs=inputs,
             outputs={"model": [MODEL_WEIGHTS, MODEL_CONFIG], "tokenizer": "tokenizer.json"},
-            counts=metrics,
+            counts={k: v for k, v in metrics.items() if k != "train_seconds"},  # durations: the report's
             extra={
                 "family": family,
                 "model_config": model.config.to_dict(),
                 "tokenizer": fam.tokenizer,
                 "data": fam.data.model_dump(),  # evaluate builds its test batches the same way
                 "tokenizer_sha256": tokenizer_sha,
-                "upstream_run_id": shards.get("mlflow_run_id"),
-                "mlflow_run_id": tracker.run_id,
                 "checkpoints": str(checkpoints),
-                "resumed_from": str(resume_from) if resume_from else None,
             },
         ),
     )
     if out.exists():
         shutil.rmtree(out)
     os.replace(staging, out)
+    upstream = read_run_record(tokenizer_dir)  # which tokenize run made the shards (lineage)
+    write_run_record(
+        out,
+        mlflow_run_id=tracker.run_id,
+        upstream_run_id=upstream.get("mlflow_run_id"),
+        resumed_from=str(resume_from) if resume_from else None,  # the checkpoint this run resumed from
+    )
 
     tracker.set_tags(
         {
@@ -214,7 +226,7 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
             "model.preset": fam.model.preset,
             "tokenizer": fam.tokenizer,
             "tokenizer_sha256": tokenizer_sha,
-            "upstream.tokenize": str(shards.get("mlflow_run_id")),
+            "upstream.tokenize": str(upstream.get("mlflow_run_id")),
         }
     )
     name = fam.register_as or f"llm-pipeline-{family}"

@@ -38,8 +38,10 @@ from llm_pipeline.io import (
     build_manifest,
     describe_inputs,
     read_manifest,
+    read_run_record,
     sha256_file,
     write_json,
+    write_run_record,
 )
 from llm_pipeline.stages.base import StageResult
 
@@ -223,11 +225,10 @@ def build_tokenizer(
                 "special_tokens": special_tokens(spec),
                 "extra_ids": getattr(spec, "extra_ids", 0),
                 "tokens": {s: st.tokens for s, st in stats.items()},
-                "upstream_run_id": upstream.get("mlflow_run_id"),
-                "mlflow_run_id": tracker.run_id,
             },
         )
         write_json(tmp / MANIFEST_NAME, manifest)
+    write_run_record(out, mlflow_run_id=tracker.run_id, upstream_run_id=upstream.get("mlflow_run_id"))
     tracker.set_tags({f"tokenizer_sha256.{name}": tokenizer_sha})
     return {
         "vocab_size": vocab_size,
@@ -246,7 +247,7 @@ def build_tokenizer(
 
 def run(cfg: TokenizeConfig, tracker) -> StageResult:
     paths = corpus_paths(cfg.input_dir)
-    upstream = read_manifest(cfg.input_dir)
+    upstream = read_run_record(cfg.input_dir)  # which ingest run made the corpus (lineage)
     names = [cfg.only] if cfg.only else list(cfg.tokenizers)
     metrics: dict[str, float] = {}
     for name in names:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from llm_pipeline.io import RUN_RECORD, read_run_record, sha256_file
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -162,6 +165,7 @@ def copy_project(dst: Path, files: tuple[str, ...] = ()) -> Path:
     for name in ("dvc.yaml", *files):
         shutil.copy(REPO / name, dst / name)
     dvc(dst, "init", "--no-scm", "-q")
+    shutil.copy(REPO / ".dvcignore", dst / ".dvcignore")  # run records are not output content
     shutil.copy(REPO / ".dvc" / "config", dst / ".dvc" / "config")  # the repo's default remote
     dvc(dst, "config", "core.no_scm", "true")  # which the copy replaced
     (dst / "local").mkdir()
@@ -327,6 +331,7 @@ def test_a_clean_clone_pulls_every_output_from_the_remote_without_recomputing(pr
     for name in ("dvc.yaml", "dvc.lock"):
         shutil.copy(project / name, clone / name)
     dvc(clone, "init", "--no-scm", "-q")
+    shutil.copy(project / ".dvcignore", clone / ".dvcignore")
     for name in ("config", "config.local"):
         shutil.copy(project / ".dvc" / name, clone / ".dvc" / name)
     dvc(clone, "pull")
@@ -340,6 +345,45 @@ def test_a_changed_local_task_file_reruns_exactly_what_reads_it(flow_result, pro
     tokenizer, pretraining or fine-tune does, so none of them reruns."""
     write_notes(project / "local" / "notes.jsonl", 90)
     assert stages_run(dvc(project, "repro")) == {"ingest", "evaluate", "report"}
+    assert_up_to_date(project)
+
+
+def data_digests(project: Path) -> dict[str, str]:
+    """sha256 of every stage output file under data/ (not the checkpoints, not the run records)."""
+    digests = {}
+    for path in sorted((project / "data").rglob("*")):
+        rel = path.relative_to(project / "data")
+        if path.is_file() and rel.parts[0] != "checkpoints" and path.name != RUN_RECORD:
+            digests[str(rel)] = sha256_file(path)
+    return digests
+
+
+def leftovers(project: Path) -> list[str]:
+    """Temporaries a killed writer could leave: atomic_path's `.<name>.tmp-<pid>`, pretrain's `.partial`."""
+    return [str(p) for p in project.rglob(".*") if ".tmp-" in p.name or p.name.endswith(".partial")]
+
+
+@pytest.mark.parametrize("stage", ["ingest", "tokenize@bpe"])
+def test_a_stage_killed_at_a_random_moment_reruns_to_byte_identical_outputs(flow_result, project, stage):
+    """SIGKILL `dvc repro --force` of one stage (its whole process group) at a random moment, then
+    `dvc repro`: only that stage reruns (its outputs come out byte-identical, so nothing after it
+    does), no temporary is left, `dvc status` is clean."""
+    before = data_digests(project)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    repro = subprocess.Popen(
+        ["dvc", "repro", "--force", "--single-item", stage],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the kill takes the stage CLI with it
+    )
+    time.sleep(random.Random(stage).uniform(1.5, 6.0))  # seeded: a failure reproduces
+    os.killpg(repro.pid, signal.SIGKILL)
+    repro.wait(timeout=30)
+    assert stages_run(dvc(project, "repro")) <= {stage}
+    assert data_digests(project) == before
+    assert leftovers(project) == []
     assert_up_to_date(project)
 
 
@@ -411,8 +455,9 @@ def test_dvc_repro_after_a_kill_resumes_the_training_stage(flow_result, project)
     assert 0 < newest < 200, steps()
     assert stages_run(dvc(project, "repro")) == {"finetune@classification-gpt", "evaluate", "report"}
     written = json.loads((project / "data" / "finetune" / "classification-gpt" / "manifest.json").read_text())
-    assert written["resumed_from"].endswith(".ckpt") and written["counts"]["steps"] == 200
-    resumed = re.search(r"step-(\d+)\.ckpt", written["resumed_from"])
+    record = read_run_record(project / "data" / "finetune" / "classification-gpt")
+    assert record["resumed_from"].endswith(".ckpt") and written["counts"]["steps"] == 200
+    resumed = re.search(r"step-(\d+)\.ckpt", record["resumed_from"])
     assert resumed and int(resumed.group(1)) >= newest
     assert_up_to_date(project)
 
@@ -458,9 +503,9 @@ def test_a_prefect_retry_of_a_killed_training_stage_resumes_it(flow_result, proj
     watcher.join(timeout=10)
     assert killed and killed[0] < 200, "the trainer was not killed mid-run"
     assert results["finetune-classification-gpt"]["steps"] == 200
-    written = json.loads((project / "data" / "finetune" / "classification-gpt" / "manifest.json").read_text())
-    resumed = re.search(r"step-(\d+)\.ckpt", written["resumed_from"] or "")
-    assert resumed and int(resumed.group(1)) >= killed[0], written["resumed_from"]
+    record = read_run_record(project / "data" / "finetune" / "classification-gpt")
+    resumed = re.search(r"step-(\d+)\.ckpt", record["resumed_from"] or "")
+    assert resumed and int(resumed.group(1)) >= killed[0], record
     assert_up_to_date(project)
 
 

@@ -26,6 +26,7 @@ import yaml
 from safetensors.torch import load_file
 
 from llm_pipeline.checkpoints import MODEL_WEIGHTS
+from llm_pipeline.io import read_run_record
 from llm_pipeline.stages import tokenize
 from llm_pipeline.tracking import StageRun
 from tests.conftest import write_fake_ingest
@@ -165,7 +166,8 @@ def assert_same_weights(a: Path, b: Path, note: str) -> None:
 
 def assert_resumed(model_dir: Path, step: int) -> None:
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    assert manifest["resumed_from"] and manifest["resumed_from"].endswith(f"step-{step:06d}.ckpt"), manifest
+    resumed = read_run_record(model_dir)["resumed_from"]  # run facts live beside the output, not in it
+    assert resumed and resumed.endswith(f"step-{step:06d}.ckpt"), resumed
     assert manifest["counts"]["steps"] == TRAINER["max_steps"]
 
 
