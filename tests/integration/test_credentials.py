@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from flows import processes
 from tests.conftest import make_documents
-from tests.integration.test_tracking_faults import free_port, start_server
+from tests.integration.test_tracking_server_faults import free_port, start_server
 
 pytestmark = pytest.mark.integration
 
