@@ -25,14 +25,15 @@ from typing import Any
 from llm_pipeline.data.tokenization.tokenizer import BERT_SPECIALS, EOT, T5_SPECIALS
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.inference import CLASSIFY, LoadedModel, load_model_folder, sentinel_ids
+from llm_pipeline.models.bert import BERT
 from llm_pipeline.models.hf_convert import to_hf_bert_classifier
 from llm_pipeline.registry import get_family
 
-# why a family's classifier has no transformers twin that gives our logits
-NO_CLASSIFIER_TWIN = {
-    "gpt": "GPT2/LlamaForSequenceClassification score the last token with a linear layer without a bias; ours has one",
-    "t5": "T5ForSequenceClassification classifies the decoder's end-of-text state; ours the encoder's mean state",
-}
+# why only a BERT classifier has a transformers twin that gives our logits
+NO_CLASSIFIER_TWIN = (
+    "GPT2/LlamaForSequenceClassification score the last token with a linear layer without a bias (ours has one); "
+    "T5ForSequenceClassification classifies the decoder's end-of-text state (ours the encoder's mean state)"
+)
 
 
 def export_hf(folder: str | Path, out_dir: str | Path) -> list[Path]:
@@ -58,8 +59,8 @@ def hf_model(loaded: LoadedModel) -> Any:
     """The transformers twin of a loaded folder, with its token ids and task settings in the config."""
     where = f"{loaded.folder}: {loaded.what}"
     if loaded.use == CLASSIFY:
-        if loaded.family in NO_CLASSIFIER_TWIN:
-            raise PipelineError(f"{where} has no exact transformers twin: {NO_CLASSIFIER_TWIN[loaded.family]}")
+        if not isinstance(loaded.model.backbone, BERT):
+            raise PipelineError(f"{where} has no exact transformers twin: {NO_CLASSIFIER_TWIN}")
         return to_hf_bert_classifier(loaded.model, loaded.manifest["labels"]).eval()
     try:
         hf: Any = get_family(loaded.family).to_reference(loaded.model).eval()  # transformers' own types

@@ -414,17 +414,26 @@ class StageRun:
         return version
 
 
+def _last_logged_model():
+    """mlflow.last_logged_model(), or None: it looks up a process-wide id in the current store,
+    which fails ("Logged model with ID ... not found") when that model was logged in another one."""
+    import mlflow
+
+    try:
+        return mlflow.last_logged_model()
+    except mlflow.MlflowException:
+        return None
+
+
 @contextlib.contextmanager
 def _no_half_copied_model() -> Iterator[None]:
     """A log_model that fails (a full disk) leaves a FAILED logged model, no version: remove the
     files it half-copied into a local artifact store, so nothing truncated stays there."""
-    import mlflow
-
-    before = mlflow.last_logged_model()
+    before = _last_logged_model()
     try:
         yield
     except BaseException:
-        model = mlflow.last_logged_model()
+        model = _last_logged_model()
         new = model is not None and (before is None or model.model_id != before.model_id)
         location = urllib.parse.urlsplit(model.artifact_location) if new and model is not None else None
         if location is not None and location.scheme in ("", "file"):
