@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -154,3 +155,22 @@ def prefect_harness():
 
     with prefect_test_harness():
         yield
+
+
+def write_fake_bpe_shards(root: Path) -> Path:
+    """A fake ingest output (root/ingest, returned) and its bpe tokenizer + shards (root/tok/bpe,
+    vocab 300): what the tiny pretraining workspaces of the fault tests start from."""
+    from llm_pipeline.stages import tokenize
+    from llm_pipeline.tracking import StageRun
+
+    ingest = write_fake_ingest(root / "ingest")
+    tokenize.run(
+        tokenize.TokenizeConfig(
+            input_dir=str(ingest),
+            output_dir=str(root / "tok"),
+            progress=False,
+            tokenizers={"bpe": {"kind": "bpe", "vocab_size": 300}},
+        ),
+        StageRun(None),
+    )
+    return ingest

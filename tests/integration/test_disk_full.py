@@ -27,7 +27,7 @@ from llm_pipeline import io as pipeline_io
 from llm_pipeline.io import sha256_file
 from llm_pipeline.stages import tokenize
 from llm_pipeline.tracking import StageRun
-from tests.conftest import make_documents, write_fake_ingest
+from tests.conftest import make_documents, write_fake_bpe_shards
 
 pytestmark = pytest.mark.integration
 
@@ -167,16 +167,7 @@ GPT = {
 def workspace(tmp_path_factory) -> Path:
     """A fake ingest output, its bpe shards, and pretrain params for a tiny GPT."""
     root = tmp_path_factory.mktemp("diskfull")
-    ingest = write_fake_ingest(root / "ingest")
-    tokenize.run(
-        tokenize.TokenizeConfig(
-            input_dir=str(ingest),
-            output_dir=str(root / "tok"),
-            progress=False,
-            tokenizers={"bpe": {"kind": "bpe", "vocab_size": 300}},
-        ),
-        StageRun(None),
-    )
+    ingest = write_fake_bpe_shards(root)
     params = {"families": {"gpt": GPT}, "tokenize_root": str(root / "tok"), "tasks_dir": str(ingest / "tasks")}
     (root / "pretrain.yaml").write_text(yaml.safe_dump(params))
     return root

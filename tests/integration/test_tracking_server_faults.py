@@ -24,9 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from flows import processes
 from llm_pipeline import tracking
-from llm_pipeline.stages import tokenize
-from llm_pipeline.tracking import StageRun
-from tests.conftest import write_fake_ingest
+from tests.conftest import write_fake_bpe_shards
 
 TRAINER = {
     "accelerator": "cpu",
@@ -52,16 +50,7 @@ RUN_NAME = "pretrain-gpt"
 @pytest.fixture(scope="module")
 def params(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("faults")
-    ingest = write_fake_ingest(root / "ingest")
-    tokenize.run(
-        tokenize.TokenizeConfig(
-            input_dir=str(ingest),
-            output_dir=str(root / "tok"),
-            progress=False,
-            tokenizers={"bpe": {"kind": "bpe", "vocab_size": 300}},
-        ),
-        StageRun(None),
-    )
+    ingest = write_fake_bpe_shards(root)
     path = root / "pretrain.yaml"
     path.write_text(
         yaml.safe_dump(
