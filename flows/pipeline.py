@@ -93,31 +93,53 @@ def push_outputs(project_dir: str) -> None:
         raise RuntimeError(f"`dvc push` exited {proc.returncode} (output above); check the remote in .dvc/config")
 
 
+def pipeline_stages(project_dir: str) -> list[str]:
+    """Every stage the flow runs, in order, as `dvc repro` names them (foreach items as `stage@item`)."""
+    return [
+        "fetch",
+        "ingest",
+        *(f"tokenize@{name}" for name in tokenizer_names(project_dir)),
+        *(f"pretrain@{name}" for name in foreach_items(project_dir, "pretrain", "families")),
+        *(f"finetune@{name}" for name in finetune_runs(project_dir)),
+        "evaluate",
+        "report",
+    ]
+
+
+def forced_stages(stages: list[str], force: bool | list[str]) -> set[str]:
+    """force=True: every stage; a list: those stages, a bare foreach name (`tokenize`) meaning all
+    its items. A name that is no stage of the flow is refused in one line naming the known ones."""
+    if isinstance(force, bool):
+        return set(stages) if force else set()
+    chosen = set()
+    for name in force:
+        matching = {stage for stage in stages if stage == name or stage.split("@")[0] == name}
+        if not matching:
+            raise PipelineError(f"--force {name}: no such stage; the flow runs {', '.join(stages)}")
+        chosen |= matching
+    return chosen
+
+
 @flow(name="llm-pipeline", log_prints=True)
-def pipeline(project_dir: str = str(PROJECT_DIR), force: bool = False, push: bool = False) -> dict:
+def pipeline(project_dir: str = str(PROJECT_DIR), force: bool | list[str] = False, push: bool = False) -> dict:
     """One pipeline execution: one parent MLflow run, one nested run per stage that ran.
 
     fetch always runs; when the snapshot it writes is unchanged, DVC skips every later stage
-    (a nightly on unchanged data trains nothing). push: `dvc push` the outputs at the end.
+    (a nightly on unchanged data trains nothing). force: True reruns every stage, a list of stage
+    names reruns those even if up to date. push: `dvc push` the outputs at the end.
     A second run in the same project while one is running is refused (one line naming it).
     """
+    stages = pipeline_stages(project_dir)
+    forced = forced_stages(stages, force)
     with in_directory(project_dir), pipeline_lock(project_dir, lock_holder()):
         # tracking defaults (mlflow.db) are relative to the project
         parent = tracking.start_pipeline_run("pipeline")
         results: dict[str, dict] = {}
         try:
-            results["fetch"] = run_stage("fetch", project_dir, parent, force)
-            results["ingest"] = run_stage("ingest", project_dir, parent, force)
-            # Sequential on purpose: `dvc repro` holds a repo-wide lock, so concurrent
-            # foreach items would fail on it; each item is still its own Prefect task.
-            for name in tokenizer_names(project_dir):
-                results[f"tokenize-{name}"] = run_stage(f"tokenize@{name}", project_dir, parent, force)
-            for name in foreach_items(project_dir, "pretrain", "families"):
-                results[f"pretrain-{name}"] = run_stage(f"pretrain@{name}", project_dir, parent, force)
-            for name in finetune_runs(project_dir):
-                results[f"finetune-{name}"] = run_stage(f"finetune@{name}", project_dir, parent, force)
-            results["evaluate"] = run_stage("evaluate", project_dir, parent, force)
-            results["report"] = run_stage("report", project_dir, parent, force)
+            # Sequential on purpose: `dvc repro` holds a repo-wide lock, so concurrent stages
+            # (foreach items included) would fail on it; each is still its own Prefect task.
+            for stage in stages:
+                results[stage.replace("@", "-")] = run_stage(stage, project_dir, parent, stage in forced)
             tracking.log_to_run(
                 parent, [Path(project_dir) / "reports" / "summary.md", Path(project_dir) / "reports" / "figures"]
             )
@@ -163,10 +185,18 @@ def main(argv: list[str] | None = None) -> None:
         "`dvc repro -s <stage>`, so only what changed reruns. Deployments: see prefect.yaml.",
     )
     parser.add_argument("--project-dir", default=str(PROJECT_DIR), help="the project (default: this checkout)")
-    parser.add_argument("--force", action="store_true", help="rerun every stage even if DVC says it is up to date")
+    parser.add_argument(
+        "--force",
+        nargs="*",
+        metavar="STAGE",
+        help="rerun stages even if DVC says they are up to date: every stage, or the ones named "
+        "(e.g. `--force evaluate tokenize@bpe`; `tokenize` means all its items)",
+    )
     parser.add_argument("--push", action="store_true", help="`dvc push` every output to the DVC remote at the end")
     args = parser.parse_args(argv)
-    pipeline(project_dir=args.project_dir, force=args.force, push=args.push)
+    force: bool | list[str] = True if args.force == [] else (args.force or False)  # `--force` alone: all
+    forced_stages(pipeline_stages(args.project_dir), force)  # a bad name: one line, before Prefect starts
+    pipeline(project_dir=args.project_dir, force=force, push=args.push)
 
 
 if __name__ == "__main__":

@@ -69,3 +69,34 @@ def test_on_demand_refuses_a_run_the_matrix_lacks_naming_those_it_has(tmp_path):
     message = str(info.value)
     assert "finetune.yaml" in message and "'qa-bert'" in message and "qa-t5, classification-bert" in message
     assert "\n" not in message
+
+
+def test_force_names_stages_or_foreach_groups_and_refuses_others_in_one_line(tmp_path):
+    from flows.pipeline import forced_stages, pipeline_stages
+    from llm_pipeline.errors import PipelineError
+
+    (tmp_path / "params").mkdir()
+    for stage, key, items in (
+        ("tokenize", "tokenizers", ["bpe", "unigram"]),
+        ("pretrain", "families", ["gpt"]),
+        ("finetune", "runs", ["qa-t5"]),
+    ):
+        (tmp_path / "params" / f"{stage}.yaml").write_text(yaml.safe_dump({key: {item: {} for item in items}}))
+    stages = pipeline_stages(str(tmp_path))
+    assert stages == [
+        "fetch",
+        "ingest",
+        "tokenize@bpe",
+        "tokenize@unigram",
+        "pretrain@gpt",
+        "finetune@qa-t5",
+        "evaluate",
+        "report",
+    ]
+    assert forced_stages(stages, True) == set(stages)
+    assert forced_stages(stages, False) == set()
+    assert forced_stages(stages, ["evaluate", "tokenize"]) == {"evaluate", "tokenize@bpe", "tokenize@unigram"}
+    assert forced_stages(stages, ["tokenize@unigram"]) == {"tokenize@unigram"}
+    with pytest.raises(PipelineError, match=r"^--force tokenize@wordpiece: no such stage; the flow runs fetch, ") as e:
+        forced_stages(stages, ["evaluate", "tokenize@wordpiece"])
+    assert "\n" not in str(e.value)
