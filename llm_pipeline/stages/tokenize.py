@@ -182,10 +182,13 @@ def build_tokenizer(
         train_docs,
         "".join(f" + {len(t)} train {ref}" for ref, t in zip(spec.task_texts, extra, strict=True)),
     )
-    texts = itertools.chain(
-        (t for batch in iter_text_batches(paths["train"], cfg.encode_batch_docs) for t in batch), *extra
-    )
-    tokenizer = train_tokenizer(spec, texts, length=train_docs + sum(map(len, extra)), progress=cfg.progress)
+
+    def read_texts() -> Iterator[str]:
+        return itertools.chain(
+            (t for batch in iter_text_batches(paths["train"], cfg.encode_batch_docs) for t in batch), *extra
+        )
+
+    tokenizer = train_tokenizer(spec, read_texts, length=train_docs + sum(map(len, extra)), progress=cfg.progress)
     vocab_size = tokenizer.get_vocab_size()
     dtype, sep = token_dtype(vocab_size), token_id(tokenizer, separator_token(spec))
 

@@ -29,7 +29,7 @@ SPECS = {
 @functools.cache
 def tokenizer_json(kind: str) -> str:
     spec = TypeAdapter(TokenizerSpec).validate_python(SPECS[kind])
-    return train_tokenizer(spec, make_documents(200, seed=5)).to_str()
+    return train_tokenizer(spec, lambda: make_documents(200, seed=5)).to_str()
 
 
 def write_model_folder(

@@ -4,11 +4,13 @@
 - wordpiece: BERT. Bert normalizer + pre-tokenizer; [CLS] A [SEP] (B [SEP]) with token_type_ids.
 - unigram:   T5 / SentencePiece style. Metaspace pre-tokenizer, sentinels <extra_id_i>, appends </s>.
 
-A tokenizer's identity downstream is the sha256 of its `tokenizer.json`.
+A tokenizer's identity downstream is the sha256 of its `tokenizer.json`, so equal inputs must
+give equal bytes: `canonical_ids` renumbers what the trainers leave in hash order.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,6 +25,7 @@ from llm_pipeline.errors import PipelineError
 EOT = "<|endoftext|>"
 BERT_SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 T5_SPECIALS = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}  # this order gives T5's ids 0, 1, 2
+_KindTrainer = trainers.BpeTrainer | trainers.WordPieceTrainer | trainers.UnigramTrainer
 
 
 def _task_column(ref: str) -> str:
@@ -83,7 +86,7 @@ def sentinels(n: int) -> list[str]:
     return [f"<extra_id_{i}>" for i in range(n)]
 
 
-def _bpe(spec: BpeSpec) -> tuple[Tokenizer, trainers.BpeTrainer]:
+def _bpe(spec: BpeSpec, read_texts: Callable[[], Iterable[str]]) -> tuple[Tokenizer, _KindTrainer]:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -96,21 +99,40 @@ def _bpe(spec: BpeSpec) -> tuple[Tokenizer, trainers.BpeTrainer]:
     return tokenizer, trainer
 
 
-def _wordpiece(spec: WordPieceSpec) -> tuple[Tokenizer, trainers.WordPieceTrainer]:
+WORDPIECE_PREFIX = "##"
+
+
+def _wordpiece(spec: WordPieceSpec, read_texts: Callable[[], Iterable[str]]) -> tuple[Tokenizer, _KindTrainer]:
     tokenizer = Tokenizer(models.WordPiece(unk_token=BERT_SPECIALS["unk"]))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=spec.lowercase)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece(prefix="##")
+    tokenizer.decoder = decoders.WordPiece(prefix=WORDPIECE_PREFIX)
     trainer = trainers.WordPieceTrainer(
         vocab_size=spec.vocab_size,
         min_frequency=spec.min_frequency,
-        special_tokens=list(BERT_SPECIALS.values()),
-        continuing_subword_prefix="##",
+        # The trainer numbers each `##c` when it first meets it, walking its word counts in
+        # hash order (seeded anew in every process), and breaks ties between equally frequent
+        # merges by those numbers: two trainings on the same text learnt other vocabularies
+        # (seen). Declared up front, in character order, they get fixed ids; they are special
+        # to the trainer only (canonical_form removes them from the added tokens).
+        special_tokens=[*BERT_SPECIALS.values(), *continuation_symbols(tokenizer, read_texts())],
+        continuing_subword_prefix=WORDPIECE_PREFIX,
     )
     return tokenizer, trainer
 
 
-def _unigram(spec: UnigramSpec) -> tuple[Tokenizer, trainers.UnigramTrainer]:
+def continuation_symbols(tokenizer: Tokenizer, texts: Iterable[str]) -> list[str]:
+    """`##c` for every character c that follows another inside a word, as the trainer sees
+    words (normalized, pre-tokenized): the symbols it would create itself, in character order."""
+    assert tokenizer.normalizer is not None and tokenizer.pre_tokenizer is not None
+    chars: set[str] = set()
+    for text in texts:
+        for word, _ in tokenizer.pre_tokenizer.pre_tokenize_str(tokenizer.normalizer.normalize_str(text)):
+            chars.update(word[1:])
+    return [WORDPIECE_PREFIX + c for c in sorted(chars)]
+
+
+def _unigram(spec: UnigramSpec, read_texts: Callable[[], Iterable[str]]) -> tuple[Tokenizer, _KindTrainer]:
     tokenizer = Tokenizer(models.Unigram())
     # what HF's T5 converter does: SentencePiece's nmt_nfkc, runs of spaces collapsed
     tokenizer.normalizer = normalizers.Sequence(
@@ -145,8 +167,7 @@ def _post_processor(spec: TokenizerSpec, tokenizer: Tokenizer) -> processors.Pos
 
 
 # each builder takes its own kind of spec, hence Any
-_KindTrainer = trainers.BpeTrainer | trainers.WordPieceTrainer | trainers.UnigramTrainer
-BUILDERS: dict[str, Callable[[Any], tuple[Tokenizer, _KindTrainer]]] = {
+BUILDERS: dict[str, Callable[[Any, Callable[[], Iterable[str]]], tuple[Tokenizer, _KindTrainer]]] = {
     "bpe": _bpe,
     "wordpiece": _wordpiece,
     "unigram": _unigram,
@@ -154,16 +175,63 @@ BUILDERS: dict[str, Callable[[Any], tuple[Tokenizer, _KindTrainer]]] = {
 
 
 def train_tokenizer(
-    spec: TokenizerSpec, texts: Iterable[str], length: int | None = None, progress: bool = False
+    spec: TokenizerSpec, read_texts: Callable[[], Iterable[str]], length: int | None = None, progress: bool = False
 ) -> Tokenizer:
-    """Train a tokenizer of `spec.kind` on `texts` (streamed; only word counts are held)."""
-    tokenizer, trainer = BUILDERS[spec.kind](spec)
+    """Train a tokenizer of `spec.kind` on the texts `read_texts()` yields (streamed; only word
+    counts are held). WordPiece reads them twice: once for its symbols, once to train."""
+    tokenizer, trainer = BUILDERS[spec.kind](spec, read_texts)
     trainer.show_progress = progress
-    tokenizer.train_from_iterator(texts, trainer=trainer, length=length)
+    tokenizer.train_from_iterator(read_texts(), trainer=trainer, length=length)
+    tokenizer = canonical_form(tokenizer)
     post = _post_processor(spec, tokenizer)
     if post is not None:
         tokenizer.post_processor = post
     return tokenizer
+
+
+# Unigram scores kept to this many decimals: the trainer's sums run in hash order, so a rerun's
+# scores differ by ~1e-14 (a few ulps; 290-895 of 1024 pieces seen), which moves near-tied pieces
+# to other ids. Rounded, a score lands on another value only if that noise straddles a 1e-6 step.
+UNIGRAM_SCORE_DECIMALS = 6
+
+
+def canonical_form(tokenizer: Tokenizer) -> Tokenizer:
+    """The trained tokenizer as bytes that depend on the training text alone.
+
+    Rust's hash maps are seeded anew in every process. WordPiece: its `##c` symbols were
+    declared special to the trainer (their ids fixed, see _wordpiece); here they become plain
+    vocabulary again, since as added tokens a literal `##c` in a text would match before the
+    model. Unigram: scores wobble in their last digits and the characters no piece covers get
+    their score steps (1e-4 apart) in hash order; rounded, handed out in character order, and
+    the pieces sorted by (score, piece). Special tokens keep their ids (they lead the
+    vocabulary); byte-level BPE is already deterministic and is left as it is.
+    """
+    data = json.loads(tokenizer.to_str())
+    model = data["model"]
+    if model["type"] == "WordPiece":
+        data["added_tokens"] = [t for t in data["added_tokens"] if not t["content"].startswith(WORDPIECE_PREFIX)]
+    elif model["type"] == "Unigram":
+        pieces = model["vocab"]  # [[piece, log-prob], ...], best first
+        n = _leading(pieces, {token["content"] for token in data["added_tokens"]})
+        body = [[piece, round(score, UNIGRAM_SCORE_DECIMALS)] for piece, score in pieces[n:]]
+        if body:
+            floor = min(score for _, score in body)
+            rare = [entry for entry in body if len(entry[0]) == 1 and entry[1] <= floor + 1e-3]
+            for entry, score in zip(sorted(rare), sorted((e[1] for e in rare), reverse=True), strict=True):
+                entry[1] = score
+        body.sort(key=lambda entry: (-entry[1], entry[0]))
+        model["vocab"] = pieces[:n] + body
+    else:
+        return tokenizer
+    return Tokenizer.from_str(json.dumps(data))
+
+
+def _leading(entries: list, specials: set[str]) -> int:
+    """How many entries at the start are special tokens (the trainers put them first)."""
+    n = 0
+    while n < len(entries) and entries[n][0] in specials:
+        n += 1
+    return n
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

@@ -16,7 +16,7 @@ from tests.conftest import make_documents
 
 @pytest.fixture(scope="module")
 def bpe() -> Tokenizer:
-    return train_tokenizer(BpeSpec(kind="bpe", vocab_size=300), make_documents(100))
+    return train_tokenizer(BpeSpec(kind="bpe", vocab_size=300), lambda: make_documents(100))
 
 
 def test_writer_holds_one_chunk_and_reads_one_batch_ahead_at_most(bpe, tmp_path):

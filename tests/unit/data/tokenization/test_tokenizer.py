@@ -46,7 +46,7 @@ def trained(corpus, tmp_path_factory):
         spec(kind="unigram", vocab_size=150, extra_ids=5),
     ):
         path = tmp_path_factory.mktemp(s.kind) / "tokenizer.json"
-        train_tokenizer(s, corpus).save(str(path))
+        train_tokenizer(s, lambda: corpus).save(str(path))
         out[s.kind] = (s, load_tokenizer(path))
     return out
 
@@ -90,3 +90,50 @@ def test_spec_rejects_options_of_another_kind_and_too_small_vocab():
         spec(kind="bpe", extra_ids=3)
     with pytest.raises(ValueError, match="no room"):
         spec(kind="unigram", vocab_size=100, extra_ids=100)
+
+
+TRAIN_AND_HASH = """
+import hashlib, json, sys
+from pydantic import TypeAdapter
+from llm_pipeline.data.tokenization.tokenizer import TokenizerSpec, train_tokenizer
+from tests.conftest import make_documents
+from tests.unit.data.tokenization.test_tokenizer import AWKWARD
+corpus = make_documents(200, seed=3) + AWKWARD * 5
+specs = [{"kind": "bpe", "vocab_size": 300}, {"kind": "wordpiece", "vocab_size": 200},
+         {"kind": "unigram", "vocab_size": 150, "extra_ids": 5}]
+print(json.dumps({s["kind"]: hashlib.sha256(train_tokenizer(TypeAdapter(TokenizerSpec).validate_python(s),
+      lambda: corpus).to_str().encode()).hexdigest() for s in specs}))
+"""
+
+
+def test_every_kind_trains_to_the_same_bytes_in_another_process():
+    """Each process seeds Rust's hash maps anew: before canonical_form and the declared `##`
+    symbols, WordPiece learnt other vocabularies and Unigram gave its pieces other ids and
+    scores in every process (seen)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[4]
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", TRAIN_AND_HASH], cwd=repo, capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for _ in range(3)
+    ]
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_canonical_form_keeps_the_specials_and_numbers_every_token_once(trained):
+    for kind in ("wordpiece", "unigram"):
+        s, tok = trained[kind]
+        vocab = tok.get_vocab()
+        assert sorted(vocab.values()) == list(range(len(vocab))), kind
+        assert [tok.token_to_id(t) for t in special_tokens(s).values()] == list(range(len(special_tokens(s)))), kind
+    # the `##c` symbols are plain vocabulary, not added tokens: a literal "##e" is text
+    _, wordpiece = trained["wordpiece"]
+    assert "##e" in wordpiece.get_vocab()
+    assert "##e" not in wordpiece.encode("x ##e", add_special_tokens=False).tokens
