@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import socket
 import time
@@ -52,3 +53,24 @@ def _describe(path: Path) -> str:
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info.get("started_unix", 0)))
     extra = ", ".join(f"{k} {v}" for k, v in info.items() if k not in {"pid", "host", "started_unix"} and v)
     return f"pid {info.get('pid')} on {info.get('host')}, started {started}" + (f", {extra}" if extra else "")
+
+
+CACHE_LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def cache_lock(cache_dir: str | Path) -> Iterator[None]:
+    """Hold `cache_dir`'s lock for the block, waiting for another holder (a cache shared by
+    several projects, or test workers, is filled by one apt run at a time: two `apt-get update`s
+    into one lists folder overwrite each other's partial files)."""
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(cache_dir) / CACHE_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logging.getLogger(__name__).info("waiting for %s: another process is filling it", cache_dir)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

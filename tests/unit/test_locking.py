@@ -43,3 +43,28 @@ def test_a_second_run_is_refused_naming_the_running_one_and_a_killed_holder_leav
             time.sleep(0.1)
     with pipeline_lock(tmp_path), pytest.raises(PipelineError), pipeline_lock(tmp_path):
         pass  # and the lock is really taken while held, within one process too
+
+
+HOLD_CACHE = """
+import sys, time
+from pathlib import Path
+from llm_pipeline.locking import cache_lock
+with cache_lock(sys.argv[1]):
+    Path(sys.argv[2]).write_text("holding")
+    time.sleep(0.5)
+    Path(sys.argv[2]).write_text("done")
+"""
+
+
+def test_a_shared_cache_is_filled_by_one_process_at_a_time(tmp_path):
+    """cache_lock waits for the holder (it does not refuse, unlike the project lock)."""
+    from llm_pipeline.locking import cache_lock
+
+    state = tmp_path / "state"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_CACHE, str(tmp_path / "cache"), str(state)])
+    while not state.exists():
+        assert holder.poll() is None, "the holder died before taking the lock"
+        time.sleep(0.01)
+    with cache_lock(tmp_path / "cache"):
+        assert state.read_text() == "done"  # got it only once the holder had finished
+    holder.wait(timeout=30)

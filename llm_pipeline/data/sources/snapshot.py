@@ -24,6 +24,7 @@ from llm_pipeline.data.sources import apt_sources
 from llm_pipeline.data.sources.apt_sources import IndexFiles
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import read_json, sha256_file, sha256_text
+from llm_pipeline.locking import cache_lock
 
 SNAPSHOT_MANIFEST = "manifest.json"
 APT_INDEX, DEB, LOCAL = "apt_index", "deb", "local"  # the kinds of file a snapshot records
@@ -45,10 +46,12 @@ class AptCache:
     refresh: bool = False
 
     def index_files(self, languages: tuple[str, ...] = ("en",)) -> IndexFiles:
-        return apt_sources.fetch_index_files(self.cache_dir, languages=languages, refresh=self.refresh)
+        with cache_lock(self.cache_dir):
+            return apt_sources.fetch_index_files(self.cache_dir, languages=languages, refresh=self.refresh)
 
     def deb(self, package: str) -> Path:
-        return apt_sources.fetch_deb(package, self.cache_dir, refresh=self.refresh)
+        with cache_lock(self.cache_dir):
+            return apt_sources.fetch_deb(package, self.cache_dir, refresh=self.refresh)
 
 
 @dataclass(frozen=True)
