@@ -193,6 +193,7 @@ def train_tokenizer(
 # scores differ by ~1e-14 (a few ulps; 290-895 of 1024 pieces seen), which moves near-tied pieces
 # to other ids. Rounded, a score lands on another value only if that noise straddles a 1e-6 step.
 UNIGRAM_SCORE_DECIMALS = 6
+UNIGRAM_UNCOVERED_STEP = 1e-4  # the trainer's min_score_penalty_delta (tokenizers' unigram/trainer.rs)
 
 
 def canonical_form(tokenizer: Tokenizer) -> Tokenizer:
@@ -202,8 +203,8 @@ def canonical_form(tokenizer: Tokenizer) -> Tokenizer:
     declared special to the trainer (their ids fixed, see _wordpiece); here they become plain
     vocabulary again, since as added tokens a literal `##c` in a text would match before the
     model. Unigram: scores wobble in their last digits and the characters no piece covers get
-    their score steps (1e-4 apart) in hash order; rounded, handed out in character order, and
-    the pieces sorted by (score, piece). Special tokens keep their ids (they lead the
+    their scores (1e-4 apart, from the lowest up) in hash order; rounded, handed out in
+    character order, and the pieces sorted by (score, piece). Special tokens keep their ids (they lead the
     vocabulary); byte-level BPE is already deterministic and is left as it is.
     """
     data = json.loads(tokenizer.to_str())
@@ -215,9 +216,13 @@ def canonical_form(tokenizer: Tokenizer) -> Tokenizer:
         n = _leading(pieces, {token["content"] for token in data["added_tokens"]})
         body = [[piece, round(score, UNIGRAM_SCORE_DECIMALS)] for piece, score in pieces[n:]]
         if body:
+            # The characters no piece covers were given min_score + k * 1e-4, k = 0, 1, ... in
+            # hash order: the single characters on that lattice get its scores in character order.
             floor = min(score for _, score in body)
-            rare = [entry for entry in body if len(entry[0]) == 1 and entry[1] <= floor + 1e-3]
-            for entry, score in zip(sorted(rare), sorted((e[1] for e in rare), reverse=True), strict=True):
+            steps = [(entry, (entry[1] - floor) / UNIGRAM_UNCOVERED_STEP) for entry in body if len(entry[0]) == 1]
+            uncovered = [entry for entry, k in steps if abs(k - round(k)) < 0.05 and round(k) < len(steps)]
+            scores = sorted((entry[1] for entry in uncovered), reverse=True)
+            for entry, score in zip(sorted(uncovered), scores, strict=True):
                 entry[1] = score
         body.sort(key=lambda entry: (-entry[1], entry[0]))
         model["vocab"] = pieces[:n] + body
