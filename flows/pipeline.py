@@ -62,10 +62,26 @@ def run_stage(
     proc = subprocess.run(cmd, cwd=project_dir, env=stage_env(parent_run_id))
     if proc.returncode != 0:
         raise RuntimeError(f"stage {stage} failed: `{' '.join(cmd)}` exited {proc.returncode} (its output is above)")
-    report = Path(project_dir) / REPORTS_DIR / f"{stage.replace('@', '-')}.json"
-    metrics = json.loads(report.read_text()).get("metrics", {}) if report.is_file() else {}
+    metrics = stage_metrics(project_dir, stage)
     logger.info("%s: %s", stage, json.dumps(metrics))
     return metrics
+
+
+def stage_metrics(project_dir: str, stage: str) -> dict:
+    """The metrics of the stage's small report (reports/<stage>.json), {} if it has none."""
+    report = Path(project_dir) / REPORTS_DIR / f"{stage.replace('@', '-')}.json"
+    return json.loads(report.read_text()).get("metrics", {}) if report.is_file() else {}
+
+
+@task(task_run_name="dvc status")
+def stale_stages(project_dir: str) -> set[str]:
+    """The stages `dvc status` finds out of date (changed deps, params, outs or code)."""
+    proc = subprocess.run(
+        ["dvc", "status", "--json"], cwd=project_dir, env=stage_env(None), capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"`dvc status` exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return set(json.loads(proc.stdout or "{}"))
 
 
 def foreach_items(project_dir: str, stage: str, key: str) -> list[str]:
@@ -120,12 +136,18 @@ def forced_stages(stages: list[str], force: bool | list[str]) -> set[str]:
     return chosen
 
 
+def first_to_start(stages: list[str], stale: set[str], forced: set[str]) -> int:
+    """Index of the first stage that must start (stale or forced); from it on every stage is
+    started and left to DVC, since a stage that reruns may change what the later ones read."""
+    return next((i for i, stage in enumerate(stages) if stage in stale or stage in forced), len(stages))
+
+
 @flow(name="llm-pipeline", log_prints=True)
 def pipeline(project_dir: str = str(PROJECT_DIR), force: bool | list[str] = False, push: bool = False) -> dict:
     """One pipeline execution: one parent MLflow run, one nested run per stage that ran.
 
-    fetch always runs; when the snapshot it writes is unchanged, DVC skips every later stage
-    (a nightly on unchanged data trains nothing). force: True reruns every stage, a list of stage
+    fetch always runs; when the snapshot it writes is unchanged, every later stage is up to
+    date and skipped (a nightly on unchanged data trains nothing). force: True reruns every stage, a list of stage
     names reruns those even if up to date. push: `dvc push` the outputs at the end.
     A second run in the same project while one is running is refused (one line naming it).
     """
@@ -138,11 +160,21 @@ def pipeline(project_dir: str = str(PROJECT_DIR), force: bool | list[str] = Fals
         try:
             # Sequential on purpose: `dvc repro` holds a repo-wide lock, so concurrent stages
             # (foreach items included) would fail on it; each is still its own Prefect task.
-            for stage in stages:
+            # After fetch, one `dvc status`: a stage it finds up to date, with nothing before it
+            # rerun, is not started at all (a nightly on unchanged data: one status call instead
+            # of a `dvc repro` per stage). Once a stage reruns, every later one asks DVC itself.
+            fetch, *after = stages
+            results[fetch] = run_stage(fetch, project_dir, parent, fetch in forced)
+            start = first_to_start(after, stale_stages(project_dir), forced)
+            for stage in after[:start]:
+                get_run_logger().info("%s: up to date (dvc status), not started", stage)
+                results[stage.replace("@", "-")] = stage_metrics(project_dir, stage)
+            for stage in after[start:]:
                 results[stage.replace("@", "-")] = run_stage(stage, project_dir, parent, stage in forced)
-            tracking.log_to_run(
-                parent, [Path(project_dir) / "reports" / "summary.md", Path(project_dir) / "reports" / "figures"]
-            )
+            if "report" in after[start:]:  # a new summary; an unchanged one stays with the run that made it
+                tracking.log_to_run(
+                    parent, [Path(project_dir) / "reports" / "summary.md", Path(project_dir) / "reports" / "figures"]
+                )
             if push:
                 push_outputs(project_dir)
         except BaseException:

@@ -100,3 +100,14 @@ def test_force_names_stages_or_foreach_groups_and_refuses_others_in_one_line(tmp
     with pytest.raises(PipelineError, match=r"^--force tokenize@wordpiece: no such stage; the flow runs fetch, ") as e:
         forced_stages(stages, ["evaluate", "tokenize@wordpiece"])
     assert "\n" not in str(e.value)
+
+
+def test_after_fetch_the_flow_starts_from_the_first_stale_or_forced_stage():
+    from flows.pipeline import first_to_start
+
+    after = ["ingest", "tokenize@bpe", "pretrain@gpt", "evaluate", "report"]
+    assert first_to_start(after, set(), set()) == len(after)  # unchanged nightly: nothing starts
+    assert first_to_start(after, {"fetch"}, set()) == len(after)  # fetch is always "changed"
+    assert first_to_start(after, {"pretrain@gpt"}, set()) == 2
+    assert first_to_start(after, {"evaluate"}, {"tokenize@bpe"}) == 1
+    assert first_to_start(after, {"ingest", "report"}, set()) == 0
