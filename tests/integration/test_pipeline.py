@@ -2,12 +2,15 @@
 
 One flow run in a copy of the project (real Debian + WEB data, tiny model sizes), then:
 reports and MLflow runs/registered models are checked, `dvc status` must be clean, a second
-`dvc repro` must do nothing, and a pretrain param change must rerun only pretrain and
-what follows it, and a run added to the finetune matrix trains only itself.
+`dvc repro` must do nothing, an unchanged nightly trains nothing, a pretrain param change (bert
+on 2 DDP processes, through the flow) reruns only what follows it, a run added to the finetune
+matrix trains only itself, and every stage SIGKILLed at a random moment, under `dvc repro` and
+under the flow, reruns to byte-identical outputs with no leftovers and no zombie MLflow runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -180,15 +183,24 @@ def project(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("project"))
 
 
-@pytest.fixture(scope="module")
-def flow_result(project, prefect_harness):
-    from flows.pipeline import pipeline
+def run_flow(project: Path, monkeypatch: pytest.MonkeyPatch | None = None, **options: Any) -> dict:
+    """The pipeline flow in `project`, tracking into the project's own mlflow.db whatever the
+    environment says. With monkeypatch: the real stage task (its one retry) without the 10 s
+    pause between attempts, for the tests that kill a stage."""
+    import flows.pipeline
 
+    if monkeypatch is not None:
+        monkeypatch.setattr(flows.pipeline, "run_stage", flows.pipeline.run_stage.with_options(retry_delay_seconds=0))
     saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "LLM_PIPELINE_TRACKING")}
     try:
-        yield pipeline(project_dir=str(project))
+        return flows.pipeline.pipeline(project_dir=str(project), **options)
     finally:
         os.environ.update({k: v for k, v in saved.items() if v is not None})
+
+
+@pytest.fixture(scope="module")
+def flow_result(project, prefect_harness):
+    return run_flow(project)
 
 
 @pytest.fixture
@@ -306,7 +318,6 @@ def test_an_unchanged_nightly_run_trains_nothing_and_pushes_to_the_remote(
 ):
     """The nightly again, data unchanged: fetch runs (it always does), writes the same snapshot,
     and DVC skips every other stage: no stage run, no model version; `push` fills the remote."""
-    from flows.pipeline import pipeline
 
     remote = tmp_path_factory.mktemp("dvc-remote")
     dvc(project, "remote", "modify", "--local", "local", "url", str(remote))
@@ -314,7 +325,7 @@ def test_an_unchanged_nightly_run_trains_nothing_and_pushes_to_the_remote(
     runs_before = {r.info.run_id for r in mlflow_client.search_runs([experiment.experiment_id])}
     versions_before = {(v.name, v.version) for v in mlflow_client.search_model_versions("")}
 
-    pipeline(project_dir=str(project), push=True)
+    run_flow(project, push=True)
 
     new = [r for r in mlflow_client.search_runs([experiment.experiment_id]) if r.info.run_id not in runs_before]
     assert sorted(r.info.run_name for r in new) == ["fetch", "pipeline"]
@@ -363,28 +374,133 @@ def leftovers(project: Path) -> list[str]:
     return [str(p) for p in project.rglob(".*") if ".tmp-" in p.name or p.name.endswith(".partial")]
 
 
-@pytest.mark.parametrize("stage", ["ingest", "tokenize@bpe"])
-def test_a_stage_killed_at_a_random_moment_reruns_to_byte_identical_outputs(flow_result, project, stage):
-    """SIGKILL `dvc repro --force` of one stage (its whole process group) at a random moment, then
-    `dvc repro`: only that stage reruns (its outputs come out byte-identical, so nothing after it
-    does), no temporary is left, `dvc status` is clean."""
-    before = data_digests(project)
+# last first: a killed stage may leave its outputs half-deleted, which the ones before it never read
+KILLED_UNDER_DVC = [
+    "evaluate",
+    "pretrain@bert",
+    "tokenize@unigram",
+    "tokenize@wordpiece",
+    "tokenize@bpe",
+    "ingest",
+    "fetch",
+]
+
+
+def test_each_stage_killed_at_a_random_moment_under_dvc_reruns_to_byte_identical_outputs(flow_result, project):
+    """SIGKILL `dvc repro --force` of each stage in turn (its whole process group) at a seeded
+    random moment, then one `dvc repro`: it reruns at most the killed stages (and report after
+    evaluate, whose report names its new MLflow run); their data outputs come out byte-identical,
+    so nothing after them reruns; evaluate's scores equal, no temporary left, `dvc status` clean."""
+    before, scores = data_digests(project), evaluate_metrics(project)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    repro = subprocess.Popen(
-        ["dvc", "repro", "--force", "--single-item", stage],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: the kill takes the stage CLI with it
-    )
-    time.sleep(random.Random(stage).uniform(1.5, 6.0))  # seeded: a failure reproduces
-    os.killpg(repro.pid, signal.SIGKILL)
-    repro.wait(timeout=30)
-    assert stages_run(dvc(project, "repro")) <= {stage}
+    for stage in KILLED_UNDER_DVC:
+        # a training stage retrains from step 0 (not from the step-N checkpoint its first run left)
+        shutil.rmtree(project / "data" / "checkpoints" / stage.replace("@", "-"), ignore_errors=True)
+        repro = subprocess.Popen(
+            ["dvc", "repro", "--force", "--single-item", stage],
+            cwd=project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: the kill takes the stage CLI with it
+        )
+        time.sleep(random.Random(stage).uniform(1.5, 6.0))  # seeded: a failure reproduces
+        os.killpg(repro.pid, signal.SIGKILL)
+        repro.wait(timeout=30)
+    assert stages_run(dvc(project, "repro")) <= {*KILLED_UNDER_DVC, "report"}
     assert data_digests(project) == before
+    assert evaluate_metrics(project) == scores
     assert leftovers(project) == []
     assert_up_to_date(project)
+
+
+def evaluate_metrics(project: Path) -> dict:
+    return json.loads((project / "reports" / "evaluate.json").read_text())["metrics"]
+
+
+def stage_process(stage: str, process: Any, project: Path) -> bool:
+    """Is this psutil process the stage's CLI (dvc.yaml's cmd: `llm-pipeline <stage> --params
+    params/<stage>.yaml [--set family=|only=|run=<item>]`) running in `project`? Not the `dvc
+    repro` that runs it, and not the same stage of another project on this machine."""
+    import psutil
+
+    name, _, item = stage.partition("@")
+    cmdline = process.info["cmdline"] or []
+    if f"params/{name}.yaml" not in cmdline or (item and not any(arg.endswith(f"={item}") for arg in cmdline)):
+        return False
+    try:
+        return Path(process.cwd()) == project
+    except psutil.Error:  # ended meanwhile, or not ours to inspect
+        return False
+
+
+# each killed once while the flow runs it (finetune: the Prefect-retry test below)
+KILLED_IN_THE_FLOW = [
+    "fetch",
+    "ingest",
+    "tokenize@bpe",
+    "tokenize@unigram",
+    "tokenize@wordpiece",
+    "pretrain@bert",
+    "evaluate",
+]
+
+
+def test_each_stage_killed_in_the_flow_is_retried_to_byte_identical_outputs(
+    flow_result, project, prefect_harness, mlflow_client, monkeypatch
+):
+    """The flow reruns (force) fetch, ingest, each tokenizer, a pretraining and evaluate; each one's
+    CLI is SIGKILLed (with its children) once at a seeded random moment of its run (a fraction of
+    how long the stage took in the fixture's flow); Prefect's retry reruns it. Then: every data
+    output byte-identical, scores equal, no leftovers, `dvc status` clean, and on the dashboard
+    each killed attempt is KILLED (none RUNNING) beside one FINISHED run per stage."""
+    import psutil
+
+    runs = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    took = {  # seconds each stage's run took in the fixture's flow (the earliest finished run of its name)
+        r.info.run_name: (r.info.end_time - r.info.start_time) / 1000
+        for r in sorted(runs, key=lambda r: r.info.start_time, reverse=True)
+        if r.info.status == "FINISHED"
+    }
+    before, scores, seen = data_digests(project), evaluate_metrics(project), {r.info.run_id for r in runs}
+    shutil.rmtree(project / "data" / "checkpoints" / "pretrain-bert", ignore_errors=True)  # trains from step 0
+    rng = random.Random(11)  # seeded: a failure reproduces
+    killed: dict[str, float] = {}
+
+    # the CLI imports for ~2 s before its MLflow run opens; aim anywhere in its lifetime
+    delays = {stage: rng.uniform(0.1, 0.9) * (took[stage.replace("@", "-")] + 2.0) for stage in KILLED_IN_THE_FLOW}
+
+    def kill_each_stage_once() -> None:
+        deadline = time.monotonic() + 600
+        while len(killed) < len(delays) and time.monotonic() < deadline:
+            for process in psutil.process_iter(["cmdline", "create_time"]):
+                stage = next((s for s in delays if s not in killed and stage_process(s, process, project)), None)
+                if stage is None:
+                    continue
+                time.sleep(max(0.0, process.info["create_time"] + delays[stage] - time.time()))
+                with contextlib.suppress(psutil.NoSuchProcess):  # ended before the moment: a miss
+                    for victim in [*process.children(recursive=True), process]:
+                        victim.kill()
+                    killed[stage] = delays[stage]
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_each_stage_once, daemon=True)
+    watcher.start()
+    results = run_flow(project, monkeypatch, force=KILLED_IN_THE_FLOW)
+    watcher.join(timeout=10)
+    assert set(killed) == set(KILLED_IN_THE_FLOW), killed
+    assert set(results) == STAGE_RUNS
+    assert data_digests(project) == before
+    assert evaluate_metrics(project) == scores
+    assert leftovers(project) == []
+    assert_up_to_date(project)
+    runs = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
+    new = [r for r in runs if r.info.run_id not in seen]
+    assert not [r.info.run_name for r in new if r.info.status == "RUNNING"]
+    for stage in KILLED_IN_THE_FLOW:
+        statuses = sorted(r.info.status for r in new if r.info.run_name == stage.replace("@", "-"))
+        # killed before its run opened: no KILLED run; after: one, marked by its successor
+        assert statuses in (["FINISHED"], ["FINISHED", "KILLED"]), (stage, statuses)
 
 
 def test_fine_tuned_versions_record_the_pretrained_version_they_came_from(flow_result, mlflow_client):
@@ -394,21 +510,42 @@ def test_fine_tuned_versions_record_the_pretrained_version_they_came_from(flow_r
         assert version.tags["task"] == spec["task"]
 
 
-def test_a_pretrain_param_change_reruns_only_what_depends_on_it(flow_result, project):
-    set_params(project, "pretrain", {"families": {"bert": {"trainer": {"max_steps": 10, "val_check_interval": 5}}}})
-    bert_runs = {f"finetune@{name}" for name, spec in DEFAULT_RUNS.items() if spec["family"] == "bert"}
-    assert bert_runs  # the default matrix fine-tunes bert; only those runs depend on its pretraining
-    assert stages_run(dvc(project, "repro")) == {"pretrain@bert", *bert_runs, "evaluate", "report"}
-    assert_up_to_date(project)
+def test_a_pretrain_change_and_a_new_matrix_run_rerun_only_what_they_touch_through_the_flow(
+    flow_result, project, prefect_harness, mlflow_client
+):
+    """bert's pretraining params change (twice the steps, 2 DDP processes over gloo) and a run
+    is added to the finetune matrix (classification-t5); the flow runs: exactly pretrain@bert,
+    the fine-tunes of bert, the new run, evaluate and report execute (one MLflow run each, plus
+    fetch and the pipeline's), t5 is not pretrained again; the 2-process run is one MLflow run
+    with one value per logged step (rank 1 opened none), one model folder."""
 
-
-def test_adding_a_run_to_the_matrix_retrains_nothing_else(flow_result, project):
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    before = {r.info.run_id for r in mlflow_client.search_runs(experiments)}
+    # resume: never, as a 1-process checkpoint may not be resumed on 2 (refused by design)
+    trainer = {"devices": 2, "strategy": "ddp", "max_steps": 40, "log_every_n_steps": 2, "resume": "never"}
+    set_params(project, "pretrain", {"families": {"bert": {"trainer": trainer}}})
     run = {"task": "classification", "family": "t5", "max_len": 64, "batch_size": 16}
     set_params(
         project, "finetune", {"runs": {"classification-t5": run | {"trainer": QUICK_TRAINER | {"max_steps": 10}}}}
     )
-    assert stages_run(dvc(project, "repro")) == {"finetune@classification-t5", "evaluate", "report"}
+    results = run_flow(project)
+    assert results["pretrain-bert"]["steps"] == 40
+    new = [r for r in mlflow_client.search_runs(experiments) if r.info.run_id not in before]
+    bert_runs = {f"finetune-{name}" for name, spec in DEFAULT_RUNS.items() if spec["family"] == "bert"}
+    assert bert_runs  # the default matrix fine-tunes bert; only those runs depend on its pretraining
+    expected = {"fetch", "pipeline", "pretrain-bert", *bert_runs, "finetune-classification-t5", "evaluate", "report"}
+    assert sorted(r.info.run_name for r in new) == sorted(expected)
+    assert all(r.info.status == "FINISHED" for r in new)
+    assert sorted(p.name for p in (project / "data" / "pretrain").iterdir()) == ["bert", "gpt", "t5"]  # no leftovers
+    [pretrain] = [r for r in new if r.info.run_name == "pretrain-bert"]
+    steps = [m.step for m in mlflow_client.get_metric_history(pretrain.info.run_id, "train/loss")]
+    assert len(steps) == len(set(steps)) >= 10  # one value per logged step, not one per rank
     assert_up_to_date(project)
+
+
+# the GPT classifier, retrained under a kill: fewer steps than the fixture's 200, a checkpoint every 20
+KILLED_STEPS = 80
+KILLED_TRAINER = {"max_steps": KILLED_STEPS, "val_check_interval": 40, "checkpoint_every_n_steps": 20}
 
 
 def test_dvc_repro_after_a_kill_resumes_the_training_stage(flow_result, project):
@@ -417,7 +554,7 @@ def test_dvc_repro_after_a_kill_resumes_the_training_stage(flow_result, project)
     set_params(
         project,
         "finetune",
-        {"runs": {"classification-gpt": {"optim": {"lr": 0.002}, "trainer": {"checkpoint_every_n_steps": 20}}}},
+        {"runs": {"classification-gpt": {"optim": {"lr": 0.002}, "trainer": KILLED_TRAINER}}},
     )
     checkpoints = project / "data" / "checkpoints" / "finetune-classification-gpt"
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -446,33 +583,31 @@ def test_dvc_repro_after_a_kill_resumes_the_training_stage(flow_result, project)
     )
 
     deadline = time.monotonic() + 300
-    while not any(0 < step < 200 for step in steps()):
+    while not any(0 < step < KILLED_STEPS for step in steps()):
         assert repro.poll() is None and time.monotonic() < deadline, "no mid-run checkpoint before dvc repro ended"
         time.sleep(0.05)
     os.killpg(repro.pid, signal.SIGKILL)
     repro.wait(timeout=30)
     newest = steps()[-1]
-    assert 0 < newest < 200, steps()
+    assert 0 < newest < KILLED_STEPS, steps()
     assert stages_run(dvc(project, "repro")) == {"finetune@classification-gpt", "evaluate", "report"}
     written = json.loads((project / "data" / "finetune" / "classification-gpt" / "manifest.json").read_text())
     record = read_run_record(project / "data" / "finetune" / "classification-gpt")
-    assert record["resumed_from"].endswith(".ckpt") and written["counts"]["steps"] == 200
+    assert record["resumed_from"].endswith(".ckpt") and written["counts"]["steps"] == KILLED_STEPS
     resumed = re.search(r"step-(\d+)\.ckpt", record["resumed_from"])
     assert resumed and int(resumed.group(1)) >= newest
     assert_up_to_date(project)
 
 
-def test_a_prefect_retry_of_a_killed_training_stage_resumes_it(flow_result, project, prefect_harness):
+def test_a_prefect_retry_of_a_killed_training_stage_resumes_it(flow_result, project, prefect_harness, monkeypatch):
     """SIGKILL the GPT classifier's training process while the flow runs it: the stage's task
     fails, Prefect's retry reruns `dvc repro -s`, and that run resumes from the checkpoint."""
     import psutil
 
-    from flows.pipeline import pipeline
-
     set_params(
         project,
         "finetune",
-        {"runs": {"classification-gpt": {"optim": {"lr": 0.0015}, "trainer": {"checkpoint_every_n_steps": 20}}}},
+        {"runs": {"classification-gpt": {"optim": {"lr": 0.0015}, "trainer": KILLED_TRAINER}}},
     )
     checkpoints = project / "data" / "checkpoints" / "finetune-classification-gpt"
     earlier = json.loads((checkpoints / "checkpoints.json").read_text())["fingerprint"]
@@ -487,7 +622,7 @@ def test_a_prefect_retry_of_a_killed_training_stage_resumes_it(flow_result, proj
                 manifest = {"fingerprint": earlier, "checkpoints": {}}
             if manifest["fingerprint"] != earlier and manifest["checkpoints"]:
                 for process in psutil.process_iter(["cmdline"]):
-                    if "run=classification-gpt" in " ".join(process.info["cmdline"] or []):
+                    if stage_process("finetune@classification-gpt", process, project):
                         process.kill()
                         killed.append(max(e["step"] for e in manifest["checkpoints"].values()))
                 return
@@ -495,43 +630,11 @@ def test_a_prefect_retry_of_a_killed_training_stage_resumes_it(flow_result, proj
 
     watcher = threading.Thread(target=kill_the_trainer_after_a_new_checkpoint, daemon=True)
     watcher.start()
-    saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "LLM_PIPELINE_TRACKING")}
-    try:
-        results = pipeline(project_dir=str(project))
-    finally:
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
+    results = run_flow(project, monkeypatch)
     watcher.join(timeout=10)
-    assert killed and killed[0] < 200, "the trainer was not killed mid-run"
-    assert results["finetune-classification-gpt"]["steps"] == 200
+    assert killed and killed[0] < KILLED_STEPS, "the trainer was not killed mid-run"
+    assert results["finetune-classification-gpt"]["steps"] == KILLED_STEPS
     record = read_run_record(project / "data" / "finetune" / "classification-gpt")
     resumed = re.search(r"step-(\d+)\.ckpt", record["resumed_from"] or "")
     assert resumed and int(resumed.group(1)) >= killed[0], record
-    assert_up_to_date(project)
-
-
-def test_ddp_pretraining_through_the_prefect_flow(flow_result, project, prefect_harness, mlflow_client):
-    """The flow runs pretrain@gpt on 2 processes (gloo): one MLflow run with one value per
-    logged step, one model folder, and the downstream stages read it as usual."""
-    from flows.pipeline import pipeline
-
-    before = {
-        r.info.run_id for r in mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
-    }
-    # resume: never, since the step-200 checkpoint of the 1-process run has the same params
-    # fingerprint, and resuming it on another world size is refused
-    trainer = {"devices": 2, "strategy": "ddp", "resume": "never"}
-    set_params(project, "pretrain", {"families": {"gpt": {"trainer": trainer}}})
-    saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "LLM_PIPELINE_TRACKING")}
-    try:
-        results = pipeline(project_dir=str(project))
-    finally:
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
-    assert results["pretrain-gpt"]["steps"] == 200
-    assert sorted(p.name for p in (project / "data" / "pretrain").iterdir()) == ["bert", "gpt", "t5"]  # no leftovers
-    runs = mlflow_client.search_runs([e.experiment_id for e in mlflow_client.search_experiments()])
-    new = [r for r in runs if r.info.run_id not in before and r.info.run_name == "pretrain-gpt"]
-    assert len(new) == 1 and new[0].info.status == "FINISHED"  # rank 1 opened no run of its own
-    history = mlflow_client.get_metric_history(new[0].info.run_id, "train/loss")
-    steps = [m.step for m in history]
-    assert len(steps) == len(set(steps)) >= 10  # one value per logged step, not one per rank
     assert_up_to_date(project)
