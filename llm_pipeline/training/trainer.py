@@ -201,6 +201,9 @@ def build_trainer(
         mode="max",
         save_top_k=cfg.keep_checkpoints,
         every_n_train_steps=cfg.checkpoint_every_n_steps or cfg.val_check_interval,
+        # a step-N file left by a run killed before it listed it in checkpoints.json is that
+        # step's state again: overwrite it, not save "step-N-v1" beside it (seen after two kills)
+        enable_version_counter=False,
     )
     return L.Trainer(
         accelerator=cfg.accelerator,
