@@ -18,15 +18,16 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test lint format install ui repro clean help serve stop status
+.PHONY: run test test-fast lint format install ui repro clean help serve stop status
 
 help:
 	@echo "make run    - whole pipeline end to end on the default corpus (36 min on 2 CPU cores after install)"
-	@echo "make test   - lint, then the unit + integration tests"
+	@echo "make test   - lint, then every test: unit + integration (what CI runs; at most 15 min on 2 cores)"
+	@echo "make test-fast - the unit tier only, no subprocess training (the edit-run loop; under 3 min)"
 	@echo "make lint   - ruff (lint + format check) and mypy on the whole repo"
 	@echo "make format - apply ruff's import order and formatting"
 	@echo "make ui     - MLflow dashboard on http://127.0.0.1:$(MLFLOW_PORT)"
-	@echo "make repro  - the same pipeline through plain 'dvc repro'"
+	@echo "make repro  - the same pipeline through 'dvc repro' (a dvc.lock torn by a kill is restored first)"
 	@echo "make serve  - Prefect server + deployments + worker, MLflow server on PostgreSQL (127.0.0.1; state in .services/)"
 	@echo "make stop   - stop everything make serve started;  make status - what runs"
 
@@ -47,8 +48,9 @@ run: install
 	@echo "Dashboard: make ui   -> http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "DVC:       dvc status  (only \"fetch: always changed\")   dvc metrics show   dvc plots show"
 
+# dvc repro, after restoring a dvc.lock a kill tore (python -m llm_pipeline.dvc_state --help)
 repro: install
-	dvc repro
+	$(PY) -m llm_pipeline.dvc_state repro $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -59,8 +61,16 @@ format: install
 	$(VENV)/bin/ruff check --select I --fix .
 	$(VENV)/bin/ruff format .
 
+# Test files are spread over TEST_WORKERS processes (pytest-xdist, one file per worker at a time:
+# a module's fixtures are built once). TEST_WORKERS=0 runs them in this process, in order.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
+
+# the unit tier: tests/unit less the tests marked slow (subprocesses, a Prefect harness); seconds each
+test-fast: install
+	$(PY) -m pytest tests/unit -m "not slow and not integration" -q $(XDIST)
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1

@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger, task
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))  # so a deployment's worker finds llm_pipeline from a checkout
 
-from llm_pipeline import tracking  # noqa: E402  (after the path fix above)
+from llm_pipeline import dvc_state, tracking  # noqa: E402  (after the path fix above)
 from llm_pipeline.errors import PipelineError  # noqa: E402
 from llm_pipeline.locking import pipeline_lock  # noqa: E402
 from llm_pipeline.stages.base import REPORTS_DIR  # noqa: E402
@@ -58,13 +58,23 @@ def run_stage(
     """
     logger = get_run_logger()
     cmd = ["dvc", "repro", *(["--single-item"] if single_item else []), stage] + (["--force"] if force else [])
+    guard_dvc_state(project_dir, before=stage)
     logger.info("running: %s", " ".join(cmd))
     proc = subprocess.run(cmd, cwd=project_dir, env=stage_env(parent_run_id))
     if proc.returncode != 0:
         raise RuntimeError(f"stage {stage} failed: `{' '.join(cmd)}` exited {proc.returncode} (its output is above)")
+    dvc_state.keep_good_copy(project_dir, before=f"the stage after {stage}", dvc_succeeded=True)
     metrics = stage_metrics(project_dir, stage)
     logger.info("%s: %s", stage, json.dumps(metrics))
     return metrics
+
+
+def guard_dvc_state(project_dir: str, before: str) -> None:
+    """Before every `dvc` command: a dvc.lock (or rwlock) torn by a kill, in this run or an earlier
+    one, is restored from the last whole copy (one log line says what and from when), and the
+    whole file is kept for the next time. A retried stage passes here first, so its retry recovers."""
+    for line in dvc_state.guard(project_dir, before):
+        get_run_logger().warning("recovered: %s", line)
 
 
 def stage_metrics(project_dir: str, stage: str) -> dict:
@@ -76,6 +86,7 @@ def stage_metrics(project_dir: str, stage: str) -> dict:
 @task(task_run_name="dvc status")
 def stale_stages(project_dir: str) -> set[str]:
     """The stages `dvc status` finds out of date (changed deps, params, outs or code)."""
+    guard_dvc_state(project_dir, before="dvc status")
     proc = subprocess.run(
         ["dvc", "status", "--json"], cwd=project_dir, env=stage_env(None), capture_output=True, text=True
     )
@@ -104,6 +115,7 @@ def tokenizer_names(project_dir: str) -> list[str]:
 @task(retries=2, retry_delay_seconds=30, task_run_name="dvc push")
 def push_outputs(project_dir: str) -> None:
     """`dvc push`: every stage output to the project's DVC remote (.dvc/config)."""
+    guard_dvc_state(project_dir, before="dvc push")
     proc = subprocess.run(["dvc", "push"], cwd=project_dir, env=stage_env(None))
     if proc.returncode != 0:
         raise RuntimeError(f"`dvc push` exited {proc.returncode} (output above); check the remote in .dvc/config")

@@ -337,8 +337,13 @@ STARTERS: tuple[tuple[str, Callable[[Settings, State], None]], ...] = (
 
 def start(cfg: Settings) -> None:
     state = State.load(cfg.state_dir)
-    if state.running():
-        raise ServiceError(f"already running from {cfg.state_dir}: {', '.join(state.running())} (`make stop` first)")
+    running = state.running()
+    if running:
+        dead = [name for name, _starter in STARTERS if name not in running]
+        if not dead:
+            raise ServiceError(f"already running from {cfg.state_dir}: {', '.join(running)} (`make stop` first)")
+        restart(cfg, state, dead)
+        return
     stop(cfg, quiet=True)  # what a crashed earlier start left recorded
     check_ports(cfg)
     check_artifacts(cfg)
@@ -359,6 +364,20 @@ def start(cfg: Settings) -> None:
     print(f"worker      pool {work_pool(cfg)}; deployments: {', '.join(deployed)}")
     print(f"logs        {cfg.logs}/")
     print(f"source {env_file} to point the mlflow and prefect CLIs here; `make stop` stops it all")
+
+
+def restart(cfg: Settings, state: State, dead: list[str]) -> None:
+    """Start again what died (a worker killed with the machine's OOM killer, say), in start order,
+    leaving the services that still run alone: `make serve` after such a death brings the stack back,
+    and the worker picks up the next scheduled run."""
+    for name, starter in STARTERS:
+        if name not in dead:
+            continue
+        port = cfg.ports.get(name)
+        if port is not None and processes.port_in_use(port, HOST):
+            raise ServiceError(f"{name} is not running but port {port} on {HOST} is in use: `make stop`, then start")
+        starter(cfg, state)
+        print(f"restarted {name} (it was not running; the others were left as they run)")
 
 
 def check_ports(cfg: Settings) -> None:

@@ -63,6 +63,17 @@ def make_documents(n: int, seed: int = 0, min_words: int = 20, max_words: int = 
     return docs
 
 
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration/ is marked `integration`, whether or not its file says so,
+    so `make test-fast` (-m "not integration and not slow") can never pick one up by omission."""
+    for item in items:
+        if INTEGRATION_DIR in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture
 def tracking_dir(tmp_path, monkeypatch):
     """MLflow sqlite + artifacts under tmp_path, for tests that exercise tracking."""

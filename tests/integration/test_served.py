@@ -10,11 +10,14 @@ cached corpus, so the run is mostly the stack's own start-up.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +26,16 @@ import pytest
 import yaml
 
 from flows import processes
-from tests.integration.test_pipeline import REPO, SMALL_PARAMS, copy_project, deep_update, set_params
+from llm_pipeline import dvc_state
+from tests.integration.test_pipeline import (
+    REPO,
+    SMALL_PARAMS,
+    assert_up_to_date,
+    copy_project,
+    deep_update,
+    kill_in_lock_write,
+    set_params,
+)
 
 pytestmark = pytest.mark.integration
 TASK, FAMILY = "classification", "gpt"
@@ -79,10 +91,13 @@ class Stack:
     state: Path
     ports: dict[str, int]
 
-    def services(self, command: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def services(
+        self, command: str, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         cmd = [sys.executable, str(self.project / "flows" / "services.py"), command, "--state-dir", str(self.state)]
         cmd += [f"--{name}-port={port}" for name, port in self.ports.items()]
-        return subprocess.run([*cmd, *args], text=True, capture_output=True, timeout=timeout)
+        env = None if env is None else {**os.environ, **env}
+        return subprocess.run([*cmd, *args], text=True, capture_output=True, timeout=timeout, env=env)
 
     @property
     def mlflow_url(self) -> str:
@@ -114,8 +129,8 @@ def stack(tmp_path_factory):
         shutil.rmtree(served.state, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def flow_run(stack):
+def run_on_demand(stack: Stack, timeout: float = 600):
+    """A run of the on-demand deployment through the Prefect API; timeout 0: do not wait for it."""
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -123,8 +138,14 @@ def flow_run(stack):
     with temporary_settings(updates={PREFECT_API_URL: stack.prefect_api}):
         # called from sync code it returns the run itself, not the coroutine the type also allows
         run: FlowRun = run_deployment(  # type: ignore[assignment]
-            "llm-pipeline-finetune/on-demand", parameters={"task": TASK, "family": FAMILY}, timeout=600
+            "llm-pipeline-finetune/on-demand", parameters={"task": TASK, "family": FAMILY}, timeout=timeout
         )
+    return run
+
+
+@pytest.fixture(scope="module")
+def flow_run(stack):
+    run = run_on_demand(stack)
     assert run.state is not None and run.state.is_completed(), f"{run.state}\n{stack.log_tail('worker')}"
     return run
 
@@ -168,6 +189,38 @@ def test_a_deployment_run_logs_runs_and_models_to_the_postgres_backed_server(sta
             assert cur.fetchone()[0] == len(runs)
     finally:
         conn.close()
+
+
+def test_a_worker_killed_inside_dvcs_lock_write_is_restarted_and_the_next_run_completes(stack, flow_run, tmp_path):
+    """The worst moment for a served worker to die: the fine-tune's params changed, its `dvc repro`
+    is writing dvc.lock, and the worker with its flow run and every child is SIGKILLed there (the
+    lock is left cut at a seeded byte). `make serve` (services start) restarts only the worker;
+    the next run of the deployment then completes with nothing repaired by hand: the flow restored
+    dvc.lock from its last whole copy (its log says so) and `dvc status` is clean."""
+    set_params(stack.project, "finetune", {"runs": {RUN: {"optim": {"lr": 0.0007}}}})  # the fine-tune reruns
+    marker = tmp_path / "killed-in-lock-write"
+    hook = kill_in_lock_write(0.41, marker, "repro", tree_of="worker start")
+    old_worker = stack.handles()["worker"]
+    processes.stop(old_worker, signals=(signal.SIGTERM, signal.SIGINT))
+    restarted = stack.services("start", env=hook)  # the worker alone, now carrying the fault
+    assert restarted.returncode == 0 and "restarted worker" in restarted.stdout, restarted.stdout + restarted.stderr
+    worker = stack.handles()["worker"]
+
+    run_on_demand(stack, timeout=0)
+    deadline = time.monotonic() + 300
+    while not marker.exists() or worker.process() is not None:
+        assert time.monotonic() < deadline, f"the worker was not killed in the lock write\n{stack.log_tail('worker')}"
+        time.sleep(0.2)
+    assert dvc_state.lock_problem(stack.project) is not None  # torn as the kill left it
+
+    restarted = stack.services("start")  # `make serve` again: only the dead worker is started
+    assert restarted.returncode == 0 and "restarted worker" in restarted.stdout, restarted.stdout + restarted.stderr
+    assert stack.services("status").returncode == 0  # every service runs
+    run = run_on_demand(stack)
+    assert run.state is not None and run.state.is_completed(), f"{run.state}\n{stack.log_tail('worker')}"
+    assert "recovered: dvc.lock" in (stack.state / "logs" / "worker.log").read_text()
+    assert dvc_state.lock_problem(stack.project) is None
+    assert_up_to_date(stack.project)
 
 
 def test_every_service_listens_on_loopback_only(stack, flow_run):

@@ -109,6 +109,7 @@ def test_a_uri_that_does_not_exist_is_one_line(chain, capsys):
         assert len(err.splitlines()) == 1 and uri in err and message in err
 
 
+@pytest.mark.slow  # git, dvc init and dvc repro as subprocesses
 def test_under_dvc_repro_a_run_carries_the_dvc_hashes_dvc_lock_records(tmp_path):
     """A real `dvc repro` (which holds the repo lock while the stage runs): the run's dep tags and
     dataset digests equal the hashes dvc.lock records for the same deps."""
@@ -143,6 +144,7 @@ def test_under_dvc_repro_a_run_carries_the_dvc_hashes_dvc_lock_records(tmp_path)
     assert {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs} == locked
 
 
+@pytest.mark.slow  # a Prefect test harness (10-15 s)
 def test_the_flow_hands_its_flow_run_id_to_the_stage_subprocess(prefect_harness):
     """stage_env (what `dvc repro -s` runs under) names the Prefect flow run; a flow run started
     outside a deployment has no deployment name to pass."""

@@ -85,6 +85,7 @@ KILLED_MID_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess that opens MLflow runs and is SIGKILLed
 def test_the_next_run_marks_killed_the_runs_of_a_sigkilled_process(tracking_dir, monkeypatch):
     from mlflow.tracking import MlflowClient
 
