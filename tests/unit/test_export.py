@@ -1,6 +1,6 @@
 """`llm-pipeline export`: each family's export loads with transformers' from_pretrained (offline) and
 gives our logits; its tokenizer encodes as ours. Every parameter is randomised first (as in
-tests/unit/models/test_hf_reference.py, whose parity checks these reuse on the reloaded twin)."""
+tests/unit/models/test_hf_convert.py, whose parity checks these reuse on the reloaded twin)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from llm_pipeline.errors import PipelineError
 from llm_pipeline.export import export_hf
 from llm_pipeline.models.classifier import SequenceClassifier
 from tests.unit.model_folders import write_model_folder
-from tests.unit.models.test_hf_reference import (
+from tests.unit.models.test_hf_convert import (
     check_bert,
     check_gpt,
     check_t5,

@@ -1,5 +1,4 @@
 from llm_pipeline.data.records import Document
-from llm_pipeline.data.tasks.generation import GenerationTaskConfig, build_generation_task, cut_document
 from llm_pipeline.data.tasks.nsp import NSPConfig, build_nsp_task, build_pairs, segments
 
 
@@ -48,18 +47,6 @@ def test_nsp_builds_each_split_from_its_own_documents():
     for split, prefix in (("train", "Train"), ("val", "Val"), ("test", "Test")):
         assert task.splits[split]
         assert all(r["text_a"].startswith(prefix) and r["text_b"].startswith(prefix) for r in task.splits[split])
-
-
-def test_generation_cuts_held_out_documents_only():
-    text = "one two three\nfour five six seven eight"
-    assert cut_document(text, 2, 3, 1) == ("one two", "three\nfour five")
-    assert cut_document(text, 2, 100, 1) == ("one two", "three\nfour five six seven eight")
-    assert cut_document(text, 8, 3, 1) is None
-    corpus = {s: [Document("s", f"{s}{i}", f"{s} " + "word " * 60) for i in range(3)] for s in ("train", "val", "test")}
-    task = build_generation_task(GenerationTaskConfig(prompt_words=10, continuation_words=5), corpus, "s")
-    assert task.splits["train"] == []
-    assert len(task.splits["val"]) == 3 and task.splits["test"][0]["prompt"].startswith("test ")
-    assert len(task.splits["test"][0]["continuation"].split()) == 5
 
 
 def test_nsp_negatives_come_from_the_same_source_when_it_has_other_documents():

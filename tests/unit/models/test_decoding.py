@@ -2,7 +2,11 @@
 
 Every expected value comes from full forward passes without a cache: the log-probability of
 prompt + tokens, or the optimum over every sequence of a tiny vocabulary.
+
+`generate(..., on_token=...)`: the per-token callback streaming is built on (models/decoding.py).
 """
+
+from __future__ import annotations
 
 import itertools
 from typing import Any, cast
@@ -250,3 +254,24 @@ def test_no_repeat_ngram_outputs_repeat_no_ngram_and_keep_exact_scores(family, n
         assert not _has_repeated_ngram(row.tolist(), 2)
         # scores are the model's own log-probabilities of what it wrote, not of a renormalised ban
         assert float(score) == pytest.approx(float(_logprob(model, prompt, row[None])[0]) / len(row), abs=1e-4)
+
+
+@pytest.mark.parametrize("family", ["gpt", "t5"])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_on_token_sees_each_step_as_generate_returns_it(family, temperature):
+    torch.manual_seed(0)
+    model = cast(Any, build_model(family, "tiny", 40).eval())  # GPT | T5: both have generate
+    ids = torch.randint(3, 40, (2, 5))
+    seen: list[torch.Tensor] = []
+    kwargs = dict(temperature=temperature, top_k=10, stop_ids=(7,))
+    out = model.generate(ids, 9, generator=torch.Generator().manual_seed(3), on_token=seen.append, **kwargs)
+    again = model.generate(ids, 9, generator=torch.Generator().manual_seed(3), **kwargs)
+    assert all(step.shape == (2, 1) for step in seen)
+    torch.testing.assert_close(torch.cat(seen, dim=1), out, rtol=0, atol=0)
+    torch.testing.assert_close(out, again, rtol=0, atol=0)  # the callback changes nothing
+
+
+def test_beam_search_takes_no_on_token():
+    model = cast(Any, build_model("gpt", "tiny", 40).eval())
+    with pytest.raises(ValueError, match="on_token"):
+        model.generate(torch.ones(1, 3, dtype=torch.long), 4, num_beams=2, on_token=lambda new: None)
