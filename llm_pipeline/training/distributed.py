@@ -4,7 +4,7 @@ Launchers: Lightning picks the cluster environment from the environment it is st
 `torchrun` (TorchElasticEnvironment: RANK, LOCAL_RANK, WORLD_SIZE, ...), SLURM's `srun`
 (SLURMEnvironment: SLURM_PROCID, SLURM_LOCALID, SLURM_NODEID, SLURM_NTASKS, ...), or, started
 plainly, Lightning's own launcher, which re-executes the stage CLI once per extra device.
-See the README's "Scaling out" for the commands and `scripts/slurm/pretrain.sbatch`.
+See docs/training.md ("Scaling out") for the commands and `scripts/slurm/pretrain.sbatch`.
 
 FSDP (`trainer.strategy: fsdp`, GPUs only): every transformer Block (the one block all three
 families share, models/blocks.py) is its own FSDP unit and, with `trainer.fsdp.activation_checkpointing`,
@@ -14,8 +14,10 @@ rank zero, so they resume under any strategy and go through the same checksummed
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Literal
 
+import torch
 from pydantic import Field
 
 from llm_pipeline.config import StageConfig
@@ -48,13 +50,26 @@ def build_fsdp_strategy(fsdp: FSDPConfig) -> FSDPStrategy:
     )
 
 
+def available_devices(accelerator: str) -> int | None:
+    """How many devices `accelerator` has on this machine (None: not counted here, e.g. tpu)."""
+    cuda = torch.cuda.device_count()
+    mps = int(torch.backends.mps.is_available())
+    if accelerator == "cpu":
+        return os.cpu_count() or 1
+    if accelerator == "cuda":
+        return cuda
+    if accelerator == "mps":
+        return mps
+    if accelerator == "gpu":
+        return cuda or mps
+    if accelerator == "auto":  # Lightning's pick: cuda, then mps, then cpu
+        return cuda or mps or os.cpu_count() or 1
+    return None
+
+
 def world_size(cfg: TrainerConfig) -> int:
     """Processes the run will have: devices per node (as Lightning resolves `auto` and -1 here:
     every GPU, or 1 on a CPU-only machine) x nodes."""
-    import torch
-
-    from llm_pipeline.training.trainer import available_devices
-
     every = available_devices(cfg.accelerator) or 1  # what -1 means: every GPU, or every CPU core
     gpus = torch.cuda.is_available() and cfg.accelerator in ("auto", "gpu", "cuda")
     devices = cfg.devices

@@ -8,7 +8,6 @@ restores the RNG states when it resumes, and logs throughput.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast, get_args
@@ -25,7 +24,7 @@ from llm_pipeline.config import StageConfig
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.training.callbacks import CompileModel
 from llm_pipeline.training.checkpointing import RngState, SafeCheckpointIO
-from llm_pipeline.training.distributed import FSDPConfig, build_fsdp_strategy
+from llm_pipeline.training.distributed import FSDPConfig, available_devices, build_fsdp_strategy
 from llm_pipeline.training.progress import ProgressLog, has_terminal
 from llm_pipeline.training.throughput import TokenThroughputMonitor
 
@@ -106,23 +105,6 @@ class TrainerConfig(StageConfig):
                 f"to at most {self.max_steps}"
             )
         return self
-
-
-def available_devices(accelerator: str) -> int | None:
-    """How many devices `accelerator` has on this machine (None: not counted here, e.g. tpu)."""
-    cuda = torch.cuda.device_count()
-    mps = int(torch.backends.mps.is_available())
-    if accelerator == "cpu":
-        return os.cpu_count() or 1
-    if accelerator == "cuda":
-        return cuda
-    if accelerator == "mps":
-        return mps
-    if accelerator == "gpu":
-        return cuda or mps
-    if accelerator == "auto":  # Lightning's pick: cuda, then mps, then cpu
-        return cuda or mps or os.cpu_count() or 1
-    return None
 
 
 def check_hardware(cfg: TrainerConfig) -> None:

@@ -205,7 +205,7 @@ class NoTrainer:
 
 
 def test_more_devices_than_the_machine_has(tmp_path, monkeypatch):
-    monkeypatch.setattr(trainer_mod.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
     monkeypatch.setattr(trainer_mod.L, "Trainer", NoTrainer)
     with pytest.raises(
         PipelineError,
