@@ -22,8 +22,8 @@ sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from llm_pipeline.families import get_family  # noqa: E402
 from llm_pipeline.models.t5 import T5  # noqa: E402
-from llm_pipeline.registry import get_family  # noqa: E402
 from llm_pipeline.training.optim import OptimConfig, build_optimizer  # noqa: E402
 
 

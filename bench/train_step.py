@@ -45,10 +45,10 @@ import torch.nn as nn  # noqa: E402
 from llm_pipeline.data.loaders.masking import MaskingConfig, compute_mlm_masking  # noqa: E402
 from llm_pipeline.data.loaders.span_corruption import collate_span_corruption  # noqa: E402
 from llm_pipeline.data.loaders.span_masking import SpanCorruptionConfig, compute_raw_length, corrupt_spans  # noqa: E402
+from llm_pipeline.families import build_model, get_family  # noqa: E402
 from llm_pipeline.models import BERT, GPT, IGNORE_INDEX, T5  # noqa: E402
 from llm_pipeline.models.base import FamilyModel  # noqa: E402
 from llm_pipeline.models.hf_convert import to_hf_bert, to_hf_gpt, to_hf_t5  # noqa: E402
-from llm_pipeline.registry import build_model, get_family  # noqa: E402
 from llm_pipeline.training.throughput import lookup_peak_flops  # noqa: E402
 
 HF_IGNORE = -100  # transformers' label id for "no loss here"

@@ -24,10 +24,10 @@ from typing import Any
 
 from llm_pipeline.data.tokenization.tokenizer import BERT_SPECIALS, EOT, T5_SPECIALS
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.families import get_family
 from llm_pipeline.inference import CLASSIFY, LoadedModel, load_model_folder, sentinel_ids
 from llm_pipeline.models.bert import BERT
-from llm_pipeline.models.hf_convert import to_hf_bert_classifier
-from llm_pipeline.registry import get_family
+from llm_pipeline.models.hf_convert import to_hf, to_hf_bert_classifier
 
 # why only a BERT classifier has a transformers twin that gives our logits
 NO_CLASSIFIER_TWIN = (
@@ -63,7 +63,7 @@ def hf_model(loaded: LoadedModel) -> Any:
             raise PipelineError(f"{where} has no exact transformers twin: {NO_CLASSIFIER_TWIN}")
         return to_hf_bert_classifier(loaded.model, loaded.manifest["labels"]).eval()
     try:
-        hf: Any = get_family(loaded.family).to_reference(loaded.model).eval()  # transformers' own types
+        hf: Any = to_hf(loaded.model).eval()  # transformers' own types
     except ValueError as exc:  # a block the twins do not have (e.g. RoPE with LayerNorm)
         raise PipelineError(f"{where} cannot be exported: {exc}") from None
     tok = loaded.tokenizer

@@ -15,8 +15,9 @@ kind in its manifest, else its family's pretraining objective):
 - a pretrained masked LM (bert): the text with each [MASK] replaced by its most likely token
   (a text without [MASK] comes back as the tokenizer normalises it).
 
-Decoding reuses the evaluation code (decode_texts, generate_continuations' encoding) and the
-models' one `generate`; `complete` streams through its per-token callback.
+Decoding is what evaluation scores (prediction.py: decode_texts, predict_classes) over the
+models' one `generate`; `complete` streams through its per-token callback. Nothing here imports
+the evaluation package.
 """
 
 from __future__ import annotations
@@ -34,15 +35,15 @@ from pydantic import Field, ValidationError
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from llm_pipeline.checkpoints import CLASSIFIER, MODEL_CONFIG, check_tokenizer, load_classifier, load_pretrained
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
 from llm_pipeline.data.loaders.seq2seq import Seq2SeqFormat, encode_pairs, template_fields
 from llm_pipeline.data.tokenization.tokenizer import BERT_SPECIALS, end_id, load_tokenizer, pad_id, sentinels
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.evaluation.harness import decode_texts, predict_classes
+from llm_pipeline.families import get_family
 from llm_pipeline.io import read_json, read_manifest
-from llm_pipeline.registry import get_family
+from llm_pipeline.model_files import CLASSIFIER, MODEL_CONFIG, check_tokenizer, load_classifier, load_pretrained
+from llm_pipeline.prediction import decode_texts, predict_classes
 from llm_pipeline.training.objectives import CausalLM, SpanCorruption
 
 # what a model does with a text (see the module docstring)

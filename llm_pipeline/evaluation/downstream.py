@@ -18,7 +18,6 @@ import torch.nn as nn
 from pydantic import Field
 from torch.utils.data import DataLoader
 
-from llm_pipeline.checkpoints import check_tokenizer, load_classifier, load_pretrained
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
 from llm_pipeline.data.loaders.seq2seq import Seq2SeqFormat, encode_pairs, format_rows
@@ -26,11 +25,7 @@ from llm_pipeline.data.tasks.loading import load_task_split
 from llm_pipeline.data.tokenization.tokenizer import load_tokenizer, unk_rate
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.evaluation.baselines import BigramLM
-from llm_pipeline.evaluation.harness import (
-    compute_continuation_perplexity,
-    decode_texts,
-    predict_classes,
-)
+from llm_pipeline.evaluation.harness import compute_continuation_perplexity
 from llm_pipeline.evaluation.metrics import (
     compute_accuracy,
     compute_macro_f1,
@@ -41,6 +36,8 @@ from llm_pipeline.evaluation.scoreboard import Scoreboard
 from llm_pipeline.evaluation.suites import BASELINES, TaskSuite
 from llm_pipeline.evaluation.text_metrics import compute_distinct_n, compute_repetition_rate
 from llm_pipeline.io import read_manifest
+from llm_pipeline.model_files import check_tokenizer, load_classifier, load_pretrained
+from llm_pipeline.prediction import decode_texts, predict_classes
 
 
 class DecodingConfig(StageConfig):

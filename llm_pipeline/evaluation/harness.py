@@ -9,12 +9,10 @@ from typing import Protocol
 import numpy as np
 import torch
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader
 
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.blocks import IGNORE_INDEX as IGNORE
-from llm_pipeline.models.classifier import SequenceClassifier
-from llm_pipeline.training.objectives import lengths_to_mask, token_cross_entropy
+from llm_pipeline.training.objectives import token_cross_entropy
 
 
 @torch.no_grad()
@@ -34,16 +32,6 @@ def compute_lm_perplexity(model: FamilyModel, tokens: np.ndarray, batch_size: in
         loss = token_cross_entropy(model(x).logits, y)  # mean over the batch's tokens
         total_nll += float(loss) * y.numel()
     return math.exp(total_nll / y_all.numel()), usable[1:]
-
-
-@torch.no_grad()
-def predict_classes(model: SequenceClassifier, loader: DataLoader) -> tuple[list[int], list[int]]:
-    preds, gold = [], []
-    for input_ids, lengths, labels in loader:
-        logits = model(input_ids, lengths_to_mask(lengths, input_ids.size(1))).logits  # (B, K)
-        preds += logits.argmax(dim=-1).tolist()
-        gold += labels.tolist()
-    return preds, gold
 
 
 class TextGenerator(Protocol):
@@ -82,64 +70,6 @@ def generate_continuations(
         new = [t for t in out[0].tolist() if t != eos_id]
         samples.append({"prompt": prompt, "continuation": tokenizer.decode(new)})
     return samples
-
-
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts of different lengths -> ids, mask (B, T), real tokens at the right end (for GPT)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
-
-
-def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder inputs -> ids, mask (B, S), real tokens first (for T5)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
-@torch.no_grad()
-def decode_texts(
-    model,
-    tokenizer: Tokenizer,
-    sources: Sequence[Sequence[int]],
-    style: str,
-    *,
-    pad_id: int,
-    end_id: int,
-    max_new_tokens: int,
-    batch_size: int,
-    num_beams: int = 1,
-    length_penalty: float = 1.0,
-    no_repeat_ngram_size: int = 0,
-) -> list[str]:
-    """Decode a text for each encoded source: the encoder input (encoder_decoder) or the prompt
-    (prompted, left-padded so every row continues from its own last token); stops at end_id."""
-    texts: list[str] = []
-    pad = _right_pad if style == "encoder_decoder" else _left_pad
-    for start in range(0, len(sources), batch_size):
-        ids, mask = pad(sources[start : start + batch_size], pad_id)
-        out = model.generate(
-            ids,
-            max_new_tokens,
-            attention_mask=mask,
-            stop_ids=(end_id,),
-            num_beams=num_beams,
-            length_penalty=length_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-        )  # (b, n): new tokens only, padded with end_id after a stop
-        for row in out.tolist():
-            row = row[: row.index(end_id)] if end_id in row else row
-            texts.append(tokenizer.decode(row).strip())
-    return texts
 
 
 @torch.no_grad()

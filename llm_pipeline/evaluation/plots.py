@@ -19,7 +19,6 @@ from matplotlib.ticker import FuncFormatter
 
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.evaluation.report import Evaluation, fmt
-from llm_pipeline.stages.base import STAGES
 
 DPI = 100
 LOSS_SUFFIX = "_loss.tsv"  # <plots_dir>/<run>_loss.tsv, written by LossCurveWriter
@@ -73,14 +72,17 @@ def _smooth(values: np.ndarray) -> np.ndarray:
     return np.convolve(padded, np.ones(window) / window, mode="valid")
 
 
-def plot_training_loss(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
-    """One panel per stage (the run name before its first `-`: pretrain, finetune, ...), one line per run;
+def plot_training_loss(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, stage_order: Sequence[str] = ()
+) -> Path:
+    """One panel per stage (the run name before its first `-`: pretrain, finetune, ...), in
+    `stage_order` (the pipeline's, from the caller: evaluation imports no stage), one line per run;
     log-y when the loss spans more than 10x."""
     groups: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for run, curve in curves.items():
         stage, _, item = run.partition("-")
         groups.setdefault(stage, {})[item or run] = curve
-    order = {stage: index for index, stage in enumerate(STAGES)}  # pretrain before finetune
+    order = {stage: index for index, stage in enumerate(stage_order)}  # pretrain before finetune
     groups = dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
     fig = Figure(figsize=(4.8 * len(groups), 3.4), dpi=DPI, layout="constrained")
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
@@ -140,14 +142,14 @@ def _file_stem(text: str) -> str:
 
 
 def write_figures(
-    ev: Evaluation, curves: dict[str, tuple[np.ndarray, np.ndarray]], folder: Path
+    ev: Evaluation, curves: dict[str, tuple[np.ndarray, np.ndarray]], folder: Path, stage_order: Sequence[str] = ()
 ) -> list[tuple[str, Path]]:
     """training_loss.png (when there are curves) and scores_<task>.png per task with scores;
     returns (caption, path) pairs in the order the report shows them."""
     folder.mkdir(parents=True, exist_ok=True)
     written: list[tuple[str, Path]] = []
     if curves:
-        written.append(("Training loss", plot_training_loss(curves, folder / "training_loss.png")))
+        written.append(("Training loss", plot_training_loss(curves, folder / "training_loss.png", stage_order)))
     sections = ev.sections()
     seen_tasks = [task for section in sections for task in ev.tasks(section)]
     for section in sections:

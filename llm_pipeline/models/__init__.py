@@ -1,7 +1,7 @@
 """Pure nn.Module models: no Lightning, no file I/O. Every family's forward returns a ModelOutput
 (logits only; objectives in llm_pipeline.training own every loss), one `generate` signature
 serves GPT and T5, and each model counts its own FLOPs. The registry of families is
-llm_pipeline.registry."""
+llm_pipeline.families."""
 
 from llm_pipeline.models.bert import BERT, BERT_PRESETS, BertConfig
 from llm_pipeline.models.blocks import IGNORE_INDEX

@@ -2,7 +2,8 @@
 
 For tests (logits must match), bench (same-shape baselines) and `llm-pipeline export`
 (llm_pipeline/export.py): `transformers` is not a run-time dependency (the `hf` extra), so it is
-imported inside each function.
+imported inside each function. `to_hf(model)` picks the converter by the model's class; the
+family registry does not import this module (no stage depends on it).
 """
 
 from __future__ import annotations
@@ -284,6 +285,14 @@ def to_hf_t5(model: T5) -> nn.Module:
                 }
             )
     return _load(T5ForConditionalGeneration(hf_config), state, model)
+
+
+def to_hf(model: nn.Module) -> nn.Module:
+    """The `transformers` twin of a pretrained GPT, BERT or T5 (by its class), same weights."""
+    converters: dict[type, Any] = {GPT: to_hf_gpt, BERT: to_hf_bert, T5: to_hf_t5}
+    if type(model) not in converters:
+        raise ValueError(f"{type(model).__name__} has no transformers twin (GPT, BERT and T5 have)")
+    return converters[type(model)](model)
 
 
 def to_hf_bert_classifier(model: SequenceClassifier, labels: list[str]) -> nn.Module:

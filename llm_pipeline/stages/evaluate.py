@@ -22,7 +22,6 @@ import yaml
 from pydantic import AfterValidator, Field
 
 from llm_pipeline import tracking
-from llm_pipeline.checkpoints import check_tokenizer, has_model, load_pretrained
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.tokenization.shards import load_shard
@@ -43,8 +42,9 @@ from llm_pipeline.evaluation.pretraining import first_batches, score_lm, score_m
 from llm_pipeline.evaluation.promotion import Score, compute_test_set_digest
 from llm_pipeline.evaluation.scoreboard import LOWER_IS_BETTER, Scoreboard
 from llm_pipeline.evaluation.suites import TaskSuite
+from llm_pipeline.families import FAMILIES, get_family
 from llm_pipeline.io import read_manifest, read_run_record, sha256_file
-from llm_pipeline.registry import FAMILIES, get_family
+from llm_pipeline.model_files import check_tokenizer, has_model, load_pretrained
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP, SpanCorruption
 

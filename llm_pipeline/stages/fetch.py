@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llm_pipeline.config import StageConfig, load_config
-from llm_pipeline.data.sources import registry
+from llm_pipeline.data.sources import kinds
 from llm_pipeline.data.sources.snapshot import APT_INDEX, DEB, SNAPSHOT_MANIFEST, AptCache, write_snapshot
 from llm_pipeline.data.tasks import build as tasks_build
 from llm_pipeline.errors import PipelineError
@@ -45,7 +45,7 @@ def upstream_needs(ingest: IngestConfig) -> tuple[tuple[str, ...], list[str]]:
     languages: list[str] = []
     packages: list[str] = []
     for src in ingest.sources:
-        index, debs = registry.upstream_needs(src)
+        index, debs = kinds.upstream_needs(src)
         languages += ["en"] if index else []
         packages += debs
     task_languages, task_debs = tasks_build.upstream_needs(ingest.tasks, has_debian_source=bool(languages))
@@ -77,7 +77,7 @@ def run(cfg: FetchConfig, tracker: Any = None) -> StageResult:
         stale_reason = str(exc)
         log.warning("fetch: refreshing failed (%s); using the cached files in %s", exc, cfg.cache_dir)
         upstream = fetch_upstream(cfg.model_copy(update={"refresh": False}), languages, packages)
-    local = [p for src in ingest.sources for p in registry.local_files(src)] + tasks_build.local_files(ingest.tasks)
+    local = [p for src in ingest.sources for p in kinds.local_files(src)] + tasks_build.local_files(ingest.tasks)
 
     out = Path(cfg.output_dir)
     with atomic_path(out) as tmp:

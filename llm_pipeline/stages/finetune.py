@@ -34,15 +34,6 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from llm_pipeline import tracking
-from llm_pipeline.checkpoints import (
-    MODEL_CONFIG,
-    MODEL_WEIGHTS,
-    check_tokenizer,
-    load_pretrained,
-    model_files,
-    save_classifier,
-    save_pretrained,
-)
 from llm_pipeline.config import StageConfig, check_folder_names
 from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
 from llm_pipeline.data.loaders.config import build_eval_loader
@@ -51,6 +42,7 @@ from llm_pipeline.data.loaders.seq2seq import Seq2SeqFormat, build_seq2seq_loade
 from llm_pipeline.data.tasks.loading import load_task_split, task_kind
 from llm_pipeline.data.tokenization.tokenizer import end_id, load_tokenizer, pad_id
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.families import FamilySpec, get_family
 from llm_pipeline.io import (
     MANIFEST_NAME,
     atomic_path,
@@ -60,9 +52,17 @@ from llm_pipeline.io import (
     write_json,
     write_run_record,
 )
+from llm_pipeline.model_files import (
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    check_tokenizer,
+    load_pretrained,
+    model_files,
+    save_classifier,
+    save_pretrained,
+)
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.classifier import SequenceClassifier
-from llm_pipeline.registry import FamilySpec, get_family
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.training.callbacks import LossCurveWriter
 from llm_pipeline.training.checkpointing import prepare_resume, training_fingerprint

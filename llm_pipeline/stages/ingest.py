@@ -26,7 +26,7 @@ from llm_pipeline.data.corpus.dedup import NearDupOptions
 from llm_pipeline.data.corpus.mixing import apply_weights, weighted_counts
 from llm_pipeline.data.corpus.splits import SPLITS
 from llm_pipeline.data.records import SAMPLE_CHARS, Document, QuarantineRow, doc_id
-from llm_pipeline.data.sources.registry import (
+from llm_pipeline.data.sources.kinds import (
     BibleSourceConfig,
     DebianSourceConfig,
     LoadContext,

@@ -1,4 +1,4 @@
-"""pretrain: pretrain one model family (any in llm_pipeline.registry) with the one Lightning engine; register it.
+"""pretrain: pretrain one model family (any in llm_pipeline.families) with the one Lightning engine; register it.
 
 One run per family (`--set family=gpt`); dvc.yaml fans out over the `families` mapping.
 Inputs : data/tokenize/<tokenizer>/ (shards, tokenizer.json, manifest); bert also reads
@@ -26,11 +26,11 @@ import lightning as L
 from pydantic import Field, field_validator
 from torch.utils.data import DataLoader
 
-from llm_pipeline.checkpoints import MODEL_CONFIG, MODEL_WEIGHTS, check_tokenizer, save_pretrained
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.families import FAMILIES, FamilySpec, get_family
 from llm_pipeline.io import (
     MANIFEST_NAME,
     build_manifest,
@@ -40,9 +40,9 @@ from llm_pipeline.io import (
     write_json,
     write_run_record,
 )
+from llm_pipeline.model_files import MODEL_CONFIG, MODEL_WEIGHTS, check_tokenizer, save_pretrained
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.checks import check_config_seq_len
-from llm_pipeline.registry import FAMILIES, FamilySpec, get_family
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.tracking import is_global_rank_zero
 from llm_pipeline.training.callbacks import LossCurveWriter

@@ -17,7 +17,7 @@ from llm_pipeline.config import StageConfig
 from llm_pipeline.evaluation.plots import read_loss_curves, write_figures
 from llm_pipeline.evaluation.report import example_rows, parse_evaluation, render_summary, score_rows
 from llm_pipeline.io import atomic_path, read_json
-from llm_pipeline.stages.base import StageResult
+from llm_pipeline.stages.base import STAGES, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def run(cfg: ReportConfig, tracker) -> StageResult:
         log.warning("%s: no *_loss.tsv training curves; the report has no loss plot", cfg.plots_dir)
     output, figures_dir = Path(cfg.output), Path(cfg.figures_dir)
     with atomic_path(figures_dir) as tmp:
-        drawn = write_figures(evaluation, curves, tmp)
+        drawn = write_figures(evaluation, curves, tmp, STAGES)
     figures = [(caption, figures_dir / path.name) for caption, path in drawn]
     links = [(caption, Path(os.path.relpath(path, output.parent)).as_posix()) for caption, path in figures]
     text = render_summary(evaluation, source=cfg.evaluate_report, figures=links, max_examples=cfg.max_examples)

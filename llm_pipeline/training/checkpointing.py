@@ -67,7 +67,7 @@ def training_fingerprint(run_params: dict[str, Any], inputs: list[dict[str, Any]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
+def read_checkpoint_list(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
         return {"fingerprint": None, "checkpoints": {}}
@@ -114,7 +114,7 @@ class SafeCheckpointIO(CheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(path, lambda f: torch.save(checkpoint, f))
-        manifest = read_manifest(path.parent)
+        manifest = read_checkpoint_list(path.parent)
         manifest["fingerprint"] = self.fingerprint
         manifest["checkpoints"][path.name] = {
             "step": int(checkpoint.get("global_step", -1)),
@@ -133,7 +133,7 @@ class SafeCheckpointIO(CheckpointIO):
 
     def remove_checkpoint(self, path: Any) -> None:
         path = Path(path)
-        manifest = read_manifest(path.parent)
+        manifest = read_checkpoint_list(path.parent)
         if manifest["checkpoints"].pop(path.name, None) is not None:
             _write_manifest(path.parent, manifest)  # first the manifest: it never lists a missing file
         path.unlink(missing_ok=True)
@@ -143,7 +143,7 @@ def verify(path: Path) -> None:
     """Raise unless `path` matches the sha256 its folder's manifest records for it."""
     if not path.is_file():
         raise PipelineError(f"{path}: checkpoint not found")
-    entry = read_manifest(path.parent)["checkpoints"].get(path.name)
+    entry = read_checkpoint_list(path.parent)["checkpoints"].get(path.name)
     if entry is None:
         log.warning("%s: not in its folder's %s; loading it unverified (weights only)", path, MANIFEST)
         return
@@ -165,7 +165,7 @@ def prepare_resume(folder: str | Path, resume: str, fingerprint: str, rank_zero:
         path = Path(resume)
         verify(path)
         return path
-    manifest = read_manifest(folder)
+    manifest = read_checkpoint_list(folder)
     stale = resume == "never" or (manifest["checkpoints"] and manifest["fingerprint"] != fingerprint)
     if stale:
         if manifest["checkpoints"] and rank_zero:

@@ -25,8 +25,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from llm_pipeline.checkpoints import MODEL_WEIGHTS
 from llm_pipeline.io import read_run_record
+from llm_pipeline.model_files import MODEL_WEIGHTS
 from llm_pipeline.stages import tokenize
 from llm_pipeline.tracking import StageRun
 from tests.conftest import write_fake_ingest

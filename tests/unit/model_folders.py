@@ -12,11 +12,11 @@ import torch
 from pydantic import TypeAdapter
 from tokenizers import Tokenizer
 
-from llm_pipeline.checkpoints import save_classifier, save_pretrained
 from llm_pipeline.data.tokenization.tokenizer import TokenizerSpec, end_id, pad_id, train_tokenizer
+from llm_pipeline.families import build_model, get_family
 from llm_pipeline.io import sha256_file, write_json
+from llm_pipeline.model_files import save_classifier, save_pretrained
 from llm_pipeline.models.classifier import SequenceClassifier
-from llm_pipeline.registry import build_model, get_family
 from tests.conftest import make_documents
 
 SPECS = {

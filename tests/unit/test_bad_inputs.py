@@ -12,15 +12,15 @@ import torch
 import yaml
 
 from llm_pipeline import tracking
-from llm_pipeline.checkpoints import load_pretrained, save_classifier, save_pretrained
 from llm_pipeline.cli import main
 from llm_pipeline.config import build_config, load_config, load_params
 from llm_pipeline.data.loaders.mlm_nsp import load_nsp_pairs
 from llm_pipeline.data.tasks.loading import load_task_split
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.families import build_model
 from llm_pipeline.io import read_manifest, sha256_file, write_json
+from llm_pipeline.model_files import load_pretrained, save_classifier, save_pretrained
 from llm_pipeline.models.classifier import SequenceClassifier
-from llm_pipeline.registry import build_model
 from llm_pipeline.stages import evaluate, tokenize
 from llm_pipeline.stages.finetune import FinetuneConfig
 from llm_pipeline.stages.pretrain import PretrainConfig
@@ -323,7 +323,7 @@ def test_missing_artifact_is_an_error(tracking_dir):
     StageRun(None).log_artifact(missing)  # no run, nothing to log: a no-op (e.g. ranks other than 0)
 
 
-# -- model files (checked in llm_pipeline/checkpoints.py) ------------------------------------
+# -- model files (checked in llm_pipeline/model_files.py) ------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -105,3 +105,26 @@ def test_the_cycle_finder_sees_a_loop_through_a_function_level_import_and_not_th
     assert len(executed_imports(typed)) == 1
     assert cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_no_arrow_points_back_up():
+    """evaluation imports no stage (a stage runs evaluation, not the other way); serving
+    (inference, the pyfunc) runs without the evaluation package; the family registry, which every
+    stage imports, does not import the transformers twins (tests, bench and export do)."""
+    graph = import_graph()
+    for name in graph:
+        if name.startswith("llm_pipeline.evaluation"):
+            assert not {t for t in graph[name] if t.startswith("llm_pipeline.stages")}, name
+    for serving in ("llm_pipeline.inference", "llm_pipeline.mlflow_pyfunc"):
+        assert not {m for m in reachable(graph, serving) if m.startswith("llm_pipeline.evaluation")}, serving
+    assert "llm_pipeline.models.hf_convert" not in reachable(graph, "llm_pipeline.families")

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from llm_pipeline import cli
-from llm_pipeline.checkpoints import MODEL_CONFIG, MODEL_WEIGHTS
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import sha256_file
 from llm_pipeline.mlflow_pyfunc import _load_pyfunc
+from llm_pipeline.model_files import MODEL_CONFIG, MODEL_WEIGHTS
 from tests.unit.model_folders import write_model_folder
 
 

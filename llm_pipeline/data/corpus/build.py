@@ -20,7 +20,7 @@ from llm_pipeline.data.corpus.dedup import EVAL_SPLITS, DedupStats, NearDupOptio
 from llm_pipeline.data.corpus.splits import SPLITS, assign_split
 from llm_pipeline.data.records import Document, QuarantineRow, doc_id, text_hash
 from llm_pipeline.data.sources import debian
-from llm_pipeline.data.sources.registry import SourceData
+from llm_pipeline.data.sources.kinds import SourceData
 from llm_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)

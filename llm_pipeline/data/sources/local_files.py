@@ -2,7 +2,7 @@
 
 `read_local_files` reads txt/JSONL/CSV/parquet files, plain or .gz/.bz2/.zst, record by
 record (readers.py) and applies the `on_error` policy. The corpus file sources
-(registry.load_files) use it with on_error fail/quarantine; task data (tasks/local.py) uses
+(kinds.load_files) use it with on_error fail/quarantine; task data (tasks/local.py) uses
 it with the default, which fails on the first bad record.
 """
 

@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from llm_pipeline.data.records import QuarantineRow
+from llm_pipeline.data.sources.kinds import FileSourceConfig, LoadContext, load_source
 from llm_pipeline.data.sources.local_files import read_local_files
 from llm_pipeline.data.sources.readers import FileFormat, ReadOptions
-from llm_pipeline.data.sources.registry import FileSourceConfig, LoadContext, load_source
 from llm_pipeline.errors import PipelineError
 
 LIMIT = 64  # max_record_bytes: small, so that too-long records are common

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.families import build_model
 from llm_pipeline.models import BERT
-from llm_pipeline.registry import build_model
 
 VOCAB = 40
 

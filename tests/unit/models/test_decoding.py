@@ -14,9 +14,9 @@ from typing import Any, cast
 import pytest
 import torch
 
+from llm_pipeline.families import build_model
 from llm_pipeline.models import GPT, T5, decoding
 from llm_pipeline.models.attention import KVCache
-from llm_pipeline.registry import build_model
 
 FAMILIES = ("gpt", "gpt-modern", "t5")
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.families import get_family
 from llm_pipeline.models import GPT, SequenceClassifier
 from llm_pipeline.models.blocks import Block
-from llm_pipeline.registry import get_family
 from llm_pipeline.training.objectives import lengths_to_mask, token_cross_entropy
 
-build_gpt_config = get_family("gpt").build_config
+build_gpt_config = get_family("gpt").preset_config
 
 VOCAB = 50
 

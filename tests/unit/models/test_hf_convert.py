@@ -17,10 +17,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+from llm_pipeline.families import build_model
 from llm_pipeline.models import BERT, GPT, IGNORE_INDEX, T5
 from llm_pipeline.models.attention import Attention
 from llm_pipeline.models.base import FamilyModel
-from llm_pipeline.registry import build_model, get_family
+from llm_pipeline.models.hf_convert import to_hf
 
 pytest.importorskip("transformers")
 # the reference classes load once, at collection, not inside the first test that converts
@@ -96,8 +97,8 @@ def _build(family: str, preset: str, seed: int, fields: dict) -> FamilyModel:
 
 
 def reference(model: nn.Module) -> Any:
-    """The family's HF twin, as the registry names it (Any: its config and generate are transformers')."""
-    return get_family({GPT: "gpt", BERT: "bert", T5: "t5"}[type(model)]).to_reference(model).eval()
+    """The model's HF twin (Any: its config and generate are transformers')."""
+    return to_hf(model).eval()
 
 
 def _eps(rng: random.Random) -> float:
@@ -379,7 +380,7 @@ def test_randomised_attention_is_peaked_not_saturated(monkeypatch):
 )
 def test_gpt_blocks_without_a_twin_are_refused(mix):
     with pytest.raises(ValueError, match="has no transformers twin"):
-        get_family("gpt").to_reference(build_model("gpt", "tiny", 16, **mix))
+        to_hf(build_model("gpt", "tiny", 16, **mix))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,9 +3,9 @@ from typing import cast
 import pytest
 import torch
 
+from llm_pipeline.families import build_model
 from llm_pipeline.models import IGNORE_INDEX, T5
 from llm_pipeline.models.t5 import relative_position_bucket
-from llm_pipeline.registry import build_model
 from llm_pipeline.training.objectives import token_cross_entropy
 
 VOCAB = 40

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm_pipeline.checkpoints import load_pretrained
 from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.model_files import load_pretrained
 from llm_pipeline.stages import pretrain, tokenize
 from llm_pipeline.tracking import StageRun
 

@@ -10,7 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from llm_pipeline.data.loaders.config import PretrainDataConfig
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.registry import FAMILIES, get_family
+from llm_pipeline.families import FAMILIES, get_family
 from llm_pipeline.stages.pretrain import FamilyConfig, ModelChoice, build_pretrain_setup
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.optim import OptimConfig

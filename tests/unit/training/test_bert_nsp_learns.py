@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from llm_pipeline.data.loaders.masking import MaskingConfig
 from llm_pipeline.data.loaders.mlm_nsp import BertSpecialIds, NSPDataset, collate_nsp
-from llm_pipeline.registry import build_model
+from llm_pipeline.families import build_model
 from llm_pipeline.training.objectives import MaskedLMWithNSP
 from llm_pipeline.training.optim import build_adamw
 

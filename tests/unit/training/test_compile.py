@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch._dynamo
 
+from llm_pipeline.families import build_model
 from llm_pipeline.models.blocks import IGNORE_INDEX
 from llm_pipeline.models.classifier import SequenceClassifier
-from llm_pipeline.registry import build_model
 from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP, SequenceClassification, SpanCorruption
 
 V, B, T = 64, 4, 16

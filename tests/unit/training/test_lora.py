@@ -11,9 +11,9 @@ from pydantic import ValidationError
 from torch.utils.data import DataLoader, TensorDataset
 
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.families import FAMILIES, build_model
 from llm_pipeline.models import SequenceClassifier
 from llm_pipeline.models.base import FamilyModel
-from llm_pipeline.registry import FAMILIES, build_model
 from llm_pipeline.training.lora import (
     DEFAULT_TARGET_MODULES,
     LoraConfig,

@@ -11,8 +11,8 @@ from llm_pipeline.config import build_config
 from llm_pipeline.data.loaders.causal_lm import build_lm_dataloaders
 from llm_pipeline.data.loaders.classification import TextClassificationDataset, collate_classification
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.families import FAMILIES, build_model, get_family
 from llm_pipeline.models import SequenceClassifier
-from llm_pipeline.registry import FAMILIES, build_model, get_family
 from llm_pipeline.training.callbacks import LossCurveWriter
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.objectives import CausalLM, SequenceClassification
@@ -32,7 +32,7 @@ def test_lm_module_learns_a_repeating_stream(tmp_path):
     np.tile(pattern, 20).tofile(tmp_path / "val.bin")
     train, val = build_lm_dataloaders(tmp_path, "uint16", block_size=32, batch_size=8, samples_per_epoch=160)
     gpt = get_family("gpt")
-    config = gpt.build_config("tiny", vocab_size=10, block_size=32)
+    config = gpt.preset_config("tiny", vocab_size=10, block_size=32)
     module = TrainingModule(gpt.model_cls(config), CausalLM(), OptimConfig(lr=3e-3, warmup_steps=5, max_steps=40))
     curves = LossCurveWriter(tmp_path / "train.tsv", tmp_path / "val.tsv", every_n_steps=10)
     trainer = build_trainer(quick_trainer_config(max_steps=40, val_check_interval=20), tmp_path, callbacks=[curves])

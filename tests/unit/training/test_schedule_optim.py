@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from llm_pipeline.registry import build_model
+from llm_pipeline.families import build_model
 from llm_pipeline.training.optim import OptimConfig, build_adamw, build_optimizers
 from llm_pipeline.training.schedule import warmup_cosine, warmup_stable_decay
 

@@ -10,10 +10,10 @@ import torch.nn as nn
 from lightning.pytorch.callbacks import Callback
 
 from llm_pipeline.data.loaders.causal_lm import build_lm_dataloaders
+from llm_pipeline.families import build_model
 from llm_pipeline.io import sha256_file
 from llm_pipeline.models import IGNORE_INDEX, ModelOutput
 from llm_pipeline.models.flops import compute_transformer_flops
-from llm_pipeline.registry import build_model
 from llm_pipeline.training.callbacks import CompileModel, LossCurveWriter
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP

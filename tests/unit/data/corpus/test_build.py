@@ -1,7 +1,7 @@
 from llm_pipeline.data.corpus.build import SplitSpec, build_corpus, eval_copies_in_train
 from llm_pipeline.data.corpus.dedup import NearDupOptions
 from llm_pipeline.data.records import Document
-from llm_pipeline.data.sources.registry import SourceData
+from llm_pipeline.data.sources.kinds import SourceData
 
 SPEC = SplitSpec(0.2, 0.2, "seed")
 

@@ -2,8 +2,8 @@ import datasets
 import pytest
 
 from llm_pipeline.data.sources.hf_datasets import read_hf_dataset
+from llm_pipeline.data.sources.kinds import HFDatasetSourceConfig, load_hf_dataset
 from llm_pipeline.data.sources.readers import BadRecord
-from llm_pipeline.data.sources.registry import HFDatasetSourceConfig, load_hf_dataset
 from llm_pipeline.errors import PipelineError
 
 

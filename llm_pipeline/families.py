@@ -2,9 +2,10 @@
 
 A FamilySpec names everything that differs between families: the config and model classes,
 the named presets, the tokenizer kind it pretrains with, the pretraining objective, the
-builder of its pretraining batches, the config fields its tokenizer fixes, and its Hugging
-Face reference (tests and bench only). Every other module asks `get_family(name)`; adding a
-family is one entry here plus its own model, loader and (optionally) reference files.
+builder of its pretraining batches and the config fields its tokenizer fixes. Every other module
+asks `get_family(name)`; adding a family is one entry here plus its own model and loader files
+(and, optionally, its `transformers` twin in models/hf_convert.py, which only tests, bench and
+export import).
 
 The registry sits above models, objectives and loaders because a family spans all three.
 """
@@ -37,7 +38,6 @@ from llm_pipeline.models import (
     T5Config,
 )
 from llm_pipeline.models.base import FamilyModel
-from llm_pipeline.models.hf_convert import to_hf_bert, to_hf_gpt, to_hf_t5
 from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP, Objective, SpanCorruption
 
 # (corpus, data config, seq_len) -> (train loader, val loader)
@@ -57,8 +57,6 @@ class FamilySpec:
     tokenizer_kind: str  # the tokenize stage kind it needs: bpe | wordpiece | unigram
     objective: Callable[[], Objective]  # its pretraining objective
     build_loaders: BuildLoaders  # its pretraining batches
-    # the same weights in a `transformers` model (tests, bench); takes this family's model_cls, hence Any
-    to_reference: Callable[[Any], nn.Module]
     tokenizer_fields: Callable[[Tokenizer, str], dict[str, Any]] = _no_fields  # config fields the tokenizer fixes
     styles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # named field groups: `style` override
     default_seq_len: int | None = None  # input length when neither params nor the model bound it
@@ -77,7 +75,7 @@ class FamilySpec:
             kinds.append("generation")
         return tuple(kinds)
 
-    def build_config(self, preset: str, vocab_size: int, **overrides: Any) -> Any:
+    def preset_config(self, preset: str, vocab_size: int, **overrides: Any) -> Any:
         """Config for a named preset; `overrides` replace single fields (e.g. dropout=0.1), `style` a group."""
         if preset not in self.presets:
             raise PipelineError(
@@ -99,7 +97,7 @@ class FamilySpec:
 
     def build_model(self, preset: str, vocab_size: int, **overrides: Any) -> FamilyModel:
         """A freshly initialised model at a named preset."""
-        return self.model_cls(self.build_config(preset, vocab_size, **overrides))
+        return self.model_cls(self.preset_config(preset, vocab_size, **overrides))
 
     def model_from_config(self, config: Mapping[str, Any], where: str = "saved config") -> FamilyModel:
         """Rebuild a model from its saved `config.to_dict()` (weights are loaded by the caller)."""
@@ -127,7 +125,6 @@ FAMILIES: dict[str, FamilySpec] = {
             tokenizer_kind="bpe",
             objective=CausalLM,
             build_loaders=build_causal_lm_loaders,
-            to_reference=to_hf_gpt,
             styles=GPT_STYLES,
             seq2seq_style="prompted",
         ),
@@ -139,7 +136,6 @@ FAMILIES: dict[str, FamilySpec] = {
             tokenizer_kind="wordpiece",
             objective=MaskedLMWithNSP,
             build_loaders=build_mlm_nsp_loaders,
-            to_reference=to_hf_bert,
         ),
         FamilySpec(
             "t5",
@@ -149,7 +145,6 @@ FAMILIES: dict[str, FamilySpec] = {
             tokenizer_kind="unigram",
             objective=SpanCorruption,
             build_loaders=build_span_corruption_loaders,
-            to_reference=to_hf_t5,
             tokenizer_fields=t5_tokenizer_fields,
             default_seq_len=128,
             seq2seq_style="encoder_decoder",

@@ -1,7 +1,7 @@
 """Save/load the stage models (`model.safetensors` + `model.json`) and check tokenizer lineage.
 
 No pickle: the weights are safetensors, and `model.json` holds the family (a name in
-llm_pipeline.registry), the architecture config, the sha256 of the tokenizer it was trained
+llm_pipeline.families), the architecture config, the sha256 of the tokenizer it was trained
 with and the sha256 of the weights file, so a later stage rebuilds the model through the
 registry, refuses a tokenizer or shards that do not belong to it, and notices a weights file
 that is not the one saved. A fine-tuned classifier's config also carries its labels and input length.
@@ -18,10 +18,10 @@ import safetensors.torch
 import torch.nn as nn
 
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.families import family_of, get_family
 from llm_pipeline.io import sha256_file
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.classifier import SequenceClassifier
-from llm_pipeline.registry import family_of, get_family
 
 PRETRAINED, CLASSIFIER = "pretrained", "classifier"  # the two kinds of model
 MODEL_WEIGHTS, MODEL_CONFIG = "model.safetensors", "model.json"  # a saved model's two files

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from llm_pipeline.data.sources.registry import FileSourceConfig, load_files
+from llm_pipeline.data.sources.kinds import FileSourceConfig, load_files
 from llm_pipeline.errors import PipelineError
 
 GOOD = json.dumps({"text": "a good record"}).encode() + b"\n"

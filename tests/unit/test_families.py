@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.families import FAMILIES, build_model, family_of, get_family
 from llm_pipeline.models import BERT, GPT, T5, SequenceClassifier, check_config_seq_len
-from llm_pipeline.registry import FAMILIES, build_model, family_of, get_family
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def test_every_family_builds_from_a_preset_and_rebuilds_from_its_saved_config(fa
 def test_all_presets_are_valid_configs():
     for spec in FAMILIES.values():
         for preset in spec.presets:
-            spec.build_config(preset, 1000)  # raises on a bad preset
+            spec.preset_config(preset, 1000)  # raises on a bad preset
 
 
 @pytest.mark.parametrize(("family", "known"), [("gpt", "small-cpu-modern"), ("bert", "bert-base"), ("t5", "t5-small")])
@@ -42,23 +42,23 @@ def test_unknown_family_bad_overrides_and_bad_saved_configs_are_pipeline_errors(
         build_model("rnn", "tiny", 30)
     gpt = get_family("gpt")
     with pytest.raises(PipelineError, match="n_layers"):
-        gpt.build_config("tiny", 30, n_layers=3)  # typo of n_layer
+        gpt.preset_config("tiny", 30, n_layers=3)  # typo of n_layer
     with pytest.raises(PipelineError, match="pos_embedding"):
-        gpt.build_config("tiny", 30, pos_embedding="alibi")
+        gpt.preset_config("tiny", 30, pos_embedding="alibi")
     with pytest.raises(PipelineError, match="'modern' is not a bert style"):
-        get_family("bert").build_config("tiny", 30, style="modern")
-    saved = gpt.build_config("tiny", 30).to_dict() | {"n_experts": 4}
+        get_family("bert").preset_config("tiny", 30, style="modern")
+    saved = gpt.preset_config("tiny", 30).to_dict() | {"n_experts": 4}
     with pytest.raises(PipelineError, match="model.pt: not a valid gpt config.*n_experts"):
         gpt.model_from_config(saved, where="model.pt")
 
 
 def test_modern_style_swaps_the_block_of_any_size():
     gpt = get_family("gpt")
-    assert gpt.build_config("tiny", 30, style="modern") == gpt.build_config("tiny-modern", 30)
+    assert gpt.preset_config("tiny", 30, style="modern") == gpt.preset_config("tiny-modern", 30)
 
 
 def test_sequence_length_is_checked_against_the_config_before_training():
-    gpt, bert, t5 = (get_family(f).build_config("tiny", 30) for f in ("gpt", "bert", "t5"))
+    gpt, bert, t5 = (get_family(f).preset_config("tiny", 30) for f in ("gpt", "bert", "t5"))
     check_config_seq_len(gpt, 64)
     with pytest.raises(PipelineError, match=r"data.seq_len 65 exceeds the model's maximum block_size=64"):
         check_config_seq_len(gpt, 65, what="data.seq_len")
@@ -125,7 +125,7 @@ def test_no_code_outside_the_registry_names_a_family():
     names = set(FAMILIES)
     offenders = []
     for path in sorted([*(ROOT / "llm_pipeline").rglob("*.py"), *(ROOT / "flows").rglob("*.py")]):
-        if path == ROOT / "llm_pipeline" / "registry.py":
+        if path == ROOT / "llm_pipeline" / "families.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
