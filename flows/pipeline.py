@@ -211,14 +211,9 @@ def lock_holder() -> dict[str, str]:
     return {"flow_run": str(flow_run.name or ""), "deployment": str(deployment.name or "")}
 
 
-@contextlib.contextmanager
-def in_directory(path: str):
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
+def in_directory(path: str) -> contextlib.chdir:
+    """The project as the working directory for the block (tracking defaults are relative to it)."""
+    return contextlib.chdir(path)
 
 
 def main(argv: list[str] | None = None) -> None:

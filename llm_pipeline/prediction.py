@@ -24,25 +24,17 @@ def predict_classes(model: SequenceClassifier, loader: DataLoader) -> tuple[list
     return preds, gold
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts of different lengths -> ids, mask (B, T), real tokens at the right end (for GPT)."""
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of different lengths -> ids, mask (B, T). left=True puts the real tokens at the right
+    end, so every prompt continues from its own last token (GPT); left=False puts them first, as
+    encoder inputs are read (T5)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return ids, mask
-
-
-def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encoder inputs -> ids, mask (B, S), real tokens first (for T5)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
     return ids, mask
 
 
@@ -64,9 +56,9 @@ def decode_texts(
     """Decode a text for each encoded source: the encoder input (encoder_decoder) or the prompt
     (prompted, left-padded so every row continues from its own last token); stops at end_id."""
     texts: list[str] = []
-    pad = _right_pad if style == "encoder_decoder" else _left_pad
+    left = style != "encoder_decoder"
     for start in range(0, len(sources), batch_size):
-        ids, mask = pad(sources[start : start + batch_size], pad_id)
+        ids, mask = pad_rows(sources[start : start + batch_size], pad_id, left=left)
         out = model.generate(
             ids,
             max_new_tokens,

@@ -66,12 +66,27 @@ def make_documents(n: int, seed: int = 0, min_words: int = 20, max_words: int = 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 
 
+# tests/integration/conftest.py's flow_world: built by the first module below, needed by the last ones
+BUILDS_THE_FLOW_WORLD = ("test_pipeline.py",)
+NEEDS_THE_FLOW_WORLD = ("test_pipeline_kills.py", "test_pipeline_changes.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test under tests/integration/ is marked `integration`, whether or not its file says so,
-    so `make test-fast` (-m "not integration and not slow") can never pick one up by omission."""
+    so `make test-fast` (-m "not integration and not slow") can never pick one up by omission.
+
+    Order (stable otherwise): the module that builds the shared flow world first, the modules that
+    only change copies of it last. With xdist's one-file-per-worker scheduling, one worker builds
+    the world while the other runs everything else, and neither waits on the build."""
     for item in items:
         if INTEGRATION_DIR in Path(item.path).resolve().parents:
             item.add_marker(pytest.mark.integration)
+
+    def rank(item: pytest.Item) -> int:
+        name = Path(item.path).name
+        return 0 if name in BUILDS_THE_FLOW_WORLD else 2 if name in NEEDS_THE_FLOW_WORLD else 1
+
+    items.sort(key=rank)
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ import yaml
 
 from flows import processes
 from llm_pipeline import dvc_state
-from tests.integration.test_pipeline import (
+from tests.integration.pipeline_project import (
     REPO,
     SMALL_PARAMS,
     assert_up_to_date,

@@ -16,7 +16,6 @@ import random
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,27 +61,17 @@ stages:
 """
 
 
-@contextlib.contextmanager
-def inside(path: Path) -> Iterator[None]:
-    previous = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
 def repro(project: Path) -> None:
     from dvc.repo import Repo
 
-    with inside(project), Repo(str(project)) as repo:
+    with contextlib.chdir(project), Repo(str(project)) as repo:
         repo.reproduce()
 
 
 def status(project: Path) -> dict:
     from dvc.repo import Repo
 
-    with inside(project), Repo(str(project)) as repo:
+    with contextlib.chdir(project), Repo(str(project)) as repo:
         return repo.status()
 
 
@@ -145,7 +134,7 @@ def test_a_cut_lock_after_a_stage_reran_is_restored_and_that_stage_comes_back_id
     (project / "out" / "mids" / "mid-b" / "part-0.txt").unlink()  # as a killed `dvc repro --force mid@b` leaves it
     from dvc.repo import Repo
 
-    with inside(project), Repo(str(project)) as repo:
+    with contextlib.chdir(project), Repo(str(project)) as repo:
         repo.reproduce("mid@b", force=True, single_item=True)
     text = (project / "dvc.lock").read_bytes()
     (project / "dvc.lock").write_bytes(text[: len(text) // 2])

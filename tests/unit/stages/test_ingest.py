@@ -168,17 +168,8 @@ NO_TASKS = {t: {"enabled": False} for t in ("qa", "nsp", "generation")}
 
 
 def _sources_config(tmp_path, sources, **extra):
-    data = {
-        "output_dir": str(tmp_path / "out"),
-        "cache_dir": str(tmp_path / "cache"),
-        "progress": False,
-        "sources": sources,
-        "cleaning": {"min_chars": 20, "max_chars": 1000},
-        "split": {"val_fraction": 0.2, "test_fraction": 0.2, "seed": "t"},
-        "tasks": NO_TASKS,
-        **extra,
-    }
-    return build_config(IngestConfig, data)
+    """_config with the downstream tasks off: these tests look at the corpus only."""
+    return _config(tmp_path, sources, **({"tasks": NO_TASKS} | extra))
 
 
 def _lines(prefix, n):
