@@ -74,14 +74,15 @@ def test_build_translation_joins_on_md5_in_each_description_split(tmp_path, monk
         "val": [_desc("m1", "P1.\n\nP2.", "a")],
         "test": [_desc("m9", "Untranslated.")],
     }
-    task, used = build_translation_task(TranslationConfig(languages=["de"]), by_split, "s", AptCache("cache"))
+    cache = AptCache(str(tmp_path / "cache"))  # the test's own folder, not the working directory
+    task, used = build_translation_task(TranslationConfig(languages=["de"]), by_split, "s", cache)
     assert asked["languages"] == ("en", "de")  # never fewer lists than the corpus needs
     assert used == [tmp_path / "x_Translation-de"]
     assert [r["target"] for r in task.splits["train"]] == ["Eine Bibliothek", "Nur ein Absatz."]
     assert len(task.splits["val"]) == 3 and task.splits["test"] == []
     assert task.notes["descriptions_with_translation"] == {"de": 2}
     with pytest.raises(PipelineError, match="Translation-fr"):
-        build_translation_task(TranslationConfig(languages=["fr"]), by_split, "s", AptCache("cache"))
+        build_translation_task(TranslationConfig(languages=["fr"]), by_split, "s", cache)
 
 
 def test_read_translations_keeps_wanted_md5s_and_only_its_language_field(tmp_path):
