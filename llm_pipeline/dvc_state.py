@@ -27,6 +27,7 @@ runs `dvc repro`; `... check` says whether the files are whole; `... recover` on
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -86,8 +87,12 @@ def lock_problem(project_dir: str | Path, good: dict[str, Any] | None = None) ->
     return None
 
 
+@functools.lru_cache(maxsize=4)
 def _parse(text: str) -> tuple[dict[str, Any], str | None]:
-    """Parse and validate with DVC's own lock-file schema; (data, None) or ({}, what is wrong)."""
+    """Parse and validate with DVC's own lock-file schema; (data, None) or ({}, what is wrong).
+
+    Cached by content (callers only read the result): the guard before a stage reads the same lock
+    and the same kept copy several times, ~0.17 s a parse for the default run's 62 KB lock."""
     from dvc.schema import COMPILED_LOCKFILE_SCHEMA
     from dvc.utils.serialize import parse_yaml
     from voluptuous import MultipleInvalid
