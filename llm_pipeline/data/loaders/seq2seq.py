@@ -10,6 +10,7 @@ Two ways a family learns input -> target (the registry says which one a family u
 
 The input text comes from a template over the row's columns, e.g. "summarize: {input}" or
 "translate English to {lang}: {input}", so a prefix per target language is just a column.
+A long input loses the tail of its {input} field, never the template's prefix or cue.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 Seq2SeqStyle = Literal["encoder_decoder", "prompted"]
+INPUT_FIELD = "input"  # the long free-text column: the one cut to fit max_source_len
 
 
 def template_fields(template: str) -> list[str]:
@@ -48,7 +50,9 @@ class Seq2SeqFormat(StageConfig):
 
     input_template: str = "{input}"  # e.g. "summarize: {input}" (T5) or "{input}\nSummary:" (GPT)
     target_template: str = "{target}"  # e.g. " {target}" for GPT: a space after the prompt's colon
-    max_source_len: int = Field(96, gt=0, description="input tokens kept (the head of a long input)")
+    max_source_len: int = Field(
+        96, gt=0, description="input tokens kept (the template whole, the head of a long {input})"
+    )
     max_target_len: int = Field(32, gt=0, description="target tokens kept, end token included")
 
     @field_validator("input_template", "target_template")
@@ -105,33 +109,93 @@ def format_rows(frame: pd.DataFrame, template: str, where: str) -> list[str]:
     return [template.format(**row) for row in frame.to_dict("records")]
 
 
-def encode_pairs(
-    tokenizer: Tokenizer, frame: pd.DataFrame, fmt: Seq2SeqFormat, style: Seq2SeqStyle, end_id: int, where: str
-) -> list[EncodedPair]:
-    """Tokenize each row's formatted input and target within the budgets.
+@dataclass
+class EncodedPairs:
+    """encode_pairs_counted's result: the pairs, and how many were cut to fit the budgets."""
 
-    The target always ends with `end_id` (</s> or <|endoftext|>), so the model learns where to
-    stop; an encoder input ends with it too (as T5's inputs do), after truncation as well.
+    pairs: list[EncodedPair]
+    sources_truncated: int  # inputs whose {input} field (or, without one, whose tail) was cut
+    targets_truncated: int  # targets cut to max_target_len
+
+
+def fit_sources(
+    tokenizer: Tokenizer, frame: pd.DataFrame, fmt: Seq2SeqFormat, limit: int, where: str
+) -> tuple[list[list[int]], int]:
+    """Each row's filled input template as at most `limit` ids, and how many rows were cut.
+
+    A too-long row has its {input} field cut by tokens (encode alone, keep the head, decode) and
+    the template filled again, so the task prefix and a cue such as "\nSummary:" always survive.
+    Without an {input} field the filled text's head is kept. A final hard cut keeps every row
+    within `limit` (byte-level BPE can merge differently across the cut).
     """
-    sources = format_rows(frame, fmt.input_template, where)
-    targets = format_rows(frame, fmt.target_template, where)
-    pairs = []
-    for src, tgt in zip(
-        tokenizer.encode_batch(sources, add_special_tokens=False),
-        tokenizer.encode_batch(targets, add_special_tokens=False),
-        strict=True,
-    ):
-        source = list(src.ids)
+    template = fmt.input_template
+    filled = format_rows(frame, template, where)
+    ids = [list(e.ids) for e in tokenizer.encode_batch(filled, add_special_tokens=False)]
+    over = [i for i, row in enumerate(ids) if len(row) > limit]
+    if INPUT_FIELD in template_fields(template):
+        records = frame.to_dict("records")
+        rests = {template.format(**(r | {INPUT_FIELD: ""})) for r in records}  # the template less its input
+        longest = max((len(e.ids) for e in tokenizer.encode_batch(sorted(rests), add_special_tokens=False)), default=0)
+        if limit - longest < 1:
+            end = " and the end token" if limit < fmt.max_source_len else ""
+            raise PipelineError(
+                f"{where}: input template {template!r} takes {longest} token(s){end} of max_source_len "
+                f"{fmt.max_source_len}, leaving none for the input; raise max_source_len or shorten the template"
+            )
+        if over:
+            _cut_input_field(tokenizer, records, template, limit, ids, over)
+    return [row[:limit] for row in ids], len(over)
+
+
+def _cut_input_field(
+    tokenizer: Tokenizer, records: list[dict], template: str, limit: int, ids: list[list[int]], rows: list[int]
+) -> None:
+    """Refill `rows` of `ids` (those over `limit`) with their input cut by the overshoot, in place."""
+    inputs = tokenizer.encode_batch([str(records[i][INPUT_FIELD]) for i in rows], add_special_tokens=False)
+    input_ids = {i: list(e.ids) for i, e in zip(rows, inputs, strict=True)}
+    keep = {i: max(0, len(input_ids[i]) - (len(ids[i]) - limit)) for i in rows}
+    pending = rows
+    for _ in range(3):  # the cut can merge differently than the whole text did: shave and retry
+        texts = tokenizer.decode_batch([input_ids[i][: keep[i]] for i in pending], skip_special_tokens=False)
+        refilled = [template.format(**(records[i] | {INPUT_FIELD: t})) for i, t in zip(pending, texts, strict=True)]
+        for i, e in zip(pending, tokenizer.encode_batch(refilled, add_special_tokens=False), strict=True):
+            ids[i] = list(e.ids)
+        pending = [i for i in pending if len(ids[i]) > limit and keep[i] > 0]
+        if not pending:
+            return
+        for i in pending:
+            keep[i] = max(0, keep[i] - (len(ids[i]) - limit))
+
+
+def encode_pairs_counted(
+    tokenizer: Tokenizer, frame: pd.DataFrame, fmt: Seq2SeqFormat, style: Seq2SeqStyle, end_id: int, where: str
+) -> EncodedPairs:
+    """Tokenize each row's formatted input and target within the budgets, counting what was cut.
+
+    The input keeps its template whole and cuts the {input} field (fit_sources). The target
+    always ends with `end_id` (</s> or <|endoftext|>), so the model learns where to stop; an
+    encoder input ends with it too (as T5's inputs do), after truncation as well.
+    """
+    limit = fmt.max_source_len - (1 if style == "encoder_decoder" else 0)  # room before the end token
+    sources, sources_cut = fit_sources(tokenizer, frame, fmt, limit, where)
+    targets = tokenizer.encode_batch(format_rows(frame, fmt.target_template, where), add_special_tokens=False)
+    pairs, targets_cut = [], 0
+    for source, tgt in zip(sources, targets, strict=True):
         if style == "encoder_decoder":
-            source = source[: fmt.max_source_len - 1] + [end_id]
-        else:
-            source = source[: fmt.max_source_len]
-        target = list(tgt.ids)[: fmt.max_target_len - 1] + [end_id]
-        pairs.append(EncodedPair(source, target))
+            source = source + [end_id]
+        targets_cut += len(tgt.ids) > fmt.max_target_len - 1
+        pairs.append(EncodedPair(source, list(tgt.ids)[: fmt.max_target_len - 1] + [end_id]))
     empty = sum(1 for p in pairs if len(p.source) < (2 if style == "encoder_decoder" else 1))
     if empty:
         raise PipelineError(f"{where}: {empty} input(s) tokenize to nothing; check the task's input column")
-    return pairs
+    return EncodedPairs(pairs, sources_cut, targets_cut)
+
+
+def encode_pairs(
+    tokenizer: Tokenizer, frame: pd.DataFrame, fmt: Seq2SeqFormat, style: Seq2SeqStyle, end_id: int, where: str
+) -> list[EncodedPair]:
+    """encode_pairs_counted's pairs alone (evaluation and inference need no counts)."""
+    return encode_pairs_counted(tokenizer, frame, fmt, style, end_id, where).pairs
 
 
 def build_seq2seq_loader(
