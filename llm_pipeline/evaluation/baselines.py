@@ -1,5 +1,6 @@
 """Model-free baselines for the evaluation stage: the floors a trained model must clear. No I/O.
 
+- classification: TfidfLogReg (TF-IDF word 1-2-grams + logistic regression, C chosen on val);
 - summarisation: lead_sentences / lead_words (lead-k), copy_source;
 - extractive / short-answer QA: most_frequent_answer, NearestQuestion (TF-IDF nearest train question);
 - language modelling: BigramLM (interpolated bigram over token ids);
@@ -13,14 +14,73 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
+from llm_pipeline.evaluation.metrics import compute_macro_f1
 from llm_pipeline.evaluation.text_metrics import normalize_answer
 
 # a sentence ends at . ! or ? (optionally followed by closing quotes/brackets) followed by whitespace
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
 _WORD = re.compile(r"\w+")
+
+
+# --------------------------------------------------------------------------- classification
+
+
+class TfidfLogReg:
+    """The strongest cheap text classifier: TF-IDF over word 1-2-grams (sublinear tf, terms in at
+    least 2 train texts) + multinomial logistic regression (scikit-learn). The inverse regularisation
+    C is chosen from `cs` by macro-F1 on the validation split (ties: the smaller C), then the model
+    is refitted on train alone, so the test split is never looked at. Labels are ints 0..K-1.
+    """
+
+    def __init__(self, cs: Sequence[float] = (0.3, 1.0, 3.0, 10.0, 30.0), seed: int = 0) -> None:
+        if not cs or min(cs) <= 0:
+            raise ValueError(f"cs must be positive values, got {list(cs)}")
+        self.cs = tuple(cs)
+        self.seed = seed
+        self.c_: float = self.cs[0]
+        self._pipeline: Any = None
+
+    def _build(self, c: float) -> Any:
+        # imported here: scikit-learn costs ~1 s to import, and only this baseline needs it
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        return make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
+            LogisticRegression(C=c, max_iter=2000, random_state=self.seed),
+        )
+
+    def fit(
+        self,
+        train_texts: Sequence[str],
+        train_labels: Sequence[int],
+        val_texts: Sequence[str] = (),
+        val_labels: Sequence[int] = (),
+        num_classes: int | None = None,
+    ) -> TfidfLogReg:
+        if len(train_texts) != len(train_labels):
+            raise ValueError(f"{len(train_texts)} train texts but {len(train_labels)} labels")
+        if len(set(train_labels)) < 2:
+            raise ValueError("TF-IDF + logistic regression needs at least 2 train labels")
+        k = num_classes or max(train_labels) + 1
+        if len(val_texts) and len(self.cs) > 1:
+            scores = []
+            for c in self.cs:
+                preds = self._build(c).fit(list(train_texts), list(train_labels)).predict(list(val_texts))
+                scores.append(compute_macro_f1(preds, val_labels, k))
+            self.c_ = self.cs[int(np.argmax(scores))]  # argmax: the first (smallest C) on ties
+        self._pipeline = self._build(self.c_).fit(list(train_texts), list(train_labels))
+        return self
+
+    def predict(self, texts: Sequence[str]) -> list[int]:
+        if self._pipeline is None:
+            raise RuntimeError("TfidfLogReg.predict called before fit")
+        return [int(p) for p in self._pipeline.predict(list(texts))]
 
 
 # --------------------------------------------------------------------------- summarisation

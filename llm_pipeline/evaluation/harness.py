@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.blocks import IGNORE_INDEX as IGNORE
-from llm_pipeline.training.objectives import token_cross_entropy
+from llm_pipeline.training.objectives import Objective, token_cross_entropy
 
 
 @torch.no_grad()
@@ -32,6 +32,21 @@ def compute_lm_perplexity(model: FamilyModel, tokens: np.ndarray, batch_size: in
         loss = token_cross_entropy(model(x).logits, y)  # mean over the batch's tokens
         total_nll += float(loss) * y.numel()
     return math.exp(total_nll / y_all.numel()), usable[1:]
+
+
+@torch.no_grad()
+def compute_target_loss(model: torch.nn.Module, objective: Objective, loader: Iterable) -> float:
+    """Mean loss per target token over every batch of `loader` (token-weighted, as the objective
+    weighs its `loss` metric): the teacher-forced loss a writer trains on."""
+    total, weight = 0.0, 0
+    for batch in loader:
+        _, metrics = objective.compute(model, batch)
+        mean, n = metrics["loss"]
+        total += float(mean) * int(n)
+        weight += int(n)
+    if weight == 0:
+        raise ValueError("no target tokens to score")
+    return total / weight
 
 
 class TextGenerator(Protocol):

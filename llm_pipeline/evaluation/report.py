@@ -61,6 +61,8 @@ class Verdict(_Record):
     strongest: Named | None = None
     beats_weakest: bool | None = None
     beats_strongest: bool | None = None
+    beaten: list[Named] | None = None  # the baselines it beats, and those it does not (older reports: absent)
+    not_beaten: list[Named] | None = None
 
 
 class Example(_Record):
@@ -152,6 +154,8 @@ def verdict_text(verdict: Verdict | None, n_baselines: int) -> str:
         return "no baseline to compare with"
     if verdict is None or verdict.weakest is None or verdict.beats_weakest is None:
         return "no verdict reported"
+    if verdict.beaten is not None and verdict.not_beaten is not None and n_baselines > 1:
+        return _named_verdict(verdict)
     weak = f"{verdict.weakest.system} ({fmt(verdict.weakest.value)})"
     strong = verdict.strongest
     if strong is None or strong.system == verdict.weakest.system:  # a single baseline
@@ -162,6 +166,22 @@ def verdict_text(verdict: Verdict | None, n_baselines: int) -> str:
     if verdict.beats_strongest:
         return f"beats every baseline, the strongest being {strong_text}"
     return f"beats {weak} but not {strong_text}"
+
+
+def _named_verdict(verdict: Verdict) -> str:
+    """Which rules the model beats and which it does not, by name (several baselines)."""
+    assert verdict.beaten is not None and verdict.not_beaten is not None
+    if not verdict.not_beaten:
+        strong = verdict.strongest
+        best = f", the strongest being {strong.system} ({fmt(strong.value)})" if strong else ""
+        return f"beats every baseline{best}"
+
+    def names(rows: list[Named]) -> str:
+        return ", ".join(f"{r.system} ({fmt(r.value)})" for r in rows)
+
+    if not verdict.beaten:
+        return f"**beats none of its baselines: {names(verdict.not_beaten)}**"
+    return f"beats {names(verdict.beaten)}; **not {names(verdict.not_beaten)}**"
 
 
 def metric_label(ev: Evaluation, metric: str) -> str:

@@ -37,6 +37,10 @@ class Scoreboard:
         for metric, value in values.items():
             self.scores.append(Score(section, task, system, kind, metric, float(value)))
 
+    def value(self, task: str, system: str, metric: str) -> float | None:
+        """The score of `system` on `task`'s `metric`, None if not scored."""
+        return next((s.value for s in self.scores if (s.task, s.system, s.metric) == (task, system, metric)), None)
+
     def metrics(self) -> dict[str, float]:
         return {f"eval/{s.task}/{s.system}/{s.metric}": s.value for s in self.scores}
 
@@ -52,8 +56,13 @@ class Scoreboard:
             weakest = min(baselines, key=lambda s: sign * s.value)
             strongest = max(baselines, key=lambda s: sign * s.value)
             for model in (s for s in rows if s.kind == "model"):
+                named = [
+                    (sign * model.value > sign * b.value, {"system": b.system, "value": b.value}) for b in baselines
+                ]
                 out.append(
                     {
+                        "beaten": [b for won, b in named if won],
+                        "not_beaten": [b for won, b in named if not won],
                         "task": task,
                         "family": model.system,
                         "metric": metric,

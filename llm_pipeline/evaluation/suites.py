@@ -91,13 +91,36 @@ def _known(names: list[str], table: dict, what: str) -> list[str]:
     return names
 
 
+class DecodingConfig(StageConfig):
+    """How seq2seq test outputs are decoded (deterministic: beam search, or greedy at width 1)."""
+
+    num_beams: int = Field(4, ge=1)
+    length_penalty: float = 1.0  # score / length**penalty: > 0 favours longer outputs
+    no_repeat_ngram_size: int = Field(0, ge=0)  # n > 0: no output repeats one of its own n-grams (of tokens)
+    # new tokens decoded, end token included; null: each run's own format.max_target_len, the
+    # budget its targets were cut to in training (baselines are also scored cut to that budget)
+    max_new_tokens: int | None = Field(None, gt=0)
+    batch_size: int = Field(16, gt=0)
+
+
+class DecodingOverride(StageConfig):
+    """Per task: the DecodingConfig keys that differ from the stage's `decoding` (unset = inherited)."""
+
+    num_beams: int | None = Field(None, ge=1)
+    length_penalty: float | None = None
+    no_repeat_ngram_size: int | None = Field(None, ge=0)
+    max_new_tokens: int | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, gt=0)
+
+
 class TaskSuite(StageConfig):
-    """How one seq2seq task is scored."""
+    """How one seq2seq task is scored (and decoded)."""
 
     metrics: list[str] = Field(default_factory=lambda: ["rouge"], min_length=1)
     baselines: list[str] = Field(default_factory=lambda: ["copy_source", "nearest_question"], min_length=1)
     by: str | None = None  # a column to also score per value of (translation: lang)
     primary: str | None = None  # default: the first suite's primary metric
+    decoding: DecodingOverride = Field(default_factory=DecodingOverride)  # e.g. {no_repeat_ngram_size: 0}
 
     @field_validator("metrics")
     @classmethod
@@ -108,6 +131,10 @@ class TaskSuite(StageConfig):
     @classmethod
     def _baselines(cls, names: list[str]) -> list[str]:
         return _known(names, BASELINES, "baselines")
+
+    def decoding_for(self, base: DecodingConfig) -> DecodingConfig:
+        """The stage's decoding with this task's overrides applied."""
+        return base.model_copy(update=self.decoding.model_dump(exclude_none=True))
 
     @property
     def primary_metric(self) -> str:

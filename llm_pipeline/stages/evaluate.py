@@ -28,9 +28,9 @@ from llm_pipeline.data.tokenization.shards import load_shard
 from llm_pipeline.data.tokenization.tokenizer import eot_id, load_tokenizer
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.evaluation.downstream import (
-    DecodingConfig,
     FinetunedRun,
     GenerationConfig,
+    add_pretraining_gains,
     load_run,
     score_classification,
     score_generation,
@@ -41,7 +41,7 @@ from llm_pipeline.evaluation.harness import TextGenerator, generate_continuation
 from llm_pipeline.evaluation.pretraining import first_batches, score_lm, score_mlm_nsp, score_span_corruption
 from llm_pipeline.evaluation.promotion import Score, compute_test_set_digest
 from llm_pipeline.evaluation.scoreboard import LOWER_IS_BETTER, Scoreboard
-from llm_pipeline.evaluation.suites import TaskSuite
+from llm_pipeline.evaluation.suites import DecodingConfig, TaskSuite
 from llm_pipeline.families import FAMILIES, get_family
 from llm_pipeline.io import read_manifest, read_run_record, sha256_file
 from llm_pipeline.model_files import check_tokenizer, has_model, load_pretrained
@@ -215,6 +215,7 @@ def run(cfg: EvaluateConfig, tracker) -> StageResult:
         if family in causal_families:
             causal.append((family, model))
     score_downstream(cfg, board, runs)
+    add_pretraining_gains(board, runs)
 
     report: dict[str, Any] = board.to_report()
     if tracker.active:  # the gate compares registered versions: nothing to compare without MLflow
@@ -274,7 +275,7 @@ def downstream_candidate(cfg: EvaluateConfig, board: Scoreboard, run: FinetunedR
     registered = tracking.model_version_of_run(read_run_record(run.folder).get("mlflow_run_id"))
     if registered is None:
         return None
-    _, metric, value = primary_row(board, "downstream", run.family, run.task)
+    _, metric, value = primary_row(board, "downstream", run.system, run.task)
     selection: dict[str, Any] = {
         "classification": {},  # every test example
         "seq2seq": {"max_examples": cfg.max_examples, "seed": cfg.seed},
@@ -286,7 +287,7 @@ def downstream_candidate(cfg: EvaluateConfig, board: Scoreboard, run: FinetunedR
         # the task's baselines are already scored: a board holding them scores only the model
         fresh = Scoreboard(scores=[s for s in board.scores if s.task == run.task and s.kind == "baseline"])
         score_downstream(cfg, fresh, [champion])
-        return primary_row(fresh, "downstream", champion.family, run.task)[2]
+        return primary_row(fresh, "downstream", champion.system, run.task)[2]
 
     files = [Path(cfg.tasks_dir) / run.task / "test.parquet"]
     return Candidate(*registered, run.task, _score(metric, value, files, selection), rescore)

@@ -38,7 +38,7 @@ from llm_pipeline.config import StageConfig, check_folder_names
 from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
 from llm_pipeline.data.loaders.config import build_eval_loader
 from llm_pipeline.data.loaders.resumable import ResumableLoader
-from llm_pipeline.data.loaders.seq2seq import Seq2SeqFormat, build_seq2seq_loader, encode_pairs
+from llm_pipeline.data.loaders.seq2seq import Seq2SeqFormat, build_seq2seq_loader, encode_pairs_counted
 from llm_pipeline.data.tasks.loading import load_task_split, task_kind
 from llm_pipeline.data.tokenization.tokenizer import end_id, load_tokenizer, pad_id
 from llm_pipeline.errors import PipelineError
@@ -68,7 +68,7 @@ from llm_pipeline.training.callbacks import LossCurveWriter
 from llm_pipeline.training.checkpointing import prepare_resume, training_fingerprint
 from llm_pipeline.training.lora import LoraConfig, apply_lora, count_parameters, lora_state_dict, merge_lora
 from llm_pipeline.training.module import TrainingModule
-from llm_pipeline.training.objectives import CausalLM, Objective, SequenceClassification, SpanCorruption
+from llm_pipeline.training.objectives import Objective, SequenceClassification, text_to_text_objective
 from llm_pipeline.training.optim import OptimConfig
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
@@ -82,6 +82,9 @@ class FinetuneRun(StageConfig):
     task: str  # a folder under tasks_dir (built-in or tasks.local)
     family: str  # a registered family; starts from <pretrain_root>/<family>/
     method: Method = "full"  # full: every weight trains; lora: adapters only; none: no training (generation)
+    # scratch: the ablation that prices pretraining: the family's architecture and tokenizer with
+    # freshly initialised weights, trained the same way; scored as <family>-scratch, not registered
+    init: Literal["pretrained", "scratch"] = "pretrained"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     batch_size: int = Field(32, gt=0)
     max_len: int = Field(96, gt=0, description="classification: tokens kept from the head of each text")
@@ -149,6 +152,11 @@ def check_pairing(name: str, spec: FinetuneRun, family: FamilySpec, kind: str) -
             f"{where}: task {spec.task!r} is a generation task with no train split; use method: none "
             "(the pretrained causal LM is its model)"
         )
+    if spec.init == "scratch" and spec.method != "full":
+        raise PipelineError(
+            f"{where}.init: scratch trains a freshly initialised model; use method: full "
+            f"(method {spec.method} would leave random weights frozen)"
+        )
     if kind != "generation" and spec.method == "none":
         raise PipelineError(f"{where}: method none trains nothing; use full or lora for a {kind} task")
     if spec.trainer.global_batch_tokens:
@@ -195,18 +203,36 @@ def build_seq2seq(spec: FinetuneRun, cfg: FinetuneConfig, model, tokenizer, fami
     columns = ("input", "target", *[c for c in fmt.columns() if c not in ("input", "target")])
     frames = {s: load_task_split(cfg.tasks_dir, spec.task, s, columns) for s in ("train", "val")}
     stop = end_id(tokenizer)
-    pairs = {
-        s: encode_pairs(tokenizer, f, fmt, style, stop, str(Path(cfg.tasks_dir) / spec.task / f"{s}.parquet"))
+    encoded = {
+        s: encode_pairs_counted(tokenizer, f, fmt, style, stop, str(Path(cfg.tasks_dir) / spec.task / f"{s}.parquet"))
         for s, f in frames.items()
     }
+    pairs = {s: e.pairs for s, e in encoded.items()}
+    train, n_train = encoded["train"], max(len(encoded["train"].pairs), 1)
+    shares = {"source": train.sources_truncated / n_train, "target": train.targets_truncated / n_train}
+    for side, share in shares.items():
+        if share > 0.2:
+            key = f"max_{side}_len"
+            log.info(
+                "%.0f%% of the train %ss were cut to fit runs.%s.format.%s=%d; consider raising it",
+                100 * share,
+                side,
+                cfg.run,
+                key,
+                getattr(fmt, key),
+            )
     pad = pad_id(tokenizer)
     return TaskSetup(
         model,
-        SpanCorruption() if style == "encoder_decoder" else CausalLM(),  # T5's text-to-text loss / target-only LM loss
+        text_to_text_objective(style),
         build_seq2seq_loader(pairs["train"], style, pad, spec.batch_size, train=True, seed=spec.trainer.seed),
         build_seq2seq_loader(pairs["val"], style, pad, spec.batch_size, train=False),
         meta={"style": style, "format": fmt.model_dump(), "end_id": stop, "pad_id": pad},
-        counts={"train_examples": len(pairs["train"]), "val_examples": len(pairs["val"])},
+        counts={
+            "train_examples": len(pairs["train"]),
+            "val_examples": len(pairs["val"]),
+            **{f"train_{side}_truncated_share": share for side, share in shares.items()},
+        },
     )
 
 
@@ -274,6 +300,8 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
     pretrained_dir = Path(cfg.pretrain_root) / spec.family
     L.seed_everything(spec.trainer.seed, workers=True)  # before a head is built: its init draws from it
     backbone, lm_meta = load_pretrained(pretrained_dir, family=spec.family)
+    if spec.init == "scratch":  # same architecture and tokenizer, none of the pretrained weights
+        backbone = family.model_from_config(lm_meta["config"], where=str(pretrained_dir))
     tokenizer_path = pretrained_dir / "tokenizer.json"
     tokenizer_sha = check_tokenizer(tokenizer_path, lm_meta["tokenizer_sha256"], f"the model {pretrained_dir}")
     tokenizer = load_tokenizer(tokenizer_path)
@@ -304,7 +332,8 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")  # the run folder is self-contained
         metrics["train_seconds"] = time.perf_counter() - started
         pretrain_run = read_run_record(pretrained_dir).get("mlflow_run_id")  # the run that made the backbone
-        lineage = tracking.model_version_of_run(pretrain_run)
+        # a scratch run takes only the tokenizer (and architecture) from there: no weights lineage
+        lineage = tracking.model_version_of_run(pretrain_run) if spec.init == "pretrained" else None
         write_json(
             tmp / MANIFEST_NAME,
             build_manifest(
@@ -319,6 +348,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
                     "kind": kind,
                     "family": spec.family,
                     "method": spec.method,
+                    "init": spec.init,
                     **{k: v for k, v in meta.items() if k != "resumed_from"},  # that: the run record's
                     "tokenizer_sha256": tokenizer_sha,
                 },
@@ -337,27 +367,34 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
         "task.kind": kind,
         "model.family": spec.family,
         "finetune.method": spec.method,
+        "finetune.init": spec.init,
         "tokenizer_sha256": tokenizer_sha,
         "upstream.pretrain": str(pretrain_run),
-        "pretrained_model": f"{lineage[0]}/{lineage[1]}" if lineage else "unregistered",
+        "pretrained_model": f"{lineage[0]}/{lineage[1]}"
+        if lineage
+        else ("none" if spec.init == "scratch" else "unregistered"),
     }
     tracker.set_tags(tags)
     registered = spec.register_as or f"{cfg.register_prefix}{spec.task}-{spec.family}"
     headline = ", ".join(f"{k} {v:.3g}" for k, v in metrics.items() if k.startswith("val/"))
-    version = tracker.register_model(
-        out,  # the saved folder: the registered pyfunc predicts from it
-        registered,
-        description=f"{spec.task} ({kind}) on {spec.family}, {spec.method}; from {tags['pretrained_model']}"
-        + (f"; {headline}" if headline else ""),
-        tags={k: v for k, v in tags.items() if k in ("task", "model.family", "finetune.method", "pretrained_model")},
-    )
+    version = None  # a scratch run is an ablation to compare with, not a model to serve
+    if spec.init == "pretrained":
+        version = tracker.register_model(
+            out,  # the saved folder: the registered pyfunc predicts from it
+            registered,
+            description=f"{spec.task} ({kind}) on {spec.family}, {spec.method}; from {tags['pretrained_model']}"
+            + (f"; {headline}" if headline else ""),
+            tags={
+                k: v for k, v in tags.items() if k in ("task", "model.family", "finetune.method", "pretrained_model")
+            },
+        )
     return StageResult(
         metrics=metrics,
         report={
             "run": name,
             "task": spec.task,
             "family": spec.family,
-            "registered_model": registered,
+            "registered_model": registered if version is not None else None,
             "version": version,
         },
         artifacts=[out / MANIFEST_NAME] + ([plots] if plots.is_file() else []),

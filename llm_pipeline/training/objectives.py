@@ -164,6 +164,12 @@ class SequenceClassification(Objective):
         return dict(means)  # exp(loss) means nothing for a label loss
 
 
+def text_to_text_objective(style: str) -> Objective:
+    """A writer's fine-tuning loss: T5's target cross-entropy (style encoder_decoder, the batches
+    of data/loaders/seq2seq) or the target-only causal LM loss (style prompted)."""
+    return SpanCorruption() if style == "encoder_decoder" else CausalLM()
+
+
 def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """Lengths (B,) of right-padded rows -> attention mask (B, max_len), 1 on real tokens."""
     return (torch.arange(max_len, device=lengths.device)[None] < lengths[:, None]).long()

@@ -8,6 +8,7 @@ import pytest
 from llm_pipeline.evaluation.baselines import (
     BigramLM,
     NearestQuestion,
+    TfidfLogReg,
     WordOverlapNSP,
     copy_source,
     lead_sentences,
@@ -206,3 +207,24 @@ def test_most_frequent_token_excludes_sentinels():
     train = [5, 5, 32099, 32099, 32099, 6, -100, -100, -100, -100]
     assert most_frequent_token(train, exclude={32099, -100}) == 5
     assert most_frequent_token([3, 2, 2, 3]) == 2  # tie: smallest id
+
+
+def test_tfidf_logreg_learns_word_cues_and_picks_c_on_val_only():
+    rng = np.random.default_rng(0)
+    cues = ["kernel driver", "python module", "font glyphs"]
+    filler = [f"w{i}" for i in range(40)]
+
+    def texts(n: int) -> tuple[list[str], list[int]]:
+        labels = rng.integers(0, 3, n).tolist()
+        return [" ".join([*rng.choice(filler, 6), cues[y], *rng.choice(filler, 6)]) for y in labels], labels
+
+    train, val, test = texts(90), texts(30), texts(30)
+    model = TfidfLogReg(cs=(0.01, 10.0)).fit(*train, *val, num_classes=3)
+    assert model.c_ == 10.0  # at C=0.01 the penalty flattens it to the majority label: val picks 10
+    assert model.predict(test[0]) == test[1]
+    # no validation split: the first C, never a look at test
+    assert TfidfLogReg(cs=(0.3, 3.0)).fit(*train).c_ == 0.3
+    with pytest.raises(ValueError, match="at least 2 train labels"):
+        TfidfLogReg().fit(["a b", "a c"], [1, 1])
+    with pytest.raises(RuntimeError, match="before fit"):
+        TfidfLogReg().predict(["a"])

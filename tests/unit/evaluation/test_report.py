@@ -255,3 +255,26 @@ def test_the_stage_runs_through_the_runner_and_logs_its_outputs(inputs, tracking
 
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"summary.md", "report.json", "training_loss.png"} <= logged
+
+
+def test_the_verdict_names_each_rule_the_model_beats_and_each_it_does_not():
+    from llm_pipeline.evaluation.scoreboard import Scoreboard
+
+    board = Scoreboard(primary={"sections": "macro_f1", "lm": "ppl"})
+    board.add("downstream", "sections", "bert", "model", {"macro_f1": 0.81})
+    board.add("downstream", "sections", "gpt", "model", {"macro_f1": 0.95})
+    board.add("downstream", "sections", "bert-scratch", "model", {"macro_f1": 0.01})
+    board.add("downstream", "sections", "majority", "baseline", {"macro_f1": 0.033})
+    board.add("downstream", "sections", "tfidf_logreg", "baseline", {"macro_f1": 0.896})
+    board.add("pretraining", "lm", "gpt", "model", {"ppl": 150.0})  # lower is better
+    board.add("pretraining", "lm", "unigram", "baseline", {"ppl": 1000.0})
+    board.add("pretraining", "lm", "bigram", "baseline", {"ppl": 140.0})
+    text = render_summary(parse_evaluation({"stage": "evaluate"} | board.to_report(), "e.json"))
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines() if line.startswith("| ")}
+    assert "beats majority (0.033); **not tfidf_logreg (0.896)**" in rows["sections", "**bert**"]
+    assert "beats every baseline, the strongest being tfidf_logreg (0.896)" in rows["sections", "**gpt**"]
+    assert (
+        "**beats none of its baselines: majority (0.033), tfidf_logreg (0.896)**"
+        in rows["sections", "**bert-scratch**"]
+    )
+    assert "beats unigram (1000.0); **not bigram (140.0)**" in rows["lm", "**gpt**"]

@@ -49,6 +49,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "classification-gpt": {"task": "classification", "family": "gpt", "max_len": 32},
     "classification-t5": {"task": "classification", "family": "t5", "max_len": 32, "method": "lora"},
     "echo-t5": {"task": "echo", "family": "t5", "format": ECHO_T5},
+    "echo-t5-scratch": {"task": "echo", "family": "t5", "format": ECHO_T5, "init": "scratch"},  # the ablation
     "echo-gpt": {"task": "echo", "family": "gpt", "format": ECHO_GPT | {"max_target_len": 8}, "method": "lora"},
     "generation-gpt": {"task": "generation", "family": "gpt", "method": "none"},
 }
@@ -126,7 +127,9 @@ def test_every_task_kind_fine_tunes_from_every_family_that_serves_it(tracked):
         # lineage: the version of the pretrained model it started from, in the run record beside
         # the output (the manifest holds no run ids: equal inputs, equal bytes)
         record = read_run_record(project / "finetune" / name)
-        assert record["pretrained_model"] == f"llm-pipeline-{RUNS[name]['family']}/1"
+        scratch = RUNS[name].get("init") == "scratch"
+        assert record["pretrained_model"] == (None if scratch else f"llm-pipeline-{RUNS[name]['family']}/1")
+        assert manifest["init"] == ("scratch" if scratch else "pretrained")
         assert "pretrained_model" not in manifest and "mlflow_run_id" not in manifest
     kinds = {n: json.loads((project / "finetune" / n / "manifest.json").read_text())["kind"] for n in RUNS}
     assert kinds == {
@@ -134,6 +137,7 @@ def test_every_task_kind_fine_tunes_from_every_family_that_serves_it(tracked):
         "classification-gpt": "classification",
         "classification-t5": "classification",
         "echo-t5": "seq2seq",
+        "echo-t5-scratch": "seq2seq",
         "echo-gpt": "seq2seq",
         "generation-gpt": "generation",
     }
@@ -148,6 +152,8 @@ def test_every_task_kind_fine_tunes_from_every_family_that_serves_it(tracked):
     # one registered model per pair, its version tagged with where it came from
     client = tracking._client()
     for name, spec in RUNS.items():
+        if spec.get("init") == "scratch":
+            continue  # not registered: the one echo-t5 version below is the pretrained run's
         (version,) = tracking.registered_versions(f"llm-pipeline-{spec['task']}-{spec['family']}")
         assert version.tags["pretrained_model"] == f"llm-pipeline-{spec['family']}/1"
         run = client.get_run(version.run_id)
@@ -163,7 +169,7 @@ def test_every_task_kind_fine_tunes_from_every_family_that_serves_it(tracked):
             finetune_root=str(project / "finetune"),
             runs=list(RUNS),
             max_examples=8,
-            decoding={"num_beams": 2, "max_new_tokens": 6},
+            decoding={"num_beams": 2},  # max_new_tokens: each run's own max_target_len
             generation={"max_new_tokens": 5},
             tasks={"echo": {"metrics": ["rouge", "qa"], "baselines": ["copy_source", "lead_k"], "by": "lang"}},
             samples={"prompts": ["The package"], "max_new_tokens": 5},
@@ -179,6 +185,26 @@ def test_every_task_kind_fine_tunes_from_every_family_that_serves_it(tracked):
             assert 0 <= m[f"eval/echo/{system}/{metric}"] <= 1
     # lead_k with k = the median target length (3 words) IS the target here: a perfect baseline
     assert m["eval/echo/lead_k/exact_match"] == 1.0
+    # the strong classification baseline beside the majority label
+    assert 0 <= m["eval/classification/tfidf_logreg/macro_f1"] <= 1
+    for system in ("t5", "gpt", "t5-scratch"):
+        assert m[f"eval/echo/{system}/decode_budget"] == 8  # the runs' max_target_len
+        # does the writer read its input: shuffled-source and empty-source loss minus true-source loss
+        true_loss = m[f"eval/echo/{system}/loss_true_source"]
+        assert m[f"eval/echo/{system}/source_gain"] == pytest.approx(
+            m[f"eval/echo/{system}/loss_shuffled_source"] - true_loss
+        )
+        assert m[f"eval/echo/{system}/source_gain_empty"] == pytest.approx(
+            m[f"eval/echo/{system}/loss_empty_source"] - true_loss
+        )
+    # copy-source's outputs are longer than the models may write: also scored cut to that budget
+    assert 0 <= m["eval/echo/copy_source_8tok/rougeL"] <= 1
+    # what pretraining bought: pretrained minus scratch on the primary metric, on the pretrained row
+    primary = "rougeL"
+    assert m["eval/echo/t5/pretraining_gain"] == pytest.approx(
+        m[f"eval/echo/t5/{primary}"] - m[f"eval/echo/t5-scratch/{primary}"]
+    )
+    assert "eval/echo/t5-scratch/pretraining_gain" not in m
     assert m["eval/generation/gpt/ppl"] < m["eval/generation/unigram/ppl"]
     assert m["eval/lm/gpt/ppl"] < m["eval/lm/unigram/ppl"]
     assert {"eval/nsp/bert/accuracy", "eval/nsp/word_overlap/accuracy", "eval/mlm/bert/accuracy"} <= set(m)
@@ -187,7 +213,7 @@ def test_every_task_kind_fine_tunes_from_every_family_that_serves_it(tracked):
     verdict = next(v for v in report["verdicts"] if v["task"] == "echo" and v["family"] == "t5")
     assert verdict["strongest"]["system"] == "lead_k" and verdict["beats_strongest"] is False
     examples = report["examples"]["echo"]
-    assert {e["family"] for e in examples} == {"t5", "gpt"} and all("reference" in e for e in examples)
+    assert {e["family"] for e in examples} == {"t5", "gpt", "t5-scratch"} and all("reference" in e for e in examples)
 
 
 def test_a_local_task_is_fine_tuned_and_scored_with_no_code_change(tracked):
