@@ -49,7 +49,7 @@ from llm_pipeline.training.callbacks import LossCurveWriter
 from llm_pipeline.training.checkpointing import prepare_resume, training_fingerprint
 from llm_pipeline.training.distributed import with_global_batch
 from llm_pipeline.training.module import TrainingModule
-from llm_pipeline.training.objectives import Objective
+from llm_pipeline.training.objectives import Objective, SpanCorruption
 from llm_pipeline.training.optim import OptimConfig
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
@@ -121,6 +121,11 @@ def build_pretrain_setup(
         raise PipelineError(
             f"{spec.name} model override vocab_size does not match the tokenizer's "
             f"vocab_size {manifest['vocab_size']}; leave it out, it is taken from the tokenizer"
+        )
+    if set(fam.data.objective_mix) - {"span_corruption"} and not isinstance(spec.objective(), SpanCorruption):
+        raise PipelineError(
+            f"families.{spec.name}.data.objective_mix: {spec.name} pretrains with {spec.objective().name}; "
+            "the objective mix (prefix_lm, denoise) is for encoder-decoder families such as t5"
         )
     corpus = TokenizedCorpus(tokenizer_dir, manifest, load_tokenizer(tokenizer_dir / "tokenizer.json"), Path(tasks_dir))
     fixed = spec.tokenizer_fields(corpus.tokenizer, str(corpus.tokenizer_path))

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.resumable import ResumableLoader
+
+SEQ2SEQ_OBJECTIVES = ("span_corruption", "prefix_lm", "denoise")  # what objective_mix may name
 
 
 class PretrainDataConfig(StageConfig):
@@ -27,8 +29,22 @@ class PretrainDataConfig(StageConfig):
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     noise_density: float = Field(0.15, gt=0, lt=1)
     mean_noise_span_length: float = Field(3.0, ge=1)
+    # t5: the share of training windows each objective makes (normalised): span_corruption (T5),
+    # prefix_lm (read a prefix, write what follows) and denoise (rewrite the whole corrupted input,
+    # BART-style: teaches copying from the encoder). Validation is always span_corruption.
+    objective_mix: dict[str, float] = Field(default_factory=lambda: {"span_corruption": 1.0})
     val_seed: int = 0  # validation masks/noise are drawn from this seed, the same every evaluation
     seed: int = Field(0, description="training order, window jitter, masks and noise spans derive from it")
+
+    @field_validator("objective_mix")
+    @classmethod
+    def _known_objectives(cls, mix: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(mix) - set(SEQ2SEQ_OBJECTIVES))
+        if unknown:
+            raise ValueError(f"unknown objective(s) {unknown}; known: {', '.join(SEQ2SEQ_OBJECTIVES)}")
+        if any(w < 0 for w in mix.values()) or sum(mix.values()) <= 0:
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {mix}")
+        return mix
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from llm_pipeline.data.loaders.span_masking import (
     compute_raw_length,
     compute_span_counts,
     corrupt_spans,
+    denoise,
+    prefix_lm,
 )
 from llm_pipeline.errors import PipelineError
 
@@ -46,6 +48,7 @@ class SpanCorruptionDataset(Dataset):
         random: bool,
         samples_per_epoch: int | None = None,
         seed: int = 0,
+        objective_mix: dict[str, float] | None = None,
     ) -> None:
         self.raw_length, self.targets_length = compute_raw_length(
             inputs_length, cfg.noise_density, cfg.mean_noise_span_length
@@ -54,6 +57,13 @@ class SpanCorruptionDataset(Dataset):
         self.windows = TokenWindowDataset(path, dtype, self.raw_length - 1, random, samples_per_epoch)
         self.cfg = cfg
         self.seed = seed
+        # training only: which objective each window serves, drawn per window by these weights
+        mix = {k: w for k, w in (objective_mix or {"span_corruption": 1.0}).items() if w > 0}
+        self.objectives = list(mix)
+        self.cumulative = torch.tensor(list(mix.values()), dtype=torch.float64).cumsum(0) / sum(mix.values())
+        # prefix_lm and denoise targets are capped at twice span corruption's, so no objective
+        # makes the padded decoder batch much longer than T5's own does
+        self.max_target = 2 * self.targets_length
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -62,7 +72,19 @@ class SpanCorruptionDataset(Dataset):
         return self.item(index, None if self.windows.random else torch.Generator().manual_seed(self.seed + index))
 
     def item(self, index: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-        return corrupt_spans(self.windows.window(index, generator), self.cfg, generator)
+        window = self.windows.window(index, generator)  # (raw_length,)
+        objective = self.objective_of(generator) if self.windows.random else "span_corruption"
+        if objective == "prefix_lm":
+            return prefix_lm(window, self.cfg.eos_id, self.max_target, generator)
+        if objective == "denoise":
+            return denoise(window, self.cfg, self.max_target, generator)
+        return corrupt_spans(window, self.cfg, generator)
+
+    def objective_of(self, generator: torch.Generator | None) -> str:
+        if len(self.objectives) == 1:
+            return self.objectives[0]  # draws nothing: a pure span-corruption run keeps its RNG stream
+        u = float(torch.rand((), generator=generator, dtype=torch.float64))
+        return self.objectives[min(int(torch.searchsorted(self.cumulative, u, right=True)), len(self.objectives) - 1)]
 
 
 def collate_span_corruption(items: Sequence[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -116,7 +138,14 @@ def build_span_corruption_loaders(
 
     def dataset(split: str, random: bool) -> SpanCorruptionDataset:
         return SpanCorruptionDataset(
-            corpus.shard(split), manifest["dtype"], seq_len, corruption, random, data.samples_per_epoch, data.val_seed
+            corpus.shard(split),
+            manifest["dtype"],
+            seq_len,
+            corruption,
+            random,
+            data.samples_per_epoch,
+            data.val_seed,
+            data.objective_mix,
         )
 
     collate = functools.partial(collate_span_corruption, pad_id=pad_id)

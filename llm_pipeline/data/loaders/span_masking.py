@@ -115,3 +115,24 @@ def corrupt_spans(
     """tokens (L,) -> (inputs, targets) with a fresh random noise mask."""
     mask = compute_noise_mask(len(tokens), cfg.noise_density, cfg.mean_noise_span_length, generator)
     return apply_span_corruption(tokens, mask, cfg)
+
+
+def prefix_lm(
+    tokens: torch.Tensor, eos_id: int, max_target: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens (L,) -> (head + </s>, tail + </s>): the encoder reads a prefix, the decoder writes what
+    follows (UL2's S-denoiser). The tail has 1..max_target tokens (uniform), the head the rest."""
+    cut = int(torch.randint(1, max(2, min(max_target, len(tokens) - 1) + 1), (1,), generator=generator))
+    eos = torch.tensor([eos_id], dtype=tokens.dtype)
+    return torch.cat([tokens[:-cut], eos]), torch.cat([tokens[-cut:], eos])
+
+
+def denoise(
+    tokens: torch.Tensor, cfg: SpanCorruptionConfig, max_target: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens (L,) -> (span-corrupted head + </s>, the whole head + </s>): the decoder rewrites its
+    input with the gaps filled (BART's text infilling), which teaches it to copy from the encoder.
+    The head is the first `max_target` tokens, so decoder sequences stay short."""
+    head = tokens[:max_target]
+    inputs, _ = corrupt_spans(head, cfg, generator)
+    return inputs, torch.cat([head, torch.tensor([cfg.eos_id], dtype=tokens.dtype)])

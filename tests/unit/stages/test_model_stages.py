@@ -122,6 +122,9 @@ def test_pretrain_needs_a_configured_family(tokenized, tmp_path):
         pretrain.run(cfg.model_copy(update={"family": None}), NO_TRACKING)
     with pytest.raises(PipelineError, match="family 't5' has no block"):
         pretrain.run(cfg.model_copy(update={"family": "t5"}), NO_TRACKING)
+    mixed = pretrain_config(tok_cfg, tmp_path, data={"objective_mix": {"prefix_lm": 1.0}})
+    with pytest.raises(PipelineError, match=r"families\.gpt\.data\.objective_mix: gpt pretrains with causal_lm"):
+        pretrain.run(mixed, NO_TRACKING)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +148,9 @@ def test_pretrain_bert_and_t5_through_the_stage(fake_ingest_dir, tmp_path, famil
         family=family,
         tokenizer=kind,
         model={"preset": "tiny", "overrides": {}},
-        data={"batch_size": 8, "seq_len": 32},
+        # t5 trains on all three of its objectives (prefix_lm and denoise beside span corruption)
+        data={"batch_size": 8, "seq_len": 32}
+        | ({"objective_mix": {"span_corruption": 1, "prefix_lm": 1, "denoise": 1}} if family == "t5" else {}),
         trainer=TINY_TRAINER | {"max_steps": 6, "val_check_interval": 3},
     ).model_copy(update={"tasks_dir": str(fake_ingest_dir / "tasks")})
     result = pretrain.run(cfg, NO_TRACKING)

@@ -9,6 +9,8 @@ from llm_pipeline.data.loaders.span_masking import (
     compute_noise_mask,
     compute_raw_length,
     corrupt_spans,
+    denoise,
+    prefix_lm,
 )
 from llm_pipeline.errors import PipelineError
 
@@ -80,3 +82,55 @@ def test_inputs_and_targets_reconstruct_the_original():
 def test_too_few_sentinels_is_a_clear_error():
     with pytest.raises(PipelineError, match="sentinel"):
         corrupt_spans(torch.arange(10, 310), SpanCorruptionConfig((1000, 999), EOS))
+
+
+def test_prefix_lm_splits_the_window_into_what_is_read_and_what_is_written():
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.arange(100, 241)  # (141,)
+    cuts = set()
+    for _ in range(200):
+        inputs, targets = prefix_lm(tokens, EOS, max_target=58, generator=g)
+        assert inputs[-1] == EOS and targets[-1] == EOS
+        assert inputs[:-1].tolist() + targets[:-1].tolist() == tokens.tolist()
+        cuts.add(len(targets) - 1)
+    assert min(cuts) == 1 and max(cuts) == 58  # every tail length 1..max_target is drawn
+
+
+def test_denoise_rewrites_the_whole_corrupted_head():
+    g = torch.Generator().manual_seed(4)
+    tokens = torch.randint(10, 900, (141,), generator=g)
+    inputs, targets = denoise(tokens, CFG, max_target=58, generator=g)
+    assert targets.tolist() == tokens[:58].tolist() + [EOS]  # the target is the clean head
+    assert inputs[-1] == EOS and any(t in SENTINELS for t in inputs.tolist())
+    kept = [t for t in inputs[:-1].tolist() if t not in SENTINELS]
+    assert len(kept) < 58 and all(t in tokens[:58].tolist() for t in kept)
+
+
+def test_the_objective_mix_sets_each_objectives_share_of_training_windows(tmp_path):
+    from llm_pipeline.data.loaders.span_corruption import SpanCorruptionDataset
+    from llm_pipeline.data.tokenization.shards import write_shard
+
+    shard = tmp_path / "train.bin"
+    write_shard(iter([torch.randint(10, 900, (5000,)).numpy().astype("uint16")]), shard)
+    mix = {"span_corruption": 0.5, "prefix_lm": 0.3, "denoise": 0.2}
+    train = SpanCorruptionDataset(shard, "uint16", 128, CFG, random=True, objective_mix=mix)
+    g = torch.Generator().manual_seed(5)
+    drawn = [train.objective_of(g) for _ in range(4000)]
+    for name, share in mix.items():
+        assert abs(drawn.count(name) / len(drawn) - share) < 0.03
+    # validation stays pure span corruption, whatever the mix: its metric compares across runs
+    val = SpanCorruptionDataset(shard, "uint16", 128, CFG, random=False, objective_mix=mix)
+    assert all(len(val[i][0]) == 128 and len(val[i][1]) == 29 for i in range(20))
+    # targets of every objective stay within twice span corruption's (29): short decoder batches
+    assert max(len(train.item(i % len(train), g)[1]) for i in range(200)) <= 2 * 29 + 1
+
+
+def test_an_unknown_objective_or_an_empty_mix_is_refused():
+    from pydantic import ValidationError
+
+    from llm_pipeline.data.loaders.config import PretrainDataConfig
+
+    with pytest.raises(ValidationError, match=r"unknown objective\(s\) \['prefix'\]; known: span_corruption"):
+        PretrainDataConfig(objective_mix={"prefix": 1.0})
+    with pytest.raises(ValidationError, match="positive sum"):
+        PretrainDataConfig(objective_mix={"denoise": 0.0})
