@@ -24,7 +24,7 @@ STAGE_HELP = {
     "tokenize": "train the tokenizer on train split; encode corpus into token shards",
     "pretrain": "pretrain one model family (a key of `families` in the params) with Lightning; register it",
     "finetune": "fine-tune a pretrained model (any family) on a downstream task; register it",
-    "evaluate": "perplexity vs unigram, classification vs majority, sample generations",
+    "evaluate": "every model beside its baselines (TF-IDF, copy, lead-k, bigram...), source_gain, pretraining_gain",
     "report": "reports/summary.md and PNG figures from the evaluation and the loss curves",
 }
 

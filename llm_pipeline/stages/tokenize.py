@@ -1,6 +1,7 @@
 """tokenize: train each configured tokenizer on the train split, encode every split into a shard.
 
-Inputs : data/ingest/corpus/{train,val,test}.parquet (+ its manifest)
+Inputs : data/ingest/corpus/{train,val,test}.parquet (+ its manifest); the train split of the
+         task texts a tokenizer names (task_texts: learnt from; shard_task_texts: appended to train.bin)
 Outputs: data/tokenize/<name>/tokenizer.json, {train,val,test}.bin, manifest.json — one folder per
          tokenizer in `tokenizers` (dvc.yaml runs one stage per name: `--set only=<name>`).
 """
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -79,31 +80,43 @@ class TokenizeConfig(StageConfig):
 
 @dataclass
 class SplitStats:
-    docs: int = 0
+    docs: int = 0  # the whole shard's, appended documents included
     chars: int = 0
     tokens: int = 0
+    appended: dict[str, SplitStats] = field(default_factory=dict)  # per source of documents after the corpus's
 
 
-def iter_text_batches(path: Path, batch_docs: int) -> Iterator[list[str]]:
-    """Stream the `text` column of a parquet file in batches of documents."""
+def iter_text_batches(path: Path, batch_docs: int, column: str = "text") -> Iterator[list[str]]:
+    """Stream one text column of a parquet file in batches of documents."""
     parquet = pq.ParquetFile(path)
-    if "text" not in parquet.schema_arrow.names:
-        raise PipelineError(f"{path}: no 'text' column (columns: {parquet.schema_arrow.names})")
-    for batch in parquet.iter_batches(batch_size=batch_docs, columns=["text"]):
-        yield batch.column("text").to_pylist()
+    if column not in parquet.schema_arrow.names:
+        raise PipelineError(f"{path}: no {column!r} column (columns: {parquet.schema_arrow.names})")
+    for batch in parquet.iter_batches(batch_size=batch_docs, columns=[column]):
+        yield batch.column(column).to_pylist()
 
 
 def encode_split(
-    tokenizer: Tokenizer, parquet: Path, shard: Path, sep: int, dtype: np.dtype, batch_docs: int, progress: bool = False
+    tokenizer: Tokenizer,
+    parquet: Path,
+    shard: Path,
+    sep: int,
+    dtype: np.dtype,
+    batch_docs: int,
+    progress: bool = False,
+    appended: Mapping[str, Iterable[list[str]]] | None = None,
 ) -> SplitStats:
-    """parquet text -> shard, one batch of documents in memory at a time."""
-    stats = SplitStats()
+    """parquet text, then each source's `appended` batches of documents -> shard, one batch in memory at a time."""
 
-    def counted(batches: Iterator[list[str]]) -> Iterator[list[str]]:
-        for texts in batches:
-            stats.docs += len(texts)
-            stats.chars += sum(map(len, texts))
-            yield texts
+    def encoded(batches: Iterable[list[str]], stats: SplitStats) -> Iterator[np.ndarray]:
+        def counted() -> Iterator[list[str]]:
+            for texts in batches:
+                stats.docs += len(texts)
+                stats.chars += sum(map(len, texts))
+                yield texts
+
+        for chunk in encode_chunks(tokenizer, counted(), sep, dtype):
+            stats.tokens += len(chunk)
+            yield chunk
 
     n_batches = -(-pq.ParquetFile(parquet).metadata.num_rows // batch_docs)
     batches = tqdm(
@@ -113,8 +126,12 @@ def encode_split(
         unit="batch",
         disable=not progress,
     )
-    stats.tokens = write_shard(encode_chunks(tokenizer, counted(batches), sep, dtype), shard)
-    return stats
+    appended = appended or {}
+    corpus, extra = SplitStats(), {source: SplitStats() for source in appended}
+    chunks = [encoded(batches, corpus), *(encoded(b, extra[source]) for source, b in appended.items())]
+    tokens = write_shard(itertools.chain(*chunks), shard)  # the documents' order: corpus, then each source
+    parts = [corpus, *extra.values()]
+    return SplitStats(sum(p.docs for p in parts), sum(p.chars for p in parts), tokens, extra)
 
 
 def roundtrip_failures(
@@ -139,11 +156,32 @@ def load_task_texts(input_dir: str, ref: str, split: str) -> list[str]:
     return [t for t in frame[column].tolist() if t]
 
 
-def check_task_deps(input_dir: str, refs: list[str], dvc_file: Path = Path("dvc.yaml")) -> None:
-    """Refuse task_texts whose task folder dvc.yaml's tokenize stage does not depend on: DVC
-    would not retrain the tokenizer when that task changes. (The stage depends on the task
-    folders it reads, not all of tasks/, so a new local task does not retrain every tokenizer
-    and then every model.) Without a dvc.yaml here (a direct CLI run) there is nothing to check."""
+def task_table(input_dir: str, ref: str, split: str) -> Path:
+    """ingest's task table for `split` that holds `<task>.<column>` (checked from its schema alone)."""
+    task, column = ref.split(".")
+    path = Path(input_dir) / "tasks" / task / f"{split}.parquet"
+    if not path.is_file():
+        raise PipelineError(f"{path}: task split not found (is the {task!r} task enabled in params/ingest.yaml?)")
+    if column not in (names := pq.read_schema(path).names):
+        raise PipelineError(f"{path}: no {column!r} column for {ref} (columns: {names})")
+    return path
+
+
+def iter_task_text_batches(path: Path, ref: str, batch_docs: int) -> Iterator[list[str]]:
+    """The non-empty texts of `<task>.<column>` in the task table at `path`, in batches (streamed)."""
+    for texts in iter_text_batches(path, batch_docs, ref.split(".")[1]):
+        if texts := [t for t in texts if t]:
+            yield texts
+
+
+def check_task_deps(
+    input_dir: str, refs: list[str], dvc_file: Path = Path("dvc.yaml"), option: str = "task_texts"
+) -> None:
+    """Refuse task texts (`option`: task_texts or shard_task_texts) whose task folder dvc.yaml's
+    tokenize stage does not depend on: DVC would not rebuild the tokenizer when that task changes.
+    (The stage depends on the task folders it reads, not all of tasks/, so a new local task does
+    not retrain every tokenizer and then every model.) Without a dvc.yaml here (a direct CLI
+    run) there is nothing to check."""
     if not refs or not dvc_file.is_file():
         return
     import yaml
@@ -154,7 +192,7 @@ def check_task_deps(input_dir: str, refs: list[str], dvc_file: Path = Path("dvc.
         folder = f"{input_dir.rstrip('/')}/tasks/{ref.split('.')[0]}"
         if not any(folder == dep or folder.startswith(f"{dep}/") for dep in deps):
             raise PipelineError(
-                f"{dvc_file}: the tokenize stage reads {folder} (task_texts {ref}) but does not list it in its "
+                f"{dvc_file}: the tokenize stage reads {folder} ({option} {ref}) but does not list it in its "
                 f"deps, so DVC would not retrain on a change there; add `- ${{input_dir}}/tasks/{ref.split('.')[0]}`"
             )
 
@@ -173,6 +211,9 @@ def build_tokenizer(
     """Train one tokenizer, write its folder atomically, return its metrics."""
     train_docs = pq.ParquetFile(paths["train"]).metadata.num_rows
     check_task_deps(cfg.input_dir, spec.task_texts)
+    check_task_deps(cfg.input_dir, spec.shard_task_texts, option="shard_task_texts")
+    # checked before training, read (streamed) when the train shard is written
+    shard_tables = {ref: task_table(cfg.input_dir, ref, "train") for ref in spec.shard_task_texts}
     extra = [load_task_texts(cfg.input_dir, ref, "train") for ref in spec.task_texts]
     log.info(
         "training %s tokenizer %r (vocab %d) on %d train documents%s",
@@ -197,10 +238,23 @@ def build_tokenizer(
         tmp.mkdir(parents=True)
         tokenizer.save(str(tmp / "tokenizer.json"))
         tokenizer_sha = sha256_file(tmp / "tokenizer.json")
+        # the train shard only: val/test stay the corpus's, so pretraining val metrics stay comparable
+        appended = {ref: iter_task_text_batches(path, ref, cfg.encode_batch_docs) for ref, path in shard_tables.items()}
         stats = {
-            split: encode_split(tokenizer, path, tmp / f"{split}.bin", sep, dtype, cfg.encode_batch_docs, cfg.progress)
+            split: encode_split(
+                tokenizer,
+                path,
+                tmp / f"{split}.bin",
+                sep,
+                dtype,
+                cfg.encode_batch_docs,
+                cfg.progress,
+                appended if split == "train" else None,
+            )
             for split, path in paths.items()
         }
+        for ref, added in stats["train"].appended.items():
+            log.info("%s train shard: appended %d %s documents (%d tokens)", name, added.docs, ref, added.tokens)
         failures, first = roundtrip_failures(
             tokenizer, paths["test"], load_shard(tmp / "test.bin", dtype), sep, cfg.encode_batch_docs
         )
@@ -211,11 +265,13 @@ def build_tokenizer(
             )
         manifest = build_manifest(
             "tokenize",
-            inputs=describe_inputs(list(paths.values())),
+            inputs=describe_inputs([*paths.values(), *shard_tables.values()]),
             outputs={split: f"{split}.bin" for split in SPLITS} | {"tokenizer": "tokenizer.json"},
             counts={
                 "tokens": {s: st.tokens for s, st in stats.items()},
                 "docs": {s: st.docs for s, st in stats.items()},
+                # train's shard_task_texts documents, included in its tokens and docs above
+                "appended": {ref: {"docs": a.docs, "tokens": a.tokens} for ref, a in stats["train"].appended.items()},
             },
             extra={
                 "name": name,
@@ -236,6 +292,7 @@ def build_tokenizer(
     return {
         "vocab_size": vocab_size,
         **{f"tokens/{split}": st.tokens for split, st in stats.items()},
+        **{f"train/appended_tokens/{ref}": a.tokens for ref, a in stats["train"].appended.items()},
         # characters per token on val: how well the tokenizer compresses unseen text
         "val/chars_per_token": stats["val"].chars / max(stats["val"].tokens - stats["val"].docs, 1),
         # decode(encode(text)) != text on test documents; 0 by construction for byte-level BPE

@@ -34,10 +34,24 @@ def _task_column(ref: str) -> str:
     return ref
 
 
+def _unique(refs: list[str]) -> list[str]:
+    if len(set(refs)) < len(refs):
+        raise ValueError("a task text is listed twice")
+    return refs
+
+
+TaskRefs = Annotated[list[Annotated[str, AfterValidator(_task_column)]], AfterValidator(_unique)]
+
+
 class _Spec(StageConfig):
-    # Task texts the tokenizer also learns from (train split only; never written into the shards),
-    # e.g. ["translation.target"] so the T5 tokenizer covers German, French and Italian.
-    task_texts: list[Annotated[str, AfterValidator(_task_column)]] = Field(default_factory=list)
+    # Task texts the tokenizer also learns from (train split only; in no shard unless also in
+    # shard_task_texts), e.g. ["translation.target"] so the T5 tokenizer covers German, French
+    # and Italian.
+    task_texts: TaskRefs = Field(default_factory=list)
+    # Task texts appended to the train shard after the corpus, one document each (train split
+    # only; val/test shards stay the corpus's), e.g. ["translation.target"] so T5 pretrains on
+    # the languages it will write.
+    shard_task_texts: TaskRefs = Field(default_factory=list)
 
 
 class BpeSpec(_Spec):

@@ -146,4 +146,58 @@ def test_task_texts_must_be_a_dep_of_the_tokenize_stage_in_dvc_yaml():
     check_task_deps("data/ingest", ["translation.target"], dvc_yaml)  # the default: listed
     with pytest.raises(PipelineError, match=r"reads data/ingest/tasks/qa \(task_texts qa.target\) but does not list"):
         check_task_deps("data/ingest", ["qa.target"], dvc_yaml)
+    with pytest.raises(PipelineError, match=r"\(shard_task_texts qa.target\) but does not list"):
+        check_task_deps("data/ingest", ["qa.target"], dvc_yaml, option="shard_task_texts")
     check_task_deps("data/ingest", ["qa.target"], dvc_yaml.with_name("no-such-dvc.yaml"))  # a direct run: no check
+
+
+def test_shard_task_texts_are_appended_to_the_train_shard_only(fake_ingest_dir, tmp_path, monkeypatch):
+    from llm_pipeline.data.tokenization.shards import iter_documents
+
+    monkeypatch.chdir(tmp_path)  # a direct run: no dvc.yaml whose deps would have to list tasks/echo
+
+    def build(out: str, **extra) -> tuple[Path, dict, dict]:
+        spec = TINY["bpe"] | extra  # byte-level: every document decodes back exactly
+        cfg = tokenize.TokenizeConfig(
+            input_dir=str(fake_ingest_dir),
+            output_dir=out,
+            tokenizers={"bpe": spec},
+            encode_batch_docs=7,
+            progress=False,
+        )
+        metrics = tokenize.run(cfg, NO_TRACKING).metrics
+        return tmp_path / out / "bpe", json.loads((tmp_path / out / "bpe" / "manifest.json").read_text()), metrics
+
+    plain, _, _ = build("plain")
+    folder, manifest, metrics = build("mixed", shard_task_texts=["echo.target"])
+    tok, sep = load_tokenizer(folder / "tokenizer.json"), manifest["eot_id"]
+    corpus = pd.read_parquet(fake_ingest_dir / "corpus" / "train.parquet")["text"].tolist()
+    targets = pd.read_parquet(fake_ingest_dir / "tasks" / "echo" / "train.parquet")["target"].tolist()
+    train = np.fromfile(folder / "train.bin", dtype=np.uint16)
+    assert [tok.decode(d.tolist()) for d in iter_documents(train, sep)] == corpus + targets
+    for split in ("val", "test"):  # the corpus's alone, byte for byte
+        assert (folder / f"{split}.bin").read_bytes() == (plain / f"{split}.bin").read_bytes()
+    appended = len(train) - len(np.fromfile(plain / "train.bin", dtype=np.uint16))
+    assert manifest["counts"]["appended"] == {"echo.target": {"docs": len(targets), "tokens": appended}}
+    assert manifest["counts"]["docs"]["train"] == len(corpus) + len(targets)
+    assert manifest["counts"]["tokens"]["train"] == len(train) == metrics["bpe/tokens/train"]
+    assert metrics["bpe/train/appended_tokens/echo.target"] == appended
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [("nope.target", r"tasks/nope/train.parquet: task split not found"), ("echo.nope", r"no 'nope' column")],
+)
+def test_an_unknown_shard_task_text_fails_before_training(fake_ingest_dir, tmp_path, monkeypatch, ref, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tokenize, "train_tokenizer", lambda *args, **kwargs: pytest.fail("trained"))
+    cfg = tokenize.TokenizeConfig(
+        input_dir=str(fake_ingest_dir),
+        output_dir=str(tmp_path / "tok"),
+        tokenizers={"bpe": TINY["bpe"] | {"shard_task_texts": [ref]}},
+        progress=False,
+    )
+    with pytest.raises(PipelineError, match=message) as raised:
+        tokenize.run(cfg, NO_TRACKING)
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "tok" / "bpe").exists()
