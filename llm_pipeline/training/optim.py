@@ -29,6 +29,11 @@ class OptimConfig(StageConfig):
         description="adafactor: torch's, with T5's relative step (each update scales with the parameter's RMS); "
         "betas are AdamW's only",
     )
+    relative_step: bool = Field(
+        True,
+        description="adafactor only: false = T5's fine-tuning recipe, each step lr x the normalised update, "
+        "not scaled by the parameter's RMS",
+    )
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.1, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -62,9 +67,25 @@ def build_adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[f
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
 
 
+# torch's Adafactor steps by alpha = max(eps2, RMS(param)) * min(lr, 1/sqrt(t)). With eps2 above
+# any parameter's RMS and lr / eps2 below 1/sqrt(t) (t < 1e12 here), alpha = lr: a plain step,
+# not scaled by the parameter's RMS. That matters for a fused q/k/v matrix, whose one RMS would
+# otherwise set the step of all three.
+_FLAT_STEP_EPS2 = 1e3
+
+
+def build_adafactor(model: nn.Module, lr: float, weight_decay: float, relative_step: bool) -> torch.optim.Adafactor:
+    if relative_step:
+        return torch.optim.Adafactor(param_groups(model, weight_decay), lr=lr)
+    # torch decays weights by lr * weight_decay: scale weight_decay back up by what lr was scaled down
+    return torch.optim.Adafactor(
+        param_groups(model, weight_decay * _FLAT_STEP_EPS2), lr=lr / _FLAT_STEP_EPS2, eps=(None, _FLAT_STEP_EPS2)
+    )
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.name == "adafactor":
-        return torch.optim.Adafactor(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+        return build_adafactor(model, cfg.lr, cfg.weight_decay, cfg.relative_step)
     return build_adamw(model, cfg.lr, cfg.weight_decay, cfg.betas)
 
 

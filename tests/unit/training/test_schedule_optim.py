@@ -1,8 +1,10 @@
+import copy
+
 import pytest
 import torch
 
 from llm_pipeline.families import build_model
-from llm_pipeline.training.optim import OptimConfig, build_adamw, build_optimizers
+from llm_pipeline.training.optim import OptimConfig, build_adamw, build_optimizer, build_optimizers
 from llm_pipeline.training.schedule import warmup_cosine, warmup_stable_decay
 
 
@@ -105,3 +107,25 @@ def test_adafactor_steps_scale_with_the_parameter_rms():
     adamw.step()
     relative = [((p - b).norm() / b.norm()).item() for p, b in zip(model.parameters(), before)]
     assert relative[1] > 5 * relative[0]  # the small matrix moves far more, relative to its size
+
+
+def test_adafactor_without_relative_step_moves_every_parameter_alike():
+    """T5's fine-tuning recipe (relative_step: false): the step no longer scales with the
+    parameter's RMS, so a fused q/k/v matrix's one RMS does not set all three's step."""
+    torch.manual_seed(0)
+    small, big = torch.nn.Linear(16, 16, bias=False), torch.nn.Linear(16, 16, bias=False)
+    big.weight.data = small.weight.data * 10  # the same direction, ten times the RMS
+    grad = torch.randn(16, 16)
+    deltas = {}
+    for relative in (True, False):
+        for name, layer in (("small", small), ("big", big)):
+            layer = copy.deepcopy(layer)
+            cfg = OptimConfig(name="adafactor", lr=1e-3, weight_decay=0.1, relative_step=relative)
+            optimizer = build_optimizer(layer, cfg)
+            before = layer.weight.detach().clone()
+            layer.weight.grad = grad.clone()
+            optimizer.step()
+            deltas[relative, name] = (layer.weight.detach() - before).abs().mean().item()
+    assert deltas[True, "big"] / deltas[True, "small"] == pytest.approx(10, rel=0.01)
+    assert deltas[False, "big"] / deltas[False, "small"] == pytest.approx(1, rel=0.05)  # decay: lr * 0.1 * w
+    assert 3e-4 < deltas[False, "small"] < 3e-3  # lr times a normalised update of RMS ~1
