@@ -43,7 +43,7 @@ PRETRAIN = {
     "t5": {"tokenizer": "unigram", "model": {"preset": "tiny"}, "data": {"seq_len": 32}},
 }
 ECHO_T5 = {"input_template": "first words of {lang}: {input}", "max_source_len": 24, "max_target_len": 8}
-ECHO_GPT = {"input_template": "{input}\nFirst:", "target_template": " {target}", "max_source_len": 24}
+ECHO_GPT = {"input_template": "{input}\nFirst ({lang}):", "target_template": " {target}", "max_source_len": 24}
 RUNS: dict[str, dict[str, Any]] = {
     "classification-bert": {"task": "classification", "family": "bert", "max_len": 32},
     "classification-gpt": {"task": "classification", "family": "gpt", "max_len": 32},
