@@ -22,34 +22,32 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/tokenize.py would shadow the stdlib `tokenize` for anything importing it: keep this
-# folder off the import path, and the repository root on it
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [os.path.dirname(_HERE)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+# the repository root on the import path, for a checkout without `pip install -e`
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import argparse  # noqa: E402
-import functools  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import cast  # noqa: E402
+import argparse
+import functools
+import json
+import platform
+import re
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+import torch
+import torch.nn as nn
 
-from llm_pipeline.data.loaders.masking import MaskingConfig, compute_mlm_masking  # noqa: E402
-from llm_pipeline.data.loaders.span_corruption import collate_span_corruption  # noqa: E402
-from llm_pipeline.data.loaders.span_masking import SpanCorruptionConfig, compute_raw_length, corrupt_spans  # noqa: E402
-from llm_pipeline.families import build_model, get_family  # noqa: E402
-from llm_pipeline.models import BERT, GPT, IGNORE_INDEX, T5  # noqa: E402
-from llm_pipeline.models.base import FamilyModel  # noqa: E402
-from llm_pipeline.models.hf_convert import to_hf_bert, to_hf_gpt, to_hf_t5  # noqa: E402
-from llm_pipeline.training.throughput import lookup_peak_flops  # noqa: E402
+from llm_pipeline.data.loaders.masking import MaskingConfig, compute_mlm_masking
+from llm_pipeline.data.loaders.span_corruption import collate_span_corruption
+from llm_pipeline.data.loaders.span_masking import SpanCorruptionConfig, compute_raw_length, corrupt_spans
+from llm_pipeline.families import build_model, get_family
+from llm_pipeline.models import BERT, GPT, IGNORE_INDEX, T5
+from llm_pipeline.models.base import FamilyModel
+from llm_pipeline.models.hf_convert import to_hf_bert, to_hf_gpt, to_hf_t5
+from llm_pipeline.training.throughput import lookup_peak_flops
 
 HF_IGNORE = -100  # transformers' label id for "no loss here"
 BERT_SPECIALS = 5  # ids 0..4: [PAD] [UNK] [CLS] [SEP] [MASK], as the wordpiece tokenizer orders them

@@ -1,6 +1,6 @@
 """Encode throughput of the tokenize stage vs a bare `tokenizers` loop, and the stage's peak RSS.
 
-    .venv/bin/python bench/tokenize.py            # default corpus: data/ingest (make it: dvc repro ingest)
+    .venv/bin/python bench/tokenize_throughput.py            # default corpus: data/ingest (make it: dvc repro ingest)
 
 Same tokenizer file, same text, same batch size, in one process; the two are alternated for
 --reps repetitions and the medians compared. "ours" is the stage's own code path (parquet ->
@@ -11,31 +11,25 @@ encode -> shard file on disk); "bare" is `encode_batch` over texts already in me
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform
+import resource
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
 
-# This file shares its name with the stdlib `tokenize` (which numpy/inspect import): keep its
-# own folder off the import path, or it would import itself instead.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import cast  # noqa: E402
-
-import tokenizers  # noqa: E402
+import tokenizers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llm_pipeline.data.tokenization.shards import token_dtype  # noqa: E402
-from llm_pipeline.data.tokenization.tokenizer import EOT, load_tokenizer  # noqa: E402
-from llm_pipeline.stages.tokenize import SPLITS, encode_split, iter_text_batches  # noqa: E402
+from llm_pipeline.data.tokenization.shards import token_dtype
+from llm_pipeline.data.tokenization.tokenizer import EOT, load_tokenizer
+from llm_pipeline.stages.tokenize import SPLITS, encode_split, iter_text_batches
 
 STAGE_CHILD = """
 import sys
