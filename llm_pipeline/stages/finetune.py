@@ -65,6 +65,7 @@ from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.training.callbacks import LossCurveWriter
+from llm_pipeline.training.throughput import training_compute
 from llm_pipeline.training.checkpointing import prepare_resume, training_fingerprint
 from llm_pipeline.training.lora import LoraConfig, apply_lora, count_parameters, lora_state_dict, merge_lora
 from llm_pipeline.training.module import TrainingModule
@@ -288,6 +289,7 @@ def train_run(
         merge_lora(setup.model)  # the saved model is a plain one of our classes
     metrics |= setup.counts | {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics["steps"] = trainer.global_step
+    metrics |= training_compute(trainer)  # train_tokens, train_flops: the x axis of quality-vs-compute
     meta = setup.meta | {"checkpoints": str(checkpoints), "resumed_from": str(resume_from) if resume_from else None}
     return TrainedRun(setup.model.cpu().eval(), meta, metrics, adapter)
 

@@ -46,6 +46,7 @@ from llm_pipeline.models.checks import check_config_seq_len
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.tracking import is_global_rank_zero
 from llm_pipeline.training.callbacks import LossCurveWriter
+from llm_pipeline.training.throughput import training_compute
 from llm_pipeline.training.checkpointing import prepare_resume, training_fingerprint
 from llm_pipeline.training.distributed import with_global_batch
 from llm_pipeline.training.module import TrainingModule
@@ -195,6 +196,7 @@ def run(cfg: PretrainConfig, tracker) -> StageResult:
         "params": sum(p.numel() for p in model.parameters()),
         "steps": trainer.global_step,
         "seq_len": setup.seq_len,
+        **training_compute(trainer),  # train_tokens, train_flops: the x axis of quality-vs-compute
         "train_seconds": seconds,
     }
     write_json(

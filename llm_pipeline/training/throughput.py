@@ -1,4 +1,4 @@
-"""Training throughput (tokens/s) and model FLOPs utilization (MFU), logged by a callback.
+"""Training throughput (tokens/s), model FLOPs utilization (MFU) and the compute a run spent.
 
 MFU = model FLOPs per second / the device's peak; each model counts its FLOPs itself
 (llm_pipeline.models.flops). Named apart from Lightning's own ThroughputMonitor, which
@@ -51,12 +51,24 @@ class TokenThroughputMonitor(Callback):
     `count_flops(batch)` (TrainingModule has both; for a module without them this logs
     nothing). The clock covers data loading, forward, backward and optimizer steps, but not
     validation.
+
+    It also sums tokens and model FLOPs over the whole run (`total_tokens`, `total_flops`, this
+    rank's); the sums travel in checkpoints, so a resumed run counts the steps before the kill.
     """
 
     def __init__(self, every_n_steps: int = 10) -> None:
         self.every_n_steps = every_n_steps
         self.peak_flops: float | None = None
+        self.total_tokens = 0
+        self.total_flops = 0.0
         self._reset(time.perf_counter())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"total_tokens": self.total_tokens, "total_flops": self.total_flops}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.total_tokens = int(state_dict["total_tokens"])
+        self.total_flops = float(state_dict["total_flops"])
 
     def _reset(self, now: float) -> None:
         self._started, self._paused, self._tokens, self._flops = now, 0.0, 0, 0.0
@@ -72,9 +84,11 @@ class TokenThroughputMonitor(Callback):
         if not hasattr(pl_module, "count_tokens"):
             return
         module = cast("_CountsBatches", pl_module)  # e.g. a TrainingModule: count_tokens (checked) and count_flops
-        self._tokens += module.count_tokens(batch)
-        if self.peak_flops:
-            self._flops += module.count_flops(batch)
+        tokens, flops = module.count_tokens(batch), module.count_flops(batch)
+        self._tokens += tokens
+        self._flops += flops
+        self.total_tokens += tokens
+        self.total_flops += flops
         if (batch_idx + 1) % trainer.accumulate_grad_batches or trainer.global_step % self.every_n_steps:
             return
         if pl_module.device.type == "cuda":
@@ -92,3 +106,14 @@ class TokenThroughputMonitor(Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._paused += time.perf_counter() - self._validation_started
+
+
+def training_compute(trainer: L.Trainer) -> dict[str, float]:
+    """`train_tokens` and `train_flops` (model FLOPs, forward + backward) the run spent over all
+    its steps and ranks; {} when the trainer has no TokenThroughputMonitor. Data-parallel ranks
+    train equal-sized batches, so the total is this rank's times the world size."""
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]  # Lightning types it loosely
+        if isinstance(callback, TokenThroughputMonitor):
+            world = trainer.world_size
+            return {"train_tokens": float(callback.total_tokens * world), "train_flops": callback.total_flops * world}
+    return {}

@@ -18,7 +18,7 @@ from llm_pipeline.training.callbacks import CompileModel, LossCurveWriter
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP
 from llm_pipeline.training.optim import OptimConfig
-from llm_pipeline.training.throughput import TokenThroughputMonitor, lookup_peak_flops
+from llm_pipeline.training.throughput import TokenThroughputMonitor, lookup_peak_flops, training_compute
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 
@@ -84,6 +84,24 @@ def test_throughput_and_mfu_are_logged_from_the_model_flops(tmp_path):
     assert float(metrics["train/mfu"]) * 1e12 / float(metrics["train/tokens_per_sec"]) == pytest.approx(
         flops_per_token, rel=1e-3
     )
+
+
+def test_training_compute_sums_every_step_and_survives_a_resume(tmp_path):
+    module, train, val = lm_setup(tmp_path, max_steps=6)
+    trainer = build_trainer(trainer_config(max_steps=6, val_check_interval=3), tmp_path)
+    trainer.fit(module, train, val)
+    whole = training_compute(trainer)
+    cfg = module.model.config
+    flops_per_token = compute_transformer_flops(
+        module.model.num_parameters(exclude_position_embedding=True), cfg.n_layer, cfg.n_embd, 16, 1
+    )
+    assert whole["train_tokens"] == 6 * 4 * 16  # 6 steps of 4 windows of 16 tokens, no padding
+    assert whole["train_flops"] == pytest.approx(whole["train_tokens"] * flops_per_token, rel=1e-6)
+    # resumed from the checkpoint saved mid-run at step 3: the totals of steps 1-3 travel in it
+    resumed = build_trainer(trainer_config(max_steps=6, val_check_interval=3), tmp_path)
+    resumed.fit(module, train, val, ckpt_path=str(tmp_path / "checkpoints" / "step-000003.ckpt"))
+    assert training_compute(resumed) == whole
+    assert training_compute(L.Trainer(logger=False, enable_checkpointing=False)) == {}
 
 
 def test_peak_flops_table():
