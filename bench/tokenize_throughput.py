@@ -35,9 +35,9 @@ STAGE_CHILD = """
 import sys
 from llm_pipeline.config import load_config
 from llm_pipeline.stages import tokenize
-from llm_pipeline.tracking import StageRun
+from llm_pipeline.tracking.runs import NULL_TRACKER
 cfg = load_config(tokenize.TokenizeConfig, sys.argv[1], sys.argv[2:])
-tokenize.run(cfg, StageRun(None))
+tokenize.run(cfg, NULL_TRACKER)
 """
 
 

@@ -18,10 +18,10 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))  # a deployment's worker imports this file by path
 
 from flows.pipeline import finetune_runs, in_directory, lock_holder, run_stage  # noqa: E402  (after the path fix)
-from llm_pipeline import tracking  # noqa: E402
 from llm_pipeline.errors import PipelineError  # noqa: E402
 from llm_pipeline.locking import pipeline_lock  # noqa: E402
 from llm_pipeline.stages.base import REPORTS_DIR  # noqa: E402
+from llm_pipeline.tracking import runs  # noqa: E402
 
 
 def run_name(project_dir: str, task: str, family: str) -> str:
@@ -48,7 +48,7 @@ def finetune_on_demand(task: str, family: str, force: bool = False, project_dir:
     stage = f"finetune@{name}"
     # tracking defaults (mlflow.db) are relative to the project; one pipeline run per project at a time
     with in_directory(project_dir), pipeline_lock(project_dir, lock_holder()):
-        parent = tracking.start_pipeline_run(f"on-demand-{name}", tags={"pipeline.run": name})
+        parent = runs.start_pipeline_run(f"on-demand-{name}", tags={"pipeline.run": name})
         results: dict[str, dict] = {}
         try:
             report = Path(project_dir) / REPORTS_DIR / f"finetune-{name}.json"
@@ -59,9 +59,9 @@ def finetune_on_demand(task: str, family: str, force: bool = False, project_dir:
             results["evaluate"] = run_stage("evaluate", project_dir, parent)
             results["report"] = run_stage("report", project_dir, parent)
             reports = Path(project_dir) / "reports"
-            tracking.log_to_run(parent, [reports / "summary.md", reports / "figures"])
+            runs.log_to_run(parent, [reports / "summary.md", reports / "figures"])
         except BaseException:
-            tracking.end_pipeline_run(parent, status="FAILED")
+            runs.end_pipeline_run(parent, status="FAILED")
             raise
         metrics = {
             f"{step}/{key}": value
@@ -69,7 +69,7 @@ def finetune_on_demand(task: str, family: str, force: bool = False, project_dir:
             for key, value in values.items()
             if isinstance(value, (int, float))
         }
-        tracking.end_pipeline_run(parent, metrics=metrics)
+        runs.end_pipeline_run(parent, metrics=metrics)
     return results
 
 

@@ -24,10 +24,13 @@ from prefect import flow, get_run_logger, task
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR))  # so a deployment's worker finds llm_pipeline from a checkout
 
-from llm_pipeline import dvc_state, tracking  # noqa: E402  (after the path fix above)
+from llm_pipeline import dvc_state  # noqa: E402  (after the path fix above)
 from llm_pipeline.errors import PipelineError  # noqa: E402
 from llm_pipeline.locking import pipeline_lock  # noqa: E402
 from llm_pipeline.stages.base import REPORTS_DIR  # noqa: E402
+from llm_pipeline.tracking import runs  # noqa: E402
+from llm_pipeline.tracking.client import PARENT_RUN_ENV  # noqa: E402
+from llm_pipeline.tracking.lineage_tags import PREFECT_DEPLOYMENT_ENV, PREFECT_FLOW_RUN_ENV  # noqa: E402
 
 
 def stage_env(parent_run_id: str | None) -> dict[str, str]:
@@ -38,8 +41,8 @@ def stage_env(parent_run_id: str | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if parent_run_id:
-        env[tracking.PARENT_RUN_ENV] = parent_run_id
-    ids = {tracking.PREFECT_FLOW_RUN_ENV: flow_run.id, tracking.PREFECT_DEPLOYMENT_ENV: deployment.name}
+        env[PARENT_RUN_ENV] = parent_run_id
+    ids = {PREFECT_FLOW_RUN_ENV: flow_run.id, PREFECT_DEPLOYMENT_ENV: deployment.name}
     for var, value in ids.items():
         if value:  # None outside a flow run / for a flow run not started from a deployment
             env[var] = str(value)
@@ -167,7 +170,7 @@ def pipeline(project_dir: str = str(PROJECT_DIR), force: bool | list[str] = Fals
     forced = forced_stages(stages, force)
     with in_directory(project_dir), pipeline_lock(project_dir, lock_holder()):
         # tracking defaults (mlflow.db) are relative to the project
-        parent = tracking.start_pipeline_run("pipeline")
+        parent = runs.start_pipeline_run("pipeline")
         results: dict[str, dict] = {}
         try:
             # Sequential on purpose: `dvc repro` holds a repo-wide lock, so concurrent stages
@@ -184,15 +187,15 @@ def pipeline(project_dir: str = str(PROJECT_DIR), force: bool | list[str] = Fals
             for stage in after[start:]:
                 results[stage.replace("@", "-")] = run_stage(stage, project_dir, parent, stage in forced)
             if "report" in after[start:]:  # a new summary; an unchanged one stays with the run that made it
-                tracking.log_to_run(
+                runs.log_to_run(
                     parent, [Path(project_dir) / "reports" / "summary.md", Path(project_dir) / "reports" / "figures"]
                 )
             if push:
                 push_outputs(project_dir)
         except BaseException:
-            tracking.end_pipeline_run(parent, status="FAILED")
+            runs.end_pipeline_run(parent, status="FAILED")
             raise
-        tracking.end_pipeline_run(
+        runs.end_pipeline_run(
             parent,
             metrics={
                 f"{stage}/{key}": value

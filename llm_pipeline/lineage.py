@@ -1,11 +1,11 @@
 """Lineage of a registered model version, read from MLflow alone: a module that imports mlflow
-(besides tracking.py), used by `llm-pipeline lineage` only, so no stage depends on it.
+(besides llm_pipeline/tracking/), used by `llm-pipeline lineage` only, so no stage depends on it.
 
 From the version to the run that registered it, then from run to run through each run's
 `upstream.<stage>` tags (finetune -> pretrain -> tokenize -> ingest, and whatever comes
 before ingest), to the raw source files and their sha256 that the ingest run's manifest
 (logged as its artifact) lists. Every run carries its commit, the DVC hashes of its deps and
-the Prefect ids (llm_pipeline/tracking.py stage_run).
+the Prefect ids (llm_pipeline/tracking/runs.py stage_run).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from llm_pipeline import tracking
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.tracking.client import mlflow_client
+from llm_pipeline.tracking.lineage_tags import DVC_DEP_TAG, is_code
+from llm_pipeline.tracking.registry import model_aliases, registered_versions
 
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 SOURCE_STAGES = ("ingest",)  # the stage whose inputs are the raw source files
@@ -60,8 +62,8 @@ def resolve(uri: str) -> tuple[str, str, list[str], dict[str, str], str | None]:
     if not match:
         raise PipelineError(f"{uri}: not a model URI; use models:/<name>@<alias> or models:/<name>/<version>")
     name = match["name"]
-    aliases = tracking.model_aliases(name)
-    versions = {str(v.version): v for v in tracking.registered_versions(name)}
+    aliases = model_aliases(name)
+    versions = {str(v.version): v for v in registered_versions(name)}
     if not versions:
         raise PipelineError(f"{uri}: no registered model named {name!r}")
     version = match["version"] or aliases.get(match["alias"] or "")
@@ -77,7 +79,7 @@ def resolve(uri: str) -> tuple[str, str, list[str], dict[str, str], str | None]:
 
 def trace_model(uri: str) -> ModelLineage:
     name, version, aliases, tags, run_id = resolve(uri)
-    client = tracking._client()
+    client = mlflow_client()
     return ModelLineage(uri, name, version, aliases, tags, _trace_run(client, run_id, set()) if run_id else None)
 
 
@@ -86,9 +88,9 @@ def _trace_run(client, run_id: str, seen: set[str]) -> RunStep:
     run = client.get_run(run_id)
     tags = dict(run.data.tags)
     deps = {
-        k.removeprefix(tracking.DVC_DEP_TAG): v
+        k.removeprefix(DVC_DEP_TAG): v
         for k, v in tags.items()
-        if k.startswith(tracking.DVC_DEP_TAG) and not tracking._is_code(k.removeprefix(tracking.DVC_DEP_TAG))
+        if k.startswith(DVC_DEP_TAG) and not is_code(k.removeprefix(DVC_DEP_TAG))
     }
     stage = tags.get("pipeline.stage", "")
     step = RunStep(run.info.run_name or run_id, run_id, stage, tags, deps)

@@ -1,11 +1,11 @@
 """The MLflow model flavor of a stage's model folder: the `loader_module` of every registered model.
 
-`tracking.StageRun.register_model` logs a folder (model.safetensors + model.json, tokenizer.json,
+`tracking.runs.StageRun.register_model` logs a folder (model.safetensors + model.json, tokenizer.json,
 manifest.json) with `mlflow.pyfunc.log_model(loader_module="llm_pipeline.mlflow_pyfunc",
 data_path=folder)`; `mlflow.pyfunc.load_model(...)` and `mlflow models serve` then call
 `_load_pyfunc` here on the downloaded folder. `predict` takes a DataFrame with a `text` column
 (and any column the fine-tune's template names, e.g. `lang`) and returns one text or label per
-row (llm_pipeline.inference says which); params (tracking.PYFUNC_PARAMS) tune the decoding.
+row (llm_pipeline.inference says which); params (tracking.registry.PYFUNC_PARAMS) tune the decoding.
 
 It needs no mlflow import itself: MLflow finds this module by name, so the stages that register
 models do not import it (nor the inference code behind it).

@@ -197,7 +197,7 @@ def write_fake_bpe_shards(root: Path) -> Path:
     """A fake ingest output (root/ingest, returned) and its bpe tokenizer + shards (root/tok/bpe,
     vocab 300): what the tiny pretraining workspaces of the fault tests start from."""
     from llm_pipeline.stages import tokenize
-    from llm_pipeline.tracking import StageRun
+    from llm_pipeline.tracking.runs import NullTracker
 
     ingest = write_fake_ingest(root / "ingest")
     tokenize.run(
@@ -207,6 +207,6 @@ def write_fake_bpe_shards(root: Path) -> Path:
             progress=False,
             tokenizers={"bpe": {"kind": "bpe", "vocab_size": 300}},
         ),
-        StageRun(None),
+        NullTracker(),
     )
     return ingest

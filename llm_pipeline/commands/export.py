@@ -15,10 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llm_pipeline import tracking
     from llm_pipeline.export import export_hf
+    from llm_pipeline.tracking import registry
 
-    with tracking.model_folder(args.model_uri) as folder:
+    with registry.model_folder(args.model_uri) as folder:
         files = export_hf(folder, args.out_dir)
     print(f"{args.out_dir}: {', '.join(p.name for p in files)}")
     return 0

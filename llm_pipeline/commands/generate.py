@@ -28,14 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llm_pipeline import inference, tracking
+    from llm_pipeline import inference
     from llm_pipeline.errors import PipelineError
+    from llm_pipeline.tracking import registry
 
     row = {inference.TEXT_COLUMN: args.prompt, **dict(_field(item) for item in args.field)}
     options = inference.build_options(
         {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k, "seed": args.seed}
     )
-    with tracking.model_folder(args.model) as folder:
+    with registry.model_folder(args.model) as folder:
         loaded = inference.load_model_folder(folder)
     if loaded.use not in inference.WRITERS:
         raise PipelineError(f"{args.model}: generate needs a gpt or t5 model, and this is {loaded.what}")

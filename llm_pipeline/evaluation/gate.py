@@ -5,7 +5,7 @@ find its registered model's champion; if the champion was scored on another test
 it and score it on this one (when its artifacts hold a loadable model folder); decide with
 evaluation/promotion.py; then tag the version with both numbers, the test set and the decision,
 point the `champion` or `challenger` alias at it, and write the descriptions people read.
-A rerun with no new version changes no alias. The registry calls are in llm_pipeline/tracking.py.
+A rerun with no new version changes no alias. The registry calls are in llm_pipeline/registry.py.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_pipeline import tracking
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.evaluation.promotion import CHAMPION, Decision, Score, compute_decision
+from llm_pipeline.tracking import registry
 
 log = logging.getLogger(__name__)
 TAG = "promotion."  # every gate tag on a version starts with it
@@ -51,11 +51,11 @@ def gate(candidates: list[Candidate], evaluate_run_id: str | None) -> list[dict[
 
 
 def gate_version(c: Candidate, evaluate_run_id: str | None) -> dict[str, Any]:
-    champion = tracking.model_aliases(c.registered).get(CHAMPION)
-    mine = tracking.model_version_tags(c.registered, c.version)
+    champion = registry.model_aliases(c.registered).get(CHAMPION)
+    mine = registry.model_version_tags(c.registered, c.version)
     own = score_tags(c.score) | {f"{TAG}evaluate_run": str(evaluate_run_id)}
     if champion == c.version:  # a rerun with no new version: nothing to decide, the score is today's
-        tracking.set_model_version_tags(c.registered, c.version, own)
+        registry.set_model_version_tags(c.registered, c.version, own)
         return _outcome(c, champion, c.score.value, Decision(CHAMPION, "already the champion"), changed=False)
     if mine.get(f"{TAG}test_set") == c.score.test_set and f"{TAG}decision" in mine:
         decided = Decision(mine[f"{TAG}decision"], mine.get(f"{TAG}reason", ""))
@@ -67,7 +67,7 @@ def gate_version(c: Candidate, evaluate_run_id: str | None) -> dict[str, Any]:
     decision = compute_decision(c.score.value, champion_score, c.score.higher_is_better, same_data)
     if why:
         decision = Decision(decision.alias, f"{decision.reason} ({why})")
-    tracking.set_model_version_tags(
+    registry.set_model_version_tags(
         c.registered,
         c.version,
         own
@@ -78,7 +78,7 @@ def gate_version(c: Candidate, evaluate_run_id: str | None) -> dict[str, Any]:
             f"{TAG}reason": decision.reason,
         },
     )
-    tracking.set_model_alias(c.registered, decision.alias, c.version)
+    registry.set_model_alias(c.registered, decision.alias, c.version)
     outcome = _outcome(c, champion, champion_score if same_data else None, decision, changed=True)
     _describe(c, outcome)
     return outcome
@@ -87,18 +87,18 @@ def gate_version(c: Candidate, evaluate_run_id: str | None) -> dict[str, Any]:
 def _champion_score(c: Candidate, champion: str, evaluate_run_id: str | None) -> tuple[float, bool, str]:
     """(the champion's score, whether it is on this test set, why not); rescores it when its
     recorded score is on another test set and its artifacts hold a loadable model folder."""
-    theirs = tracking.model_version_tags(c.registered, champion)
+    theirs = registry.model_version_tags(c.registered, champion)
     recorded = _float(theirs.get(f"{TAG}score"))
     if theirs.get(f"{TAG}test_set") == c.score.test_set and recorded is not None:
         return recorded, True, ""
     old = recorded if recorded is not None else math.nan
     try:  # a version logged before models were saved-folder pyfuncs has no folder: PipelineError
-        with tracking.model_folder(f"models:/{c.registered}/{champion}") as folder:
+        with registry.model_folder(f"models:/{c.registered}/{champion}") as folder:
             value = c.rescore(folder)
     except PipelineError as exc:
         log.warning("%s: champion version %s could not be rescored: %s", c.registered, champion, exc)
         return old, False, str(exc)
-    tracking.set_model_version_tags(
+    registry.set_model_version_tags(
         c.registered,
         champion,
         score_tags(Score(c.score.metric, value, c.score.higher_is_better, c.score.test_set))
@@ -133,7 +133,7 @@ def _describe(c: Candidate, outcome: dict[str, Any]) -> None:
     direction = "higher" if s.higher_is_better else "lower"
     headline = f"{value:.4g}" if value is not None else "not scored on this test set"
     test_set = f"test set {s.test_set[:12]}"
-    tracking.describe_registered_model(
+    registry.describe_registered_model(
         c.registered,
         c.version,
         model=(

@@ -3,7 +3,7 @@
 Each registered model has a `champion` alias. A version scored by evaluate becomes champion
 only if its task's primary metric beats the champion's on the same test set (the same test
 set digest); otherwise it is the `challenger`. The first version scored is champion. The
-MLflow side (aliases, version tags) is in llm_pipeline/tracking.py; the stage that calls both
+MLflow side (aliases, version tags) is in llm_pipeline/tracking/registry.py; the stage that calls both
 is llm_pipeline/stages/evaluate.py.
 """
 

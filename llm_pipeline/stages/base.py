@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_pipeline import tracking
 from llm_pipeline.config import StageConfig
 from llm_pipeline.io import MANIFEST_NAME, write_json
+from llm_pipeline.tracking.client import is_global_rank_zero
+from llm_pipeline.tracking.runs import stage_run
 
 STAGES = ("fetch", "ingest", "tokenize", "pretrain", "finetune", "evaluate", "report")
 REPORTS_DIR = Path("reports")
@@ -59,11 +60,11 @@ def execute(stage: str, cfg: StageConfig) -> StageResult:
     """Run one stage inside its MLflow run; write reports/<run>.json."""
     module = stage_module(stage)
     name = run_name(stage, cfg)
-    with tracking.stage_run(name) as tracker:
+    with stage_run(name) as tracker:
         tracker.log_params(flatten(cfg.model_dump(mode="json")))
         result: StageResult = module.run(cfg, tracker)
         report_path = REPORTS_DIR / f"{name}.json"
-        if tracking.is_global_rank_zero():
+        if is_global_rank_zero():
             write_json(
                 report_path,
                 {"stage": name, "mlflow_run_id": tracker.run_id, "metrics": result.metrics, **result.report},

@@ -21,7 +21,6 @@ import torch
 import yaml
 from pydantic import AfterValidator, Field
 
-from llm_pipeline import tracking
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.tokenization.shards import load_shard
@@ -46,6 +45,8 @@ from llm_pipeline.families import FAMILIES, get_family
 from llm_pipeline.io import read_manifest, read_run_record, sha256_file
 from llm_pipeline.model_files import check_tokenizer, has_model, load_pretrained
 from llm_pipeline.stages.base import StageResult
+from llm_pipeline.tracking.registry import model_version_of_run
+from llm_pipeline.tracking.runs import Tracker
 from llm_pipeline.training.objectives import CausalLM, MaskedLMWithNSP, SpanCorruption
 
 
@@ -198,7 +199,7 @@ def check_prompts(samples: SamplingConfig, tokenizer) -> None:
             raise PipelineError(f"samples.prompts.{i}: {prompt!r} tokenizes to nothing; give text the tokenizer knows")
 
 
-def run(cfg: EvaluateConfig, tracker) -> StageResult:
+def run(cfg: EvaluateConfig, tracker: Tracker) -> StageResult:
     torch.manual_seed(cfg.seed)
     for family in cfg.families:
         get_family(family)
@@ -254,7 +255,7 @@ def _score(metric: str, value: float, files: list[Path], selection: dict[str, An
 
 def pretrained_candidate(cfg: EvaluateConfig, board: Scoreboard, family: str) -> Candidate | None:
     folder = Path(cfg.pretrain_root) / family
-    registered = tracking.model_version_of_run(read_run_record(folder).get("mlflow_run_id"))
+    registered = model_version_of_run(read_run_record(folder).get("mlflow_run_id"))
     if registered is None:  # trained with tracking off: no version to promote
         return None
     task, metric, value = primary_row(board, "pretraining", family)
@@ -272,7 +273,7 @@ def pretrained_candidate(cfg: EvaluateConfig, board: Scoreboard, family: str) ->
 
 
 def downstream_candidate(cfg: EvaluateConfig, board: Scoreboard, run: FinetunedRun) -> Candidate | None:
-    registered = tracking.model_version_of_run(read_run_record(run.folder).get("mlflow_run_id"))
+    registered = model_version_of_run(read_run_record(run.folder).get("mlflow_run_id"))
     if registered is None:
         return None
     _, metric, value = primary_row(board, "downstream", run.system, run.task)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from llm_pipeline.config import StageConfig, load_config
 from llm_pipeline.data.sources import kinds
@@ -26,6 +26,7 @@ from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import atomic_path, write_json
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.stages.ingest import IngestConfig
+from llm_pipeline.tracking.runs import NULL_TRACKER, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def fetch_upstream(cfg: FetchConfig, languages: tuple[str, ...], packages: list[
     return files
 
 
-def run(cfg: FetchConfig, tracker: Any = None) -> StageResult:
+def run(cfg: FetchConfig, tracker: Tracker = NULL_TRACKER) -> StageResult:
     ingest = load_config(IngestConfig, cfg.ingest_params, [])
     languages, packages = upstream_needs(ingest)
     stale_reason = None
@@ -85,8 +86,7 @@ def run(cfg: FetchConfig, tracker: Any = None) -> StageResult:
         write_json(tmp / SNAPSHOT_MANIFEST, snapshot)  # no dates: equal content, equal bytes
     files = snapshot["files"]
     log.info("snapshot %s: %d upstream files, %d local files", snapshot["snapshot_id"][:12], len(upstream), len(local))
-    if tracker is not None:
-        tracker.set_tags({"snapshot_id": snapshot["snapshot_id"]})
+    tracker.set_tags({"snapshot_id": snapshot["snapshot_id"]})
     return StageResult(
         metrics={
             "fetch/upstream_files": len(upstream),

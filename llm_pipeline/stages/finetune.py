@@ -33,7 +33,6 @@ from pydantic import Field, field_validator
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from llm_pipeline import tracking
 from llm_pipeline.config import StageConfig, check_folder_names
 from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
 from llm_pipeline.data.loaders.config import build_eval_loader
@@ -64,13 +63,16 @@ from llm_pipeline.model_files import (
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.stages.base import StageResult
+from llm_pipeline.tracking.client import is_global_rank_zero
+from llm_pipeline.tracking.registry import model_version_of_run
+from llm_pipeline.tracking.runs import Tracker
 from llm_pipeline.training.callbacks import LossCurveWriter
-from llm_pipeline.training.throughput import training_compute
 from llm_pipeline.training.checkpointing import prepare_resume, training_fingerprint
 from llm_pipeline.training.lora import LoraConfig, apply_lora, count_parameters, lora_state_dict, merge_lora
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.objectives import Objective, SequenceClassification, text_to_text_objective
 from llm_pipeline.training.optim import OptimConfig
+from llm_pipeline.training.throughput import training_compute
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 log = logging.getLogger(__name__)
@@ -255,7 +257,7 @@ def train_run(
     tokenizer,
     inputs: list[dict[str, Any]],
     plots: Path,
-    tracker,
+    tracker: Tracker,
 ) -> TrainedRun | None:
     """Build the task's model and loaders, train (resuming from its checkpoints), and hand back
     what rank zero saves; None on the other ranks of a multi-process run."""
@@ -270,7 +272,7 @@ def train_run(
     module = TrainingModule(setup.model, setup.objective, spec.optim.for_run(spec.trainer.max_steps))
     checkpoints = Path(cfg.checkpoint_root) / f"finetune-{name}"
     run_fingerprint = training_fingerprint(spec.model_dump(), inputs)
-    resume_from = prepare_resume(checkpoints, spec.trainer.resume, run_fingerprint, tracking.is_global_rank_zero())
+    resume_from = prepare_resume(checkpoints, spec.trainer.resume, run_fingerprint, is_global_rank_zero())
     logger = tracker.lightning_logger()
     trainer = build_trainer(
         spec.trainer,
@@ -294,7 +296,7 @@ def train_run(
     return TrainedRun(setup.model.cpu().eval(), meta, metrics, adapter)
 
 
-def run(cfg: FinetuneConfig, tracker) -> StageResult:
+def run(cfg: FinetuneConfig, tracker: Tracker) -> StageResult:
     name, spec = select_run(cfg)
     family = get_family(spec.family)
     kind = task_kind(cfg.tasks_dir, spec.task)
@@ -335,7 +337,7 @@ def run(cfg: FinetuneConfig, tracker) -> StageResult:
         metrics["train_seconds"] = time.perf_counter() - started
         pretrain_run = read_run_record(pretrained_dir).get("mlflow_run_id")  # the run that made the backbone
         # a scratch run takes only the tokenizer (and architecture) from there: no weights lineage
-        lineage = tracking.model_version_of_run(pretrain_run) if spec.init == "pretrained" else None
+        lineage = model_version_of_run(pretrain_run) if spec.init == "pretrained" else None
         write_json(
             tmp / MANIFEST_NAME,
             build_manifest(

@@ -41,6 +41,7 @@ from llm_pipeline.data.tasks.base import write_task
 from llm_pipeline.data.tasks.build import BuiltTasks, TasksConfig, build_tasks, check_leakage
 from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json, write_run_record
 from llm_pipeline.stages.base import StageResult
+from llm_pipeline.tracking.runs import NULL_TRACKER, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def _columns(rows: Iterable[Any], names: list[str]) -> dict[str, list[str]]:
     return {n: [getattr(r, n) for r in rows] for n in names}
 
 
-def run(cfg: IngestConfig, tracker: Any = None) -> StageResult:
+def run(cfg: IngestConfig, tracker: Tracker = NULL_TRACKER) -> StageResult:
     loaded = load_sources(cfg)
     sp, cl, dd = cfg.split, cfg.cleaning, cfg.dedup
     built = build_corpus(
@@ -186,7 +187,7 @@ def run(cfg: IngestConfig, tracker: Any = None) -> StageResult:
             },
         )
         write_json(tmp / MANIFEST_NAME, manifest)
-    write_run_record(out, mlflow_run_id=getattr(tracker, "run_id", None))
+    write_run_record(out, mlflow_run_id=tracker.run_id)
     return StageResult(
         metrics=_metrics(corpus, tasks),
         report={"output_dir": str(out), "manifest": str(out / MANIFEST_NAME), "counts": counts},

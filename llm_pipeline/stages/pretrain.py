@@ -44,14 +44,15 @@ from llm_pipeline.model_files import MODEL_CONFIG, MODEL_WEIGHTS, check_tokenize
 from llm_pipeline.models.base import FamilyModel
 from llm_pipeline.models.checks import check_config_seq_len
 from llm_pipeline.stages.base import StageResult
-from llm_pipeline.tracking import is_global_rank_zero
+from llm_pipeline.tracking.client import is_global_rank_zero
+from llm_pipeline.tracking.runs import Tracker
 from llm_pipeline.training.callbacks import LossCurveWriter
-from llm_pipeline.training.throughput import training_compute
 from llm_pipeline.training.checkpointing import prepare_resume, training_fingerprint
 from llm_pipeline.training.distributed import with_global_batch
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.objectives import Objective, SpanCorruption
 from llm_pipeline.training.optim import OptimConfig
+from llm_pipeline.training.throughput import training_compute
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def build_pretrain_setup(
     return PretrainSetup(model, spec.objective(), train, val, seq_len, manifest)
 
 
-def run(cfg: PretrainConfig, tracker) -> StageResult:
+def run(cfg: PretrainConfig, tracker: Tracker) -> StageResult:
     family = cfg.family
     if family is None:
         raise PipelineError(f"pretrain: no family given; use --set family=<one of {', '.join(cfg.families)}>")

@@ -18,6 +18,7 @@ from llm_pipeline.evaluation.plots import read_loss_curves, write_figures
 from llm_pipeline.evaluation.report import example_rows, parse_evaluation, render_summary, score_rows
 from llm_pipeline.io import atomic_path, read_json
 from llm_pipeline.stages.base import STAGES, StageResult
+from llm_pipeline.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class ReportConfig(StageConfig):
     max_examples: int = Field(3, ge=0, description="decoded examples shown per task and model family")
 
 
-def run(cfg: ReportConfig, tracker) -> StageResult:
+def run(cfg: ReportConfig, tracker: Tracker) -> StageResult:
     evaluation = parse_evaluation(read_json(cfg.evaluate_report), cfg.evaluate_report)
     curves = read_loss_curves(cfg.plots_dir)
     if not curves:

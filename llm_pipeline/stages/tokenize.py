@@ -45,6 +45,7 @@ from llm_pipeline.io import (
     write_run_record,
 )
 from llm_pipeline.stages.base import StageResult
+from llm_pipeline.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -206,7 +207,12 @@ def corpus_paths(input_dir: str) -> dict[str, Path]:
 
 
 def build_tokenizer(
-    name: str, spec: TokenizerSpec, cfg: TokenizeConfig, paths: dict[str, Path], upstream: dict[str, Any], tracker
+    name: str,
+    spec: TokenizerSpec,
+    cfg: TokenizeConfig,
+    paths: dict[str, Path],
+    upstream: dict[str, Any],
+    tracker: Tracker,
 ) -> dict[str, float]:
     """Train one tokenizer, write its folder atomically, return its metrics."""
     train_docs = pq.ParquetFile(paths["train"]).metadata.num_rows
@@ -305,7 +311,7 @@ def build_tokenizer(
     }
 
 
-def run(cfg: TokenizeConfig, tracker) -> StageResult:
+def run(cfg: TokenizeConfig, tracker: Tracker) -> StageResult:
     paths = corpus_paths(cfg.input_dir)
     upstream = read_run_record(cfg.input_dir)  # which ingest run made the corpus (lineage)
     names = [cfg.only] if cfg.only else list(cfg.tokenizers)

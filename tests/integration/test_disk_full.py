@@ -26,7 +26,7 @@ import yaml
 from llm_pipeline import io as pipeline_io
 from llm_pipeline.io import sha256_file
 from llm_pipeline.stages import tokenize
-from llm_pipeline.tracking import StageRun
+from llm_pipeline.tracking.runs import NullTracker
 from tests.conftest import make_documents, write_fake_bpe_shards
 
 pytestmark = pytest.mark.integration
@@ -252,7 +252,7 @@ def test_token_shards_on_a_full_disk(workspace, tmp_path):
             "tokenizers": {"bpe": {"kind": "bpe", "vocab_size": 300}},
         }
         params.write_text(yaml.safe_dump(config))
-        tokenize.run(tokenize.TokenizeConfig(**config), StageRun(None))  # the previous complete output
+        tokenize.run(tokenize.TokenizeConfig(**config), NullTracker())  # the previous complete output
         before = snapshot(out)
         shard_bytes = (out / "bpe" / "train.bin").stat().st_size
         # room for the new tokenizer.json, not for all of its train shard

@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 from llm_pipeline.io import read_run_record
 from llm_pipeline.model_files import MODEL_WEIGHTS
 from llm_pipeline.stages import tokenize
-from llm_pipeline.tracking import StageRun
+from llm_pipeline.tracking.runs import NullTracker
 from tests.conftest import write_fake_ingest
 
 TRAINER: dict[str, Any] = {
@@ -75,7 +75,7 @@ def workspace(tmp_path_factory):
             progress=False,
             tokenizers={name: {"kind": kind, "vocab_size": 400} for name, kind in kinds.items()},
         ),
-        StageRun(None),
+        NullTracker(),
     )
     families = {
         name: {"optim": {"lr": 0.01, "warmup_steps": 5}, **block, "trainer": TRAINER}

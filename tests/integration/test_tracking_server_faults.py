@@ -23,7 +23,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from flows import processes
-from llm_pipeline import tracking
+from llm_pipeline.tracking.client import DEFAULT_EXPERIMENT
+from llm_pipeline.tracking.dead_runs import INCOMPLETE_TAG, KILLED_REASON_TAG, REPLACED_TAG, SUCCESSOR_TAG
 from tests.conftest import write_fake_bpe_shards
 
 TRAINER = {
@@ -91,7 +92,7 @@ def wait_for_open_run(client: MlflowClient, process: subprocess.Popen) -> str:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert process.poll() is None, f"the stage ended before the fault: {process.communicate()[1][-2000:]!r}"
-        exp = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+        exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
         runs = [] if exp is None else client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
         if runs:
             (run,) = runs
@@ -104,13 +105,13 @@ def assert_replaced(client: MlflowClient, killed: str) -> str:
     """The killed run is KILLED, naming a FINISHED successor that registered a complete version."""
     dead = client.get_run(killed)
     assert dead.info.status == "KILLED", dead.info
-    successor = client.get_run(dead.data.tags[tracking.SUCCESSOR_TAG])
+    successor = client.get_run(dead.data.tags[SUCCESSOR_TAG])
     assert successor.info.status == "FINISHED" and successor.info.run_name == RUN_NAME
-    assert successor.data.tags[tracking.REPLACED_TAG] == killed
+    assert successor.data.tags[REPLACED_TAG] == killed
     (version,) = client.search_model_versions("name='faults-gpt'")
     assert version.run_id == successor.info.run_id and version.status == "READY"
     assert version.tags["tokenizer_sha256"] == successor.data.tags["tokenizer_sha256"]  # lineage copied on
-    assert tracking.INCOMPLETE_TAG not in version.tags
+    assert INCOMPLETE_TAG not in version.tags
     return successor.info.run_id
 
 
@@ -128,7 +129,7 @@ def test_a_sigkilled_stage_leaves_no_running_run_after_its_rerun(params, tmp_pat
 
     run_to_end(params, tmp_path / "out", env)
     assert_replaced(client, killed)
-    assert "its process" in client.get_run(killed).data.tags[tracking.KILLED_REASON_TAG]
+    assert "its process" in client.get_run(killed).data.tags[KILLED_REASON_TAG]
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ import pytest
 import torch
 import yaml
 
-from llm_pipeline import tracking
 from llm_pipeline.cli import main
 from llm_pipeline.config import build_config, load_config, load_params
 from llm_pipeline.data.loaders.mlm_nsp import load_nsp_pairs
@@ -24,11 +23,12 @@ from llm_pipeline.models.classifier import SequenceClassifier
 from llm_pipeline.stages import evaluate, tokenize
 from llm_pipeline.stages.finetune import FinetuneConfig
 from llm_pipeline.stages.pretrain import PretrainConfig
-from llm_pipeline.tracking import StageRun
+from llm_pipeline.tracking.client import enabled
+from llm_pipeline.tracking.runs import NullTracker, search_runs, stage_run
 from llm_pipeline.training import trainer as trainer_mod
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
-NO_TRACKING = StageRun(None)
+NO_TRACKING = NullTracker()
 RUN = {"task": "classification", "family": "gpt"}  # the least a finetune run block needs
 
 
@@ -295,7 +295,7 @@ def test_missing_mlflow_is_an_error_unless_tracking_is_off(eval_inputs, tmp_path
         match=r"mlflow cannot be imported \((ModuleNotFound|Import)Error: .*\); "
         r"install it or set LLM_PIPELINE_TRACKING=off",
     ) as exc:
-        tracking.enabled()
+        enabled()
     one_line(exc)
 
     path = write_params(tmp_path, params)
@@ -305,8 +305,8 @@ def test_missing_mlflow_is_an_error_unless_tracking_is_off(eval_inputs, tmp_path
     assert not (tmp_path / "reports").exists()  # refused before the stage ran
 
     monkeypatch.setenv("LLM_PIPELINE_TRACKING", "off")
-    assert tracking.enabled() is False
-    with tracking.stage_run("evaluate") as run:
+    assert enabled() is False
+    with stage_run("evaluate") as run:
         assert not run.active
 
 
@@ -314,13 +314,13 @@ def test_missing_artifact_is_an_error(tracking_dir):
     missing = tracking_dir / "reports" / "gone.json"
     with (
         pytest.raises(PipelineError, match=r"reports/gone.json: artifact to log does not exist") as exc,
-        tracking.stage_run("ingest") as run,
+        stage_run("ingest") as run,
     ):
         run.log_artifact(missing)
     one_line(exc)
-    (finished,) = tracking.search_runs()
+    (finished,) = search_runs()
     assert finished.info.status == "FAILED"
-    StageRun(None).log_artifact(missing)  # no run, nothing to log: a no-op (e.g. ranks other than 0)
+    NullTracker().log_artifact(missing)  # no run, nothing to log: a no-op (e.g. ranks other than 0)
 
 
 # -- model files (checked in llm_pipeline/model_files.py) ------------------------------------

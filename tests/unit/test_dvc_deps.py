@@ -92,6 +92,16 @@ def test_every_imported_file_is_a_dep_of_its_stage(dvc_stage):
     assert not missing, f"dvc.yaml stage {dvc_stage!r} does not depend on code it imports: {missing}"
 
 
+@pytest.mark.parametrize("dvc_stage", sorted(stages()))
+def test_no_stage_depends_on_code_it_does_not_import(dvc_stage):
+    """The other direction: a code dep the stage never imports would rerun it for nothing."""
+    stage, deps = stages()[dvc_stage]
+    files = code_files(f"{PACKAGE}.cli", f"{PACKAGE}.stages.{stage}")
+    code_deps = [d for d in deps if d.startswith(f"{PACKAGE}/")]
+    unused = [d for d in code_deps if not any(covered(f, [d]) for f in files)]
+    assert not unused, f"dvc.yaml stage {dvc_stage!r} depends on code it does not import: {unused}"
+
+
 def test_the_walk_follows_function_level_and_package_imports():
     """The walk itself: a lazy import inside a function and a package's __init__ are found."""
     files = {p.relative_to(ROOT).as_posix() for p in code_files(f"{PACKAGE}.stages.ingest")}

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from llm_pipeline import inference, tracking
+from llm_pipeline import inference
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.tracking.registry import PYFUNC_PARAMS, load_registered_model, registered_versions
+from llm_pipeline.tracking.runs import stage_run
 from tests.conftest import WORDS
 from tests.unit.model_folders import write_model_folder
 
@@ -115,7 +117,7 @@ def test_bad_input_and_options_are_one_line(tmp_path):
 
 
 def test_the_pyfunc_params_are_decoding_options():
-    assert set(tracking.PYFUNC_PARAMS) <= set(inference.PredictOptions.model_fields)
+    assert set(PYFUNC_PARAMS) <= set(inference.PredictOptions.model_fields)
 
 
 @pytest.mark.parametrize(
@@ -130,16 +132,16 @@ def test_a_registered_model_is_a_pyfunc_that_predicts_what_its_folder_does(track
     import mlflow
 
     folder = write_model_folder(tracking_dir / "m", family, kind=kind, fmt=fmt, seed=11)
-    with tracking.stage_run("finetune-x") as run:
+    with stage_run("finetune-x") as run:
         version = run.register_model(folder, "test-model", description="tiny", tags={"task": "echo"})
     assert version == "1"
-    registered = tracking.registered_versions("test-model")[0]
+    registered = registered_versions("test-model")[0]
     assert registered.description == "tiny" and registered.tags["task"] == "echo"
     rows = pd.DataFrame({"text": texts(4, seed=12)})
     pyfunc = mlflow.pyfunc.load_model("models:/test-model/1")
     loaded = inference.load_model_folder(folder)
     assert pyfunc.predict(rows) == inference.predict(loaded, rows)
-    assert tracking.load_registered_model("test-model", 1).predict(rows) == inference.predict(loaded, rows)
+    assert load_registered_model("test-model", 1).predict(rows) == inference.predict(loaded, rows)
     if kind != "classification":  # params reach the decoding
         short = pyfunc.predict(rows, params={"max_new_tokens": 2, "num_beams": 1})
         assert short == inference.predict(loaded, rows, inference.build_options({"max_new_tokens": 2, "num_beams": 1}))

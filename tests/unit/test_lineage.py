@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from llm_pipeline import tracking
 from llm_pipeline.cli import main
+from llm_pipeline.tracking.client import PARENT_RUN_ENV, experiment_name, mlflow_client, tracking_uri
+from llm_pipeline.tracking.lineage_tags import PREFECT_DEPLOYMENT_ENV, PREFECT_FLOW_RUN_ENV
+from llm_pipeline.tracking.registry import model_version_tags, set_model_alias
+from llm_pipeline.tracking.runs import stage_run, start_pipeline_run
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW_SHA = "f" * 64
@@ -22,7 +25,7 @@ def register(name: str, run_id: str, source: Path) -> str:
     """A model version of `run_id` (no model to train: the registry is what is under test)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking.tracking_uri())
+    client = MlflowClient(tracking_uri())
     if not client.search_registered_models(f"name='{name}'"):
         client.create_registered_model(name)
     source.mkdir(parents=True, exist_ok=True)
@@ -32,24 +35,24 @@ def register(name: str, run_id: str, source: Path) -> str:
 @pytest.fixture
 def chain(tracking_dir, monkeypatch):
     """ingest -> tokenize -> pretrain -> finetune, as the stages tag them, run by a Prefect deployment."""
-    monkeypatch.setenv(tracking.PREFECT_FLOW_RUN_ENV, "flow-run-123")
-    monkeypatch.setenv(tracking.PREFECT_DEPLOYMENT_ENV, "llm-pipeline/nightly")
-    parent = str(tracking.start_pipeline_run("pipeline"))  # the flow's run: its stages tag it too
-    monkeypatch.setenv(tracking.PARENT_RUN_ENV, parent)
+    monkeypatch.setenv(PREFECT_FLOW_RUN_ENV, "flow-run-123")
+    monkeypatch.setenv(PREFECT_DEPLOYMENT_ENV, "llm-pipeline/nightly")
+    parent = str(start_pipeline_run("pipeline"))  # the flow's run: its stages tag it too
+    monkeypatch.setenv(PARENT_RUN_ENV, parent)
     manifest = tracking_dir / "manifest.json"
     manifest.write_text(json.dumps({"inputs": [{"path": "raw/Packages", "sha256": RAW_SHA, "bytes": 3}]}))
-    with tracking.stage_run("ingest") as ingest:
+    with stage_run("ingest") as ingest:
         ingest.log_datasets([manifest], context="ingest")
         ingest.log_artifact(manifest)
-    with tracking.stage_run("tokenize-bpe") as tok:
+    with stage_run("tokenize-bpe") as tok:
         tok.set_tags({"upstream.ingest": str(ingest.run_id), "tokenizer_sha256.bpe": "t" * 64})
-    with tracking.stage_run("pretrain-gpt") as pre:
+    with stage_run("pretrain-gpt") as pre:
         pre.set_tags({"upstream.tokenize": str(tok.run_id), "tokenizer_sha256": "t" * 64})
         pretrained = register("m-gpt", str(pre.run_id), tracking_dir / "gpt")
-    with tracking.stage_run("finetune-cls-gpt") as fin:
+    with stage_run("finetune-cls-gpt") as fin:
         fin.set_tags({"upstream.pretrain": str(pre.run_id), "pretrained_model": f"m-gpt/{pretrained}"})
         version = register("m-cls", str(fin.run_id), tracking_dir / "cls")
-    tracking.set_model_alias("m-cls", "champion", version)
+    set_model_alias("m-cls", "champion", version)
     return {
         "pipeline": parent,
         "ingest": str(ingest.run_id),
@@ -66,12 +69,12 @@ def is_commit_of_this_checkout(commit: str) -> bool:
 
 
 def test_runs_and_versions_carry_the_commit_and_the_prefect_ids(chain):
-    client = tracking._client()
+    client = mlflow_client()
     for run_id in chain.values():
         tags = client.get_run(run_id).data.tags
         assert is_commit_of_this_checkout(tags["mlflow.source.git.commit"]) and tags["git.dirty"] in ("true", "false")
         assert tags["prefect.flow_run_id"] == "flow-run-123" and tags["prefect.deployment"] == "llm-pipeline/nightly"
-    version = tracking.model_version_tags("m-cls", "1")  # copied from its run when the run ended
+    version = model_version_tags("m-cls", "1")  # copied from its run when the run ended
     run_tags = client.get_run(chain["finetune"]).data.tags
     assert version["mlflow.source.git.commit"] == run_tags["mlflow.source.git.commit"]
     assert version["git.dirty"] == run_tags["git.dirty"] and version["prefect.flow_run_id"] == "flow-run-123"
@@ -118,8 +121,8 @@ def test_under_dvc_repro_a_run_carries_the_dvc_hashes_dvc_lock_records(tmp_path)
     (tmp_path / "data" / "in.txt").write_text("hello\n")
     (tmp_path / "data" / "d" / "a.txt").write_text("a\n")
     (tmp_path / "use.py").write_text(
-        "from pathlib import Path\nfrom llm_pipeline import tracking\n"
-        "with tracking.stage_run('use') as run:\n"
+        "from pathlib import Path\nfrom llm_pipeline.tracking.runs import stage_run\n"
+        "with stage_run('use') as run:\n"
         "    run.log_datasets([], context='use')\n"
         "    Path('out.txt').write_text(run.run_id)\n"
     )
@@ -158,20 +161,20 @@ def test_the_flow_hands_its_flow_run_id_to_the_stage_subprocess(prefect_harness)
         return stage_env("parent-run"), str(flow_run.id)
 
     env, flow_run_id = probe()
-    assert env[tracking.PREFECT_FLOW_RUN_ENV] == flow_run_id and env[tracking.PARENT_RUN_ENV] == "parent-run"
-    assert tracking.PREFECT_DEPLOYMENT_ENV not in env
-    assert tracking.PREFECT_FLOW_RUN_ENV not in stage_env(None)  # outside a flow run: nothing to name
+    assert env[PREFECT_FLOW_RUN_ENV] == flow_run_id and env[PARENT_RUN_ENV] == "parent-run"
+    assert PREFECT_DEPLOYMENT_ENV not in env
+    assert PREFECT_FLOW_RUN_ENV not in stage_env(None)  # outside a flow run: nothing to name
 
 
 def test_the_experiment_opens_on_its_runs_in_the_ui(tracking_dir, monkeypatch):
     """mlflow.experimentKind=custom_model_development: the UI shows training runs, not the empty
     GenAI traces overview; set on a new experiment and on one made before the tag existed."""
-    client = tracking._client()
-    old = client.create_experiment(tracking.experiment_name())
-    with tracking.stage_run("ingest"):
+    client = mlflow_client()
+    old = client.create_experiment(experiment_name())
+    with stage_run("ingest"):
         pass
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "fresh")
-    with tracking.stage_run("ingest") as run:
+    with stage_run("ingest") as run:
         fresh = client.get_run(str(run.run_id)).info.experiment_id
     for experiment in (old, fresh):
         assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"

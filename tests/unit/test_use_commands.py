@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from llm_pipeline import inference, tracking
+from llm_pipeline import inference
 from llm_pipeline.cli import main
+from llm_pipeline.tracking.client import tracking_uri
+from llm_pipeline.tracking.runs import stage_run
 from tests.unit.model_folders import write_model_folder
 
 
@@ -19,7 +21,7 @@ def one_line_error(capsys, command: str) -> str:
 
 def test_generate_streams_the_registered_models_greedy_continuation(tracking_dir, capsys, monkeypatch):
     folder = write_model_folder(tracking_dir / "gpt", "gpt", seed=2)
-    with tracking.stage_run("pretrain-gpt") as run:
+    with stage_run("pretrain-gpt") as run:
         run.register_model(folder, "use-gpt")
     pieces: list[str] = []
     loaded = inference.load_model_folder(folder)
@@ -65,11 +67,11 @@ def test_generate_refuses_a_prompt_longer_than_the_context(tmp_path, capsys):
 
 def test_export_writes_a_registered_alias_and_names_a_uri_that_does_not_exist(tracking_dir, capsys):
     folder = write_model_folder(tracking_dir / "bert", "bert")
-    with tracking.stage_run("pretrain-bert") as run:
+    with stage_run("pretrain-bert") as run:
         version = run.register_model(folder, "use-bert")
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking.tracking_uri()).set_registered_model_alias("use-bert", "champion", str(version))
+    MlflowClient(tracking_uri()).set_registered_model_alias("use-bert", "champion", str(version))
     assert main(["export", "models:/use-bert@champion", str(tracking_dir / "hf")]) == 0
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (tracking_dir / "hf").iterdir()}
     for uri in ("models:/no-such-model/1", "models:/use-bert@nope", str(tracking_dir / "nowhere")):

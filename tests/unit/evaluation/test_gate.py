@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from llm_pipeline import tracking
 from llm_pipeline.evaluation.gate import Candidate, gate
 from llm_pipeline.evaluation.promotion import Score
+from llm_pipeline.tracking.client import tracking_uri
+from llm_pipeline.tracking.registry import model_aliases, model_version_tags, registered_versions
 
 NAME = "test-classifier"
 TEST_SET = "a" * 64
@@ -19,10 +20,10 @@ def register_version(root: Path, files: tuple[str, ...] = ("model.json",)) -> st
     """A model version whose artifacts are `files` (a saved model folder has model.json; no training needed)."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking.tracking_uri())
+    client = MlflowClient(tracking_uri())
     if not client.search_registered_models(f"name='{NAME}'"):
         client.create_registered_model(NAME)
-    source = root / f"source-{len(tracking.registered_versions(NAME))}"
+    source = root / f"source-{len(registered_versions(NAME))}"
     source.mkdir(parents=True)
     for name in files:
         (source / name).write_text("{}")
@@ -38,18 +39,18 @@ def candidate(version: str, value: float, test_set: str = TEST_SET, rescore=None
 
 
 def tags(version: str) -> dict[str, str]:
-    return tracking.model_version_tags(NAME, version)
+    return model_version_tags(NAME, version)
 
 
 def test_a_better_version_takes_the_champion_alias_and_a_worse_one_is_challenger(tracking_dir):
     v1, v2, v3 = (register_version(tracking_dir) for _ in range(3))
 
     [first] = gate([candidate(v1, 0.60)], "run-1")
-    assert first["decision"] == "champion" and tracking.model_aliases(NAME) == {"champion": v1}
+    assert first["decision"] == "champion" and model_aliases(NAME) == {"champion": v1}
 
     [better] = gate([candidate(v2, 0.70)], "run-2")
     assert better["decision"] == "champion" and better["changed"]
-    assert tracking.model_aliases(NAME) == {"champion": v2}  # the old champion lost the alias
+    assert model_aliases(NAME) == {"champion": v2}  # the old champion lost the alias
     t2 = tags(v2)
     assert float(t2["promotion.score"]) == 0.70 and float(t2["promotion.champion_score"]) == 0.60
     assert t2["promotion.champion_version"] == v1 and t2["promotion.test_set"] == TEST_SET
@@ -57,7 +58,7 @@ def test_a_better_version_takes_the_champion_alias_and_a_worse_one_is_challenger
 
     [worse] = gate([candidate(v3, 0.65)], "run-3")
     assert worse["decision"] == "challenger"
-    assert tracking.model_aliases(NAME) == {"champion": v2, "challenger": v3}  # champion unchanged
+    assert model_aliases(NAME) == {"champion": v2, "challenger": v3}  # champion unchanged
     t3 = tags(v3)
     assert float(t3["promotion.score"]) == 0.65 and float(t3["promotion.champion_score"]) == 0.70
     assert t3["promotion.decision"] == "challenger" and "does not beat" in t3["promotion.reason"]
@@ -65,7 +66,7 @@ def test_a_better_version_takes_the_champion_alias_and_a_worse_one_is_challenger
     # what a person reads in the registry: the champion's number, and each version's note
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking.tracking_uri())
+    client = MlflowClient(tracking_uri())
     assert "champion is version 2, test macro_f1 0.7" in client.get_registered_model(NAME).description
     note = client.get_model_version(NAME, v3).description or ""
     assert note.startswith("trained: val/f1 0.5") and "test macro_f1 0.65" in note and "challenger" in note
@@ -73,7 +74,7 @@ def test_a_better_version_takes_the_champion_alias_and_a_worse_one_is_challenger
     # evaluate again, no new version: no alias moves, nothing is re-decided
     again = gate([candidate(v2, 0.70), candidate(v3, 0.65)], "run-4")
     assert [o["changed"] for o in again] == [False, False]
-    assert tracking.model_aliases(NAME) == {"champion": v2, "challenger": v3}
+    assert model_aliases(NAME) == {"champion": v2, "challenger": v3}
 
 
 @pytest.mark.parametrize("loadable", [True, False])
@@ -91,10 +92,10 @@ def test_a_champion_scored_on_another_test_set_is_rescored_on_this_one(tracking_
     [outcome] = gate([candidate(v2, 0.60, rescore=rescore)], "run-2")
     if loadable:
         assert len(seen) == 1 and outcome["decision"] == "champion" and outcome["champion_score"] == 0.50
-        assert tracking.model_aliases(NAME) == {"champion": v2}
+        assert model_aliases(NAME) == {"champion": v2}
         assert tags(v1)["promotion.test_set"] == TEST_SET  # its score is now today's too
     else:
         assert not seen and outcome["decision"] == "challenger"
         assert outcome["reason"].startswith("champion scored on another test set and could not be rescored")
-        assert tracking.model_aliases(NAME) == {"champion": v1, "challenger": v2}
+        assert model_aliases(NAME) == {"champion": v1, "challenger": v2}
         assert tags(v2)["promotion.champion_score"] == "none"

@@ -13,9 +13,9 @@ from llm_pipeline.evaluation.report import cell, parse_evaluation, render_summar
 from llm_pipeline.stages import report
 from llm_pipeline.stages.base import execute
 from llm_pipeline.summary import format_summary
-from llm_pipeline.tracking import StageRun
+from llm_pipeline.tracking.runs import NullTracker
 
-NO_TRACKING = StageRun(None)
+NO_TRACKING = NullTracker()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -248,9 +248,9 @@ def test_the_stage_runs_through_the_runner_and_logs_its_outputs(inputs, tracking
     assert written["stage"] == "report" and written["mlflow_run_id"]
     assert written["metrics"] == result.metrics
 
-    from llm_pipeline import tracking
+    from llm_pipeline.tracking.runs import search_runs
 
-    (run,) = [r for r in tracking.search_runs() if r.info.run_name == "report"]
+    (run,) = [r for r in search_runs() if r.info.run_name == "report"]
     import mlflow
 
     logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from llm_pipeline import tracking
 from llm_pipeline.data.tasks.base import write_task
 from llm_pipeline.data.tasks.local import LocalTaskConfig, build_local_task
 from llm_pipeline.errors import PipelineError
@@ -19,7 +18,14 @@ from llm_pipeline.io import read_run_record
 from llm_pipeline.stages import evaluate, finetune, pretrain, tokenize
 from llm_pipeline.stages.base import execute
 from llm_pipeline.stages.ingest import SplitConfig
-from llm_pipeline.tracking import StageRun
+from llm_pipeline.tracking.client import mlflow_client
+from llm_pipeline.tracking.registry import (
+    model_aliases,
+    model_version_tags,
+    registered_versions,
+    set_model_version_tags,
+)
+from llm_pipeline.tracking.runs import NullTracker
 from tests.conftest import track_into, write_fake_ingest
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -67,7 +73,7 @@ def project(tmp_path_factory):
             tokenize.TokenizeConfig(
                 input_dir=str(ingest), output_dir=str(root / "tok"), progress=False, tokenizers=TOKENIZERS
             ),
-            StageRun(None),
+            NullTracker(),
         )
         families = {
             name: block
@@ -150,11 +156,11 @@ def test_every_task_kind_fine_tunes_from_every_family_that_serves_it(tracked):
     assert not (project / "finetune" / "echo-t5" / "adapter.safetensors").exists()
 
     # one registered model per pair, its version tagged with where it came from
-    client = tracking._client()
+    client = mlflow_client()
     for name, spec in RUNS.items():
         if spec.get("init") == "scratch":
             continue  # not registered: the one echo-t5 version below is the pretrained run's
-        (version,) = tracking.registered_versions(f"llm-pipeline-{spec['task']}-{spec['family']}")
+        (version,) = registered_versions(f"llm-pipeline-{spec['task']}-{spec['family']}")
         assert version.tags["pretrained_model"] == f"llm-pipeline-{spec['family']}/1"
         run = client.get_run(version.run_id)
         assert run.data.tags["task"] == spec["task"] and run.data.tags["model.family"] == spec["family"]
@@ -238,7 +244,7 @@ def test_a_local_task_is_fine_tuned_and_scored_with_no_code_change(tracked):
             families=[],
             decoding={"num_beams": 1, "max_new_tokens": 4},
         ),
-        StageRun(None),
+        NullTracker(),
     )
     # the default suite of a task params does not list: ROUGE beside copy-source and nearest-question
     assert {"eval/colours/t5/rougeL", "eval/colours/copy_source/rougeL", "eval/colours/nearest_question/rougeL"} <= set(
@@ -263,7 +269,7 @@ def test_a_local_task_is_fine_tuned_and_scored_with_no_code_change(tracked):
 def test_bad_runs_are_refused_in_one_line_before_training(project, spec, message):
     cfg = finetune_config(project, {"bad": spec}, "bad")
     with pytest.raises(PipelineError, match=message) as caught:
-        finetune.run(cfg, StageRun(None))
+        finetune.run(cfg, NullTracker())
     assert "\n" not in str(caught.value)
     assert not (project / "finetune" / "bad").exists()
 
@@ -276,7 +282,7 @@ def test_a_task_with_no_rows_in_a_split_is_refused(project, tmp_path):
         frame.to_parquet(tasks / "empty" / f"{split}.parquet")
     cfg = finetune_config(project, {"bad": {"task": "empty", "family": "t5"}}, "bad")
     with pytest.raises(PipelineError, match=r"empty/val\.parquet: no examples"):
-        finetune.run(cfg.model_copy(update={"tasks_dir": str(tasks)}), StageRun(None))
+        finetune.run(cfg.model_copy(update={"tasks_dir": str(tasks)}), NullTracker())
 
 
 def test_each_finetune_stage_tracks_only_its_own_block_of_params():
@@ -320,20 +326,20 @@ def test_the_promotion_gate_rescores_a_champion_scored_on_another_test_set(track
     (outcome,) = [o for o in first.report["promotion"] if o["registered_model"] == name]
     assert (outcome["version"], outcome["decision"]) == ("1", "champion")
     v1_score = first.metrics["eval/classification/gpt/macro_f1"]
-    assert float(tracking.model_version_tags(name, "1")["promotion.score"]) == v1_score
-    tracking.set_model_version_tags(name, "1", {"promotion.test_set": "an-older-test-set"})
+    assert float(model_version_tags(name, "1")["promotion.score"]) == v1_score
+    set_model_version_tags(name, "1", {"promotion.test_set": "an-older-test-set"})
 
     runs["gate-cls"]["trainer"] = TRAINER | {"max_steps": 10, "val_check_interval": 10, "seed": 7}  # a shorter run
     execute("finetune", finetune_config(project, runs, "gate-cls"))
     second = execute("evaluate", cfg)
     (outcome,) = [o for o in second.report["promotion"] if o["registered_model"] == name]
     assert outcome["version"] == "2" and outcome["champion_score"] == pytest.approx(v1_score)  # v1, rescored
-    v1 = tracking.model_version_tags(name, "1")
+    v1 = model_version_tags(name, "1")
     assert v1["promotion.test_set"] == outcome["test_set"] and v1["promotion.rescored_by"] != "None"
     v2_score = second.metrics["eval/classification/gpt/macro_f1"]
     expected = "champion" if v2_score > v1_score else "challenger"
-    assert outcome["decision"] == expected and tracking.model_aliases(name)[expected] == "2"
+    assert outcome["decision"] == expected and model_aliases(name)[expected] == "2"
     # the evaluate run says the same
     run_id = json.loads((project / "reports" / "evaluate.json").read_text())["mlflow_run_id"]
-    tags = tracking._client().get_run(run_id).data.tags
+    tags = mlflow_client().get_run(run_id).data.tags
     assert tags[f"promotion.{name}.decision"] == expected and tags[f"promotion.{name}.version"] == "2"

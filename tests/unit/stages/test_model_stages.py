@@ -14,9 +14,9 @@ from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.model_files import load_pretrained
 from llm_pipeline.stages import pretrain, tokenize
-from llm_pipeline.tracking import StageRun
+from llm_pipeline.tracking.runs import NullTracker
 
-NO_TRACKING = StageRun(None)
+NO_TRACKING = NullTracker()
 TINY_TRAINER = {
     "max_steps": 30,
     "val_check_interval": 15,

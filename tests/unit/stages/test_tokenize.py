@@ -14,9 +14,9 @@ from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import sha256_file
 from llm_pipeline.stages import tokenize
-from llm_pipeline.tracking import StageRun
+from llm_pipeline.tracking.runs import NullTracker
 
-NO_TRACKING = StageRun(None)
+NO_TRACKING = NullTracker()
 TINY = {
     "bpe": {"kind": "bpe", "vocab_size": 300},
     "wordpiece": {"kind": "wordpiece", "vocab_size": 200},

@@ -9,7 +9,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElastic
 
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.models.blocks import Block
-from llm_pipeline.tracking import is_global_rank_zero
+from llm_pipeline.tracking.client import is_global_rank_zero
 from llm_pipeline.training.distributed import (
     FSDPConfig,
     accumulation_for_global_batch,
