@@ -21,11 +21,11 @@ for variant in "$@"; do
   # the stages read PROJECT's params and data through links and write only under $dir (reports/ too)
   ln -sfn "$project/params" "$dir/params"; ln -sfn "$project/data" "$dir/data"; cd "$dir"
   echo "== $name: objective_mix $mix, shards $tok_root"
-  "$cli" pretrain --set family=t5 --set "families.t5.data.objective_mix=$mix" --set "tokenize_root=$tok_root" \
-    --set "output_root=$dir/pretrain" --set "checkpoint_root=$dir/checkpoints" --set "plots_dir=$dir/plots" \
+  "$cli" pretrain t5 --set "families.t5.data.objective_mix=$mix" --set "tokenize_root=$tok_root" \
+    --set "output_dir=$dir/pretrain" --set "checkpoint_root=$dir/checkpoints" --set "plots_dir=$dir/plots" \
     --set families.t5.trainer.enable_progress_bar=false
   for run in translation-t5 summarization-t5; do
-    "$cli" finetune --set "run=$run" --set "pretrain_root=$dir/pretrain" --set "output_root=$dir/finetune" \
+    "$cli" finetune "$run" --set "pretrain_root=$dir/pretrain" --set "output_dir=$dir/finetune" \
       --set "checkpoint_root=$dir/checkpoints" --set "plots_dir=$dir/plots"
   done
   "$cli" evaluate --set "pretrain_root=$dir/pretrain" --set "finetune_root=$dir/finetune" \

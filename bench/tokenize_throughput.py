@@ -129,7 +129,7 @@ def thread_count() -> int:
 
 def run_stage(args, out: str, only: str | None = None) -> tuple[float, float]:
     """The tokenize stage as its own process (tracking off) writing into `out`: (peak RSS MiB, s)."""
-    overrides = [f"input_dir={args.corpus}", f"output_dir={out}", "progress=false"] + ([f"only={only}"] if only else [])
+    overrides = [f"input_dir={args.corpus}", f"output_dir={out}", "progress=false"] + ([f"item={only}"] if only else [])
     wall = time.perf_counter()
     subprocess.run(
         [sys.executable, "-c", STAGE_CHILD, str(args.params), *overrides],

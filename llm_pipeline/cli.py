@@ -16,7 +16,7 @@ import sys
 from llm_pipeline.config import load_config
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import is_no_space, no_space_error, no_space_path
-from llm_pipeline.stages.base import STAGES
+from llm_pipeline.stages.base import PER_ITEM_STAGES, STAGES
 
 STAGE_HELP = {
     "fetch": "refresh the upstream sources; write the content-addressed snapshot ingest reads",
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llm-pipeline",
         description="Run one stage of the pipeline: fetch -> ingest -> tokenize -> pretrain -> finetune -> evaluate.",
-        epilog="Example: llm-pipeline pretrain --set family=gpt --set families.gpt.trainer.max_steps=500 --dry-run",
+        epilog="Example: llm-pipeline pretrain gpt --set families.gpt.trainer.max_steps=500 --dry-run",
     )
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
     for stage in STAGES:
@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="override a param by dotted key, value parsed as YAML (repeatable)",
         )
+        if stage in PER_ITEM_STAGES:
+            p.add_argument(
+                "item",
+                nargs="?",
+                help=f"the key of {PER_ITEM_STAGES[stage]} to build (same as --set item=ITEM)",
+            )
         p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
         p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     for tool, module_name in TOOLS.items():
@@ -94,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from llm_pipeline.stages.base import config_class, execute
 
-        cfg = load_config(config_class(args.stage), args.params, args.overrides)
+        item = [f"item={args.item}"] if getattr(args, "item", None) else []
+        cfg = load_config(config_class(args.stage), args.params, item + args.overrides)
         if args.dry_run:
             print(json.dumps(cfg.model_dump(mode="json"), indent=2))
             return 0

@@ -1,7 +1,9 @@
 """Typed stage configs: load a params YAML, apply `--set a.b=v` overrides, validate.
 
 Every stage config derives from `StageConfig` (pydantic, extra="forbid"), so an unknown
-key or a value of the wrong type is rejected with the key's dotted path.
+key or a value of the wrong type is rejected with the key's dotted path. A stage that builds
+one of several things per invocation (a tokenizer, a family, a fine-tune run: dvc.yaml's
+`<stage>@<item>`) derives from `PerItemConfig`: the same `item` key selects it everywhere.
 """
 
 from __future__ import annotations
@@ -9,21 +11,56 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
 from llm_pipeline.errors import PipelineError
 
+# registered models are named <register_prefix><family> (pretrain) and <register_prefix><task>-<family>
+# (finetune); both stages' params carry the prefix, and a test keeps params/*.yaml's equal
+DEFAULT_REGISTER_PREFIX = "llm-pipeline-"
+
 
 class StageConfig(BaseModel):
     """Base for all configs: strict about unknown keys, validates defaults too."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True, protected_namespaces=())
+    # old key -> its new name: an old params file or --set gets told the new name in one line
+    RENAMED: ClassVar[dict[str, str]] = {}
+
+
+class PerItemConfig(StageConfig):
+    """A stage run once per key of one mapping (ITEMS: `tokenizers`, `families`, `runs`); `item`
+    names the key this invocation builds (`llm-pipeline <stage> <item>`, i.e. `--set item=<key>`)."""
+
+    ITEMS: ClassVar[str]
+    RENAMED: ClassVar[dict[str, str]] = {}
+    item: str | None = None
+
+    def items(self) -> dict[str, Any]:
+        return getattr(self, self.ITEMS)
+
+    @model_validator(mode="after")
+    def _item_is_configured(self) -> PerItemConfig:
+        if self.item is not None and self.item not in self.items():
+            raise ValueError(f"item {self.item!r} is not in {self.ITEMS} ({', '.join(self.items()) or 'none'})")
+        return self
+
+    def selected(self, stage: str) -> tuple[str, Any]:
+        """(name, block) of the selected item; one line when none is given or it has no block."""
+        known = ", ".join(self.items()) or "none"
+        if self.item is None:
+            raise PipelineError(
+                f"{stage}: no item given; name one of {self.ITEMS} ({known}): llm-pipeline {stage} <item>"
+            )
+        if self.item not in self.items():
+            raise PipelineError(f"{stage}: item {self.item!r} has no block under {self.ITEMS!r} (configured: {known})")
+        return self.item, self.items()[self.item]
 
 
 ConfigT = TypeVar("ConfigT", bound=StageConfig)
@@ -109,7 +146,9 @@ def build_config(cls: type[ConfigT], data: dict[str, Any], source: str = "params
         problems = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"]) or "<root>"
-            if err["type"] == "extra_forbidden":
+            if err["type"] == "extra_forbidden" and key in cls.RENAMED:
+                problems.append(f"key {key!r} is now called {cls.RENAMED[key]!r}")
+            elif err["type"] == "extra_forbidden":
                 problems.append(f"unknown key {key!r}")
             elif isinstance(err.get("input"), dict):  # a whole section's check: its message names the keys
                 problems.append(f"{key!r}: {_message(err)}")

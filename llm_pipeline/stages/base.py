@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llm_pipeline.config import StageConfig
+from llm_pipeline.config import PerItemConfig, StageConfig
 from llm_pipeline.io import MANIFEST_NAME, write_json
 from llm_pipeline.tracking.client import is_global_rank_zero
 from llm_pipeline.tracking.runs import stage_run
 
 STAGES = ("fetch", "ingest", "tokenize", "pretrain", "finetune", "evaluate", "report")
+# stage -> the mapping whose keys its `item` selects (its config's ITEMS; here so the CLI can
+# offer the positional ITEM without importing the stage modules; a test keeps the two equal)
+PER_ITEM_STAGES = {"tokenize": "tokenizers", "pretrain": "families", "finetune": "runs"}
 REPORTS_DIR = Path("reports")
 
 
@@ -40,8 +43,8 @@ def config_class(stage: str) -> type[StageConfig]:
 
 def run_name(stage: str, cfg: StageConfig) -> str:
     """MLflow run name and report file stem: the stage, plus the item of a per-item stage
-    (finetune's run, tokenize's `only` tokenizer, pretrain's family) -- dvc.yaml's `<stage>@<item>` reports."""
-    item = getattr(cfg, "run", None) or getattr(cfg, "only", None) or getattr(cfg, "family", None)
+    (finetune's run, tokenize's tokenizer, pretrain's family) -- dvc.yaml's `<stage>@<item>` reports."""
+    item = cfg.item if isinstance(cfg, PerItemConfig) else None
     return f"{stage}-{item}" if item else stage
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Literal
 
 from llm_pipeline.config import StageConfig, load_config
+from llm_pipeline.data.ingest_config import IngestConfig
 from llm_pipeline.data.sources import kinds
 from llm_pipeline.data.sources.snapshot import APT_INDEX, DEB, SNAPSHOT_MANIFEST, AptCache, write_snapshot
 from llm_pipeline.data.tasks import build as tasks_build
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import atomic_path, write_json
 from llm_pipeline.stages.base import StageResult
-from llm_pipeline.stages.ingest import IngestConfig
 from llm_pipeline.tracking.runs import NULL_TRACKER, Tracker
 
 log = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
 """finetune: one (task, family) run of the matrix in params/finetune.yaml, from that family's pretrained model.
 
-One run per key under `runs` (`--set run=summarization-t5`); dvc.yaml fans out over them, each
+One run per key under `runs` (`llm-pipeline finetune summarization-t5`); dvc.yaml fans out over them, each
 stage tracking only its own block, so adding a run retrains nothing else.
 Inputs : <tasks_dir>/<task>/{train,val}.parquet; <pretrain_root>/<family>/ (model.safetensors,
          model.json, tokenizer.json, manifest.json)
-Outputs: <output_root>/<run>/model.safetensors + model.json (+ adapter.safetensors for LoRA),
+Outputs: <output_dir>/<run>/model.safetensors + model.json (+ adapter.safetensors for LoRA),
          tokenizer.json, manifest.json; reports/plots/finetune-<run>_loss.tsv; registered as
          <register_prefix><task>-<family>
 Keeps  : <checkpoint_root>/finetune-<run>/ (a killed or retried run resumes from it; trainer.resume)
@@ -33,7 +33,7 @@ from pydantic import Field, field_validator
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
-from llm_pipeline.config import StageConfig, check_folder_names
+from llm_pipeline.config import DEFAULT_REGISTER_PREFIX, PerItemConfig, StageConfig, check_folder_names
 from llm_pipeline.data.loaders.classification import build_classification_dataset, collate_classification
 from llm_pipeline.data.loaders.config import build_eval_loader
 from llm_pipeline.data.loaders.resumable import ResumableLoader
@@ -104,15 +104,16 @@ class FinetuneRun(StageConfig):
         return family
 
 
-class FinetuneConfig(StageConfig):
-    runs: dict[str, FinetuneRun]  # dvc.yaml runs finetune@<name> for every key
-    run: str | None = None  # the one this invocation trains
+class FinetuneConfig(PerItemConfig):
+    ITEMS = "runs"
+    RENAMED = {"run": "item", "output_root": "output_dir"}
+    runs: dict[str, FinetuneRun]  # dvc.yaml runs finetune@<name> for every key; `item` picks one
     tasks_dir: str = "data/ingest/tasks"
     pretrain_root: str = "data/pretrain"  # <pretrain_root>/<family>/ holds the model + tokenizer.json
-    output_root: str = "data/finetune"  # writes <output_root>/<run>/
+    output_dir: str = "data/finetune"  # writes <output_dir>/<run>/
     checkpoint_root: str = "data/checkpoints"  # <checkpoint_root>/finetune-<run>/: what a rerun resumes from
     plots_dir: str = "reports/plots"
-    register_prefix: str = "llm-pipeline-"
+    register_prefix: str = DEFAULT_REGISTER_PREFIX
 
     @field_validator("runs")
     @classmethod
@@ -132,14 +133,6 @@ class TaskSetup:
     trainable: tuple[str, ...] = ()  # parameters LoRA keeps trainable (a new head)
     meta: dict[str, Any] = field(default_factory=dict)  # what evaluate needs to use the model
     counts: dict[str, float] = field(default_factory=dict)
-
-
-def select_run(cfg: FinetuneConfig) -> tuple[str, FinetuneRun]:
-    if cfg.run is None:
-        raise PipelineError(f"finetune: no run given; use --set run=<one of {', '.join(cfg.runs)}>")
-    if cfg.run not in cfg.runs:
-        raise PipelineError(f"finetune: run {cfg.run!r} has no block under 'runs' (configured: {', '.join(cfg.runs)})")
-    return cfg.run, cfg.runs[cfg.run]
 
 
 def check_pairing(name: str, spec: FinetuneRun, family: FamilySpec, kind: str) -> None:
@@ -200,7 +193,7 @@ def build_seq2seq(spec: FinetuneRun, cfg: FinetuneConfig, model, tokenizer, fami
     block = model.config.max_seq_len
     if style == "prompted" and block and fmt.max_source_len + fmt.max_target_len > block:
         raise PipelineError(
-            f"runs.{cfg.run}.format: max_source_len {fmt.max_source_len} + max_target_len {fmt.max_target_len} "
+            f"runs.{cfg.item}.format: max_source_len {fmt.max_source_len} + max_target_len {fmt.max_target_len} "
             f"exceed the {family.name} model's context of {block} tokens"
         )
     columns = ("input", "target", *[c for c in fmt.columns() if c not in ("input", "target")])
@@ -220,7 +213,7 @@ def build_seq2seq(spec: FinetuneRun, cfg: FinetuneConfig, model, tokenizer, fami
                 "%.0f%% of the train %ss were cut to fit runs.%s.format.%s=%d; consider raising it",
                 100 * share,
                 side,
-                cfg.run,
+                cfg.item,
                 key,
                 getattr(fmt, key),
             )
@@ -297,7 +290,7 @@ def train_run(
 
 
 def run(cfg: FinetuneConfig, tracker: Tracker) -> StageResult:
-    name, spec = select_run(cfg)
+    name, spec = cfg.selected("finetune")
     family = get_family(spec.family)
     kind = task_kind(cfg.tasks_dir, spec.task)
     check_pairing(name, spec, family, kind)
@@ -310,7 +303,7 @@ def run(cfg: FinetuneConfig, tracker: Tracker) -> StageResult:
     tokenizer_sha = check_tokenizer(tokenizer_path, lm_meta["tokenizer_sha256"], f"the model {pretrained_dir}")
     tokenizer = load_tokenizer(tokenizer_path)
 
-    out = Path(cfg.output_root) / name
+    out = Path(cfg.output_dir) / name
     plots = Path(cfg.plots_dir) / f"finetune-{name}_loss.tsv"
     inputs = describe_inputs([Path(cfg.tasks_dir) / spec.task, *model_files(pretrained_dir), tokenizer_path])
     started = time.perf_counter()

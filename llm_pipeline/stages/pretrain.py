@@ -1,6 +1,6 @@
 """pretrain: pretrain one model family (any in llm_pipeline.families) with the one Lightning engine; register it.
 
-One run per family (`--set family=gpt`); dvc.yaml fans out over the `families` mapping.
+One run per family (`llm-pipeline pretrain gpt`, i.e. `--set item=gpt`); dvc.yaml fans out over the `families` mapping.
 Inputs : data/tokenize/<tokenizer>/ (shards, tokenizer.json, manifest); bert also reads
          ingest's nsp pairs
 Outputs: data/pretrain/<family>/model.safetensors + model.json, tokenizer.json, manifest.json;
@@ -15,7 +15,6 @@ global rank zero writes outputs and talks to MLflow.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,13 +25,14 @@ import lightning as L
 from pydantic import Field, field_validator
 from torch.utils.data import DataLoader
 
-from llm_pipeline.config import StageConfig
+from llm_pipeline.config import DEFAULT_REGISTER_PREFIX, PerItemConfig, StageConfig
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
 from llm_pipeline.data.tokenization.tokenizer import load_tokenizer
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.families import FAMILIES, FamilySpec, get_family
 from llm_pipeline.io import (
     MANIFEST_NAME,
+    atomic_path,
     build_manifest,
     describe_inputs,
     read_manifest,
@@ -71,17 +71,19 @@ class FamilyConfig(StageConfig):
     data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
-    register_as: str | None = None  # MLflow registered model; default llm-pipeline-<family>
+    register_as: str | None = None  # MLflow registered model; default <register_prefix><family>
 
 
-class PretrainConfig(StageConfig):
-    families: dict[str, FamilyConfig]  # dvc.yaml runs one stage per key (registry names)
-    family: str | None = None  # the one this run trains
+class PretrainConfig(PerItemConfig):
+    ITEMS = "families"
+    RENAMED = {"family": "item", "output_root": "output_dir"}
+    families: dict[str, FamilyConfig]  # dvc.yaml runs one stage per key (registry names); `item` picks one
     tokenize_root: str = "data/tokenize"
     tasks_dir: str = "data/ingest/tasks"  # ingest's task tables; bert reads <tasks_dir>/nsp/
-    output_root: str = "data/pretrain"  # writes <output_root>/<family>/
+    output_dir: str = "data/pretrain"  # writes <output_dir>/<family>/
     checkpoint_root: str = "data/checkpoints"  # <checkpoint_root>/pretrain-<family>/: what a rerun resumes from
     plots_dir: str = "reports/plots"
+    register_prefix: str = DEFAULT_REGISTER_PREFIX
 
     @field_validator("families")
     @classmethod
@@ -139,15 +141,7 @@ def build_pretrain_setup(
 
 
 def run(cfg: PretrainConfig, tracker: Tracker) -> StageResult:
-    family = cfg.family
-    if family is None:
-        raise PipelineError(f"pretrain: no family given; use --set family=<one of {', '.join(cfg.families)}>")
-    if family not in cfg.families:
-        raise PipelineError(
-            f"pretrain: family {family!r} has no block under 'families' in the params "
-            f"(configured: {', '.join(cfg.families)})"
-        )
-    fam = cfg.families[family]
+    family, fam = cfg.selected("pretrain")
     tokenizer_dir = Path(cfg.tokenize_root) / fam.tokenizer
     L.seed_everything(fam.trainer.seed, workers=True)  # before the model is built: its init draws from it
     setup = build_pretrain_setup(get_family(family), tokenizer_dir, fam, cfg.tasks_dir)
@@ -159,11 +153,7 @@ def run(cfg: PretrainConfig, tracker: Tracker) -> StageResult:
         fam = fam.model_copy(update={"trainer": with_global_batch(fam.trainer, fam.data.batch_size * setup.seq_len)})
     module = TrainingModule(setup.model, setup.objective, fam.optim.for_run(fam.trainer.max_steps))
 
-    out = Path(cfg.output_root) / family
-    staging = out.with_name(f".{out.name}.partial")  # same name on every rank; renamed when done
-    if is_global_rank_zero() and staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.output_dir) / family
     inputs = describe_inputs([tokenizer_dir / MANIFEST_NAME, tokenizer_dir / "tokenizer.json"])
     ingest_manifest = Path(cfg.tasks_dir).parent / MANIFEST_NAME  # new whenever ingest reruns (bert's nsp pairs)
     checkpoints = Path(cfg.checkpoint_root) / f"pretrain-{family}"
@@ -175,7 +165,7 @@ def run(cfg: PretrainConfig, tracker: Tracker) -> StageResult:
     plots = Path(cfg.plots_dir) / f"pretrain-{family}_loss.tsv"
     trainer = build_trainer(
         fam.trainer,
-        staging,
+        checkpoints,  # Lightning's root: nothing else is written there (the logger is MLflow's)
         loggers=[logger] if logger else [],
         callbacks=[LossCurveWriter(plots)],
         checkpoint_dir=checkpoints,
@@ -188,9 +178,6 @@ def run(cfg: PretrainConfig, tracker: Tracker) -> StageResult:
         return StageResult(metrics={})
 
     model = cast(FamilyModel, module.model.cpu().eval())  # setup.model: pretraining trains a family model
-    save_pretrained(staging, model, tokenizer_sha)
-    # with its tokenizer the folder is self-contained: fine-tuning needs nothing from tokenize
-    shutil.copyfile(tokenizer_dir / "tokenizer.json", staging / "tokenizer.json")
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     metrics = {
         **val,
@@ -200,26 +187,26 @@ def run(cfg: PretrainConfig, tracker: Tracker) -> StageResult:
         **training_compute(trainer),  # train_tokens, train_flops: the x axis of quality-vs-compute
         "train_seconds": seconds,
     }
-    write_json(
-        staging / MANIFEST_NAME,
-        build_manifest(
-            f"pretrain-{family}",
-            inputs=inputs,
-            outputs={"model": [MODEL_WEIGHTS, MODEL_CONFIG], "tokenizer": "tokenizer.json"},
-            counts={k: v for k, v in metrics.items() if k != "train_seconds"},  # durations: the report's
-            extra={
-                "family": family,
-                "model_config": model.config.to_dict(),
-                "tokenizer": fam.tokenizer,
-                "data": fam.data.model_dump(),  # evaluate builds its test batches the same way
-                "tokenizer_sha256": tokenizer_sha,
-                "checkpoints": str(checkpoints),
-            },
-        ),
+    manifest = build_manifest(
+        f"pretrain-{family}",
+        inputs=inputs,
+        outputs={"model": [MODEL_WEIGHTS, MODEL_CONFIG], "tokenizer": "tokenizer.json"},
+        counts={k: v for k, v in metrics.items() if k != "train_seconds"},  # durations: the report's
+        extra={
+            "family": family,
+            "model_config": model.config.to_dict(),
+            "tokenizer": fam.tokenizer,
+            "data": fam.data.model_dump(),  # evaluate builds its test batches the same way
+            "tokenizer_sha256": tokenizer_sha,
+            "checkpoints": str(checkpoints),
+        },
     )
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
+    with atomic_path(out) as tmp:  # published whole or not at all, as every stage's model folder
+        tmp.mkdir(parents=True)
+        save_pretrained(tmp, model, tokenizer_sha)
+        # with its tokenizer the folder is self-contained: fine-tuning needs nothing from tokenize
+        shutil.copyfile(tokenizer_dir / "tokenizer.json", tmp / "tokenizer.json")
+        write_json(tmp / MANIFEST_NAME, manifest)
     upstream = read_run_record(tokenizer_dir)  # which tokenize run made the shards (lineage)
     write_run_record(
         out,
@@ -237,7 +224,7 @@ def run(cfg: PretrainConfig, tracker: Tracker) -> StageResult:
             "upstream.tokenize": str(upstream.get("mlflow_run_id")),
         }
     )
-    name = fam.register_as or f"llm-pipeline-{family}"
+    name = fam.register_as or f"{cfg.register_prefix}{family}"
     summary = ", ".join(f"{k} {v:.3g}" for k, v in val.items())
     version = tracker.register_model(out, name, description=f"{family} {fam.model.preset}: {summary}")
     return StageResult(

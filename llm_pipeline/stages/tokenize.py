@@ -3,7 +3,7 @@
 Inputs : data/ingest/corpus/{train,val,test}.parquet (+ its manifest); the train split of the
          task texts a tokenizer names (task_texts: learnt from; shard_task_texts: appended to train.bin)
 Outputs: data/tokenize/<name>/tokenizer.json, {train,val,test}.bin, manifest.json — one folder per
-         tokenizer in `tokenizers` (dvc.yaml runs one stage per name: `--set only=<name>`).
+         tokenizer in `tokenizers` (dvc.yaml runs one stage per name: `llm-pipeline tokenize <name>`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any, cast
 
 import numpy as np
 import pyarrow.parquet as pq
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from llm_pipeline.config import StageConfig, check_folder_names
+from llm_pipeline.config import PerItemConfig, check_folder_names
 from llm_pipeline.data.tasks.loading import load_task_split
 from llm_pipeline.data.tokenization.shards import encode_chunks, iter_documents, load_shard, token_dtype, write_shard
 from llm_pipeline.data.tokenization.tokenizer import (
@@ -53,14 +53,15 @@ LOSSLESS_KINDS = {"bpe"}  # byte-level: any failed round-trip is a bug, so the s
 DEFAULT_TOKENIZERS = {"bpe": {"kind": "bpe"}, "wordpiece": {"kind": "wordpiece"}, "unigram": {"kind": "unigram"}}
 
 
-class TokenizeConfig(StageConfig):
+class TokenizeConfig(PerItemConfig):
+    ITEMS = "tokenizers"  # item: build just this one (dvc.yaml: one stage per name); none: all
+    RENAMED = {"only": "item"}
     input_dir: str = "data/ingest"  # ingest's output folder
     output_dir: str = "data/tokenize"  # one sub-folder per tokenizer name
     # cast: plain dicts, which validate_default=True turns into specs (as it does a params file's)
     tokenizers: dict[str, TokenizerSpec] = Field(
         default_factory=lambda: cast(dict[str, TokenizerSpec], dict(DEFAULT_TOKENIZERS))
     )
-    only: str | None = None  # build just this tokenizer (one DVC stage per name)
     encode_batch_docs: int = Field(1000, ge=1)  # documents per encode call: bounds memory
     progress: bool = True
 
@@ -69,14 +70,6 @@ class TokenizeConfig(StageConfig):
     def _folder_names(cls, tokenizers: dict[str, Any]) -> dict[str, Any]:
         check_folder_names(tokenizers)
         return tokenizers
-
-    @field_validator("only")
-    @classmethod
-    def _known(cls, only: str | None, info: ValidationInfo) -> str | None:
-        names = info.data.get("tokenizers") or {}
-        if only is not None and only not in names:
-            raise ValueError(f"not in tokenizers ({', '.join(names)})")
-        return only
 
 
 @dataclass
@@ -314,7 +307,7 @@ def build_tokenizer(
 def run(cfg: TokenizeConfig, tracker: Tracker) -> StageResult:
     paths = corpus_paths(cfg.input_dir)
     upstream = read_run_record(cfg.input_dir)  # which ingest run made the corpus (lineage)
-    names = [cfg.only] if cfg.only else list(cfg.tokenizers)
+    names = [cfg.item] if cfg.item else list(cfg.tokenizers)  # no item: every tokenizer
     metrics: dict[str, float] = {}
     for name in names:
         built = build_tokenizer(name, cfg.tokenizers[name], cfg, paths, upstream, tracker)

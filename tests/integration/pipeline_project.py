@@ -242,7 +242,7 @@ def data_digests(project: Path) -> dict[str, str]:
 
 
 def leftovers(project: Path) -> list[str]:
-    """Temporaries a killed writer could leave: atomic_path's `.<name>.tmp-<pid>`, pretrain's `.partial`."""
+    """Temporaries a killed writer could leave: atomic_path's `.<name>.tmp-<pid>` (and the `.partial` of old)."""
     return [str(p) for p in project.rglob(".*") if ".tmp-" in p.name or p.name.endswith(".partial")]
 
 
@@ -252,13 +252,13 @@ def evaluate_metrics(project: Path) -> dict:
 
 def stage_process(stage: str, process: Any, project: Path) -> bool:
     """Is this psutil process the stage's CLI (dvc.yaml's cmd: `llm-pipeline <stage> --params
-    params/<stage>.yaml [--set family=|only=|run=<item>]`) running in `project`? Not the `dvc
+    params/<stage>.yaml` after the item of a per-item stage) running in `project`? Not the `dvc
     repro` that runs it, and not the same stage of another project on this machine."""
     import psutil
 
     name, _, item = stage.partition("@")
     cmdline = process.info["cmdline"] or []
-    if f"params/{name}.yaml" not in cmdline or (item and not any(arg.endswith(f"={item}") for arg in cmdline)):
+    if f"params/{name}.yaml" not in cmdline or (item and item not in cmdline):
         return False
     try:
         return Path(process.cwd()) == project

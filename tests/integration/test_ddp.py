@@ -86,14 +86,14 @@ def compare(stage, params, key, root, **sets):
 
 def test_pretraining_with_two_processes_matches_one_process_at_twice_the_batch(workspace):  # noqa: F811
     root, params, _ = workspace
-    compare("pretrain", params, "gpt", root / "ddp", family="gpt", **NO_DROPOUT)
+    compare("pretrain", params, "gpt", root / "ddp", item="gpt", **NO_DROPOUT)
 
 
 def test_finetuning_with_two_processes_matches_one_process_at_twice_the_batch(workspace):  # noqa: F811
     root, params, finetune = workspace
     base = root / "ddp-base"
     subprocess.run(
-        command("pretrain", params, base, family="gpt", output_root=str(root / "ddp-pretrained"), **NO_DROPOUT),
+        command("pretrain", params, base, item="gpt", output_dir=str(root / "ddp-pretrained"), **NO_DROPOUT),
         env={**os.environ, "LLM_PIPELINE_TRACKING": "off", "OMP_NUM_THREADS": "1"},
         check=True,
         capture_output=True,
@@ -104,7 +104,7 @@ def test_finetuning_with_two_processes_matches_one_process_at_twice_the_batch(wo
         finetune,
         "classification-gpt",
         root / "ddp",
-        run="classification-gpt",
+        item="classification-gpt",
         pretrain_root=str(root / "ddp-pretrained"),
         **{"runs.classification-gpt.head_dropout": "0.0"},
     )

@@ -174,9 +174,9 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def pretrain(workspace: Path, out: Path, checkpoints: Path, env: dict[str, str] | None = None, max_steps: int = 8):
-    where = {"output_root": out / "model", "checkpoint_root": checkpoints, "plots_dir": out / "plots"}
+    where = {"output_dir": out / "model", "checkpoint_root": checkpoints, "plots_dir": out / "plots"}
     steps = {"families.gpt.trainer.max_steps": max_steps}
-    return run_cli("pretrain", workspace / "pretrain.yaml", out, env, family="gpt", **where, **steps)
+    return run_cli("pretrain", workspace / "pretrain.yaml", out, env, item="gpt", **where, **steps)
 
 
 def test_checkpoints_on_a_full_disk(workspace, tmp_path):

@@ -111,7 +111,7 @@ def workspace(tmp_path_factory):
 def command(stage: str, params: Path, out: Path, **sets: str) -> list[str]:
     args = [sys.executable, "-m", "llm_pipeline.cli", stage, "--params", str(params)]
     sets = {
-        "output_root": str(out / "model"),
+        "output_dir": str(out / "model"),
         "checkpoint_root": str(out / "checkpoints"),
         "plots_dir": str(out / "plots"),
         **sets,
@@ -199,10 +199,10 @@ def test_pretraining_resumes_bitwise_after_sigkill(workspace, family):
 
 def test_pretraining_resumes_bitwise_after_two_kills(workspace):
     root, params, _ = workspace
-    kill_and_resume("pretrain", params, "gpt", root / "twice", kills=2, seed=7, family="gpt")
+    kill_and_resume("pretrain", params, "gpt", root / "twice", kills=2, seed=7, item="gpt")
 
 
 def test_finetuning_resumes_bitwise_after_sigkill(workspace):
     root, params, finetune = workspace
-    run_to_end(command("pretrain", params, root / "base", family="gpt", output_root=str(root / "pretrained")))
-    kill_and_resume("finetune", finetune, "classification-gpt", root, kills=1, seed=3, run="classification-gpt")
+    run_to_end(command("pretrain", params, root / "base", item="gpt", output_dir=str(root / "pretrained")))
+    kill_and_resume("finetune", finetune, "classification-gpt", root, kills=1, seed=3, item="classification-gpt")

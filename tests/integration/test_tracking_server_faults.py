@@ -62,7 +62,7 @@ def params(tmp_path_factory) -> Path:
 
 
 def command(params: Path, out: Path) -> list[str]:
-    sets = {"family": "gpt", "output_root": out / "model", "checkpoint_root": out / "ckpt", "plots_dir": out / "plots"}
+    sets = {"item": "gpt", "output_dir": out / "model", "checkpoint_root": out / "ckpt", "plots_dir": out / "plots"}
     args = [sys.executable, "-m", "llm_pipeline.cli", "pretrain", "--params", str(params)]
     for key, value in sets.items():
         args += ["--set", f"{key}={value}"]

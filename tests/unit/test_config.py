@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from llm_pipeline.cli import main
-from llm_pipeline.config import apply_overrides, load_config
+from llm_pipeline.config import DEFAULT_REGISTER_PREFIX, apply_overrides, load_config
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.stages.finetune import FinetuneConfig
 
@@ -45,10 +46,31 @@ def test_set_override_reaches_the_config(tmp_path):
     cfg = load_config(
         FinetuneConfig,
         write(tmp_path, FINETUNE_INPUTS + f"{RUN}batch_size: 4\n"),
-        ["runs.r.trainer.devices=2", "run=r"],
+        ["runs.r.trainer.devices=2", "item=r"],
     )
     run = cfg.runs["r"]
-    assert (run.batch_size, run.trainer.devices, cfg.run) == (4, 2, "r")
+    assert (run.batch_size, run.trainer.devices, cfg.item) == (4, 2, "r")
+
+
+def test_the_item_of_a_per_item_stage_is_one_key_everywhere(tmp_path, capsys):
+    """tokenize / pretrain / finetune select what they build with `item` (the CLI's positional
+    ITEM is the same override); the old names say what they became; an unknown item is refused."""
+    from llm_pipeline.config import PerItemConfig
+    from llm_pipeline.stages.base import PER_ITEM_STAGES, STAGES, config_class
+
+    classes = {s: config_class(s) for s in STAGES}
+    per_item = {s: cls.ITEMS for s, cls in classes.items() if issubclass(cls, PerItemConfig)}
+    assert per_item == PER_ITEM_STAGES
+    params = write(tmp_path, FINETUNE_INPUTS + f"{RUN}batch_size: 4\n")
+    assert main(["finetune", "r", "--params", str(params), "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["item"] == "r"
+    for argv, message in (
+        (["finetune", "--params", str(params), "--set", "run=r"], "key 'run' is now called 'item'"),
+        (["finetune", "nope", "--params", str(params)], "item 'nope' is not in runs (r)"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_cli_bad_param_exits_2_with_one_line(tmp_path, capsys):
@@ -118,3 +140,15 @@ def test_anchor_holder_keys_are_ignored_and_anchors_resolve(tmp_path):
     text = "_shared: &shared {lr: 0.5}\n" + FINETUNE_INPUTS + f"{RUN}optim: {{<<: *shared, warmup_steps: 3}}\n"
     cfg = load_config(FinetuneConfig, write(tmp_path, text))
     assert (cfg.runs["r"].optim.lr, cfg.runs["r"].optim.warmup_steps) == (0.5, 3)
+
+
+def test_registered_names_share_one_prefix():
+    """Pretrain registers <prefix><family> and finetune <prefix><task>-<family>: one prefix in both params."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    prefixes = {
+        f: yaml.safe_load((root / "params" / f"{f}.yaml").read_text())["register_prefix"]
+        for f in ("pretrain", "finetune")
+    }
+    assert set(prefixes.values()) == {DEFAULT_REGISTER_PREFIX}, prefixes

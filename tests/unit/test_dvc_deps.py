@@ -116,6 +116,6 @@ def test_path_params_are_the_deps_not_a_copy():
     finetune_deps = spec["finetune"]["do"]["deps"]
     # a run reads its task's folder and its family's pretrain folder (model + tokenizer)
     assert "${tasks_dir}/${item.task}" in finetune_deps and "${pretrain_root}/${item.family}" in finetune_deps
-    assert spec["finetune"]["do"]["vars"] == ["params/finetune.yaml:tasks_dir,pretrain_root,output_root,plots_dir"]
+    assert spec["finetune"]["do"]["vars"] == ["params/finetune.yaml:tasks_dir,pretrain_root,output_dir,plots_dir"]
     evaluate_deps = spec["evaluate"]["deps"]
     assert {"${tasks_dir}", "${tokenize_root}", "${pretrain_root}", "${finetune_root}"} <= set(evaluate_deps)

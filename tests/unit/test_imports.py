@@ -128,3 +128,14 @@ def test_no_arrow_points_back_up():
     for serving in ("llm_pipeline.inference", "llm_pipeline.mlflow_pyfunc"):
         assert not {m for m in reachable(graph, serving) if m.startswith("llm_pipeline.evaluation")}, serving
     assert "llm_pipeline.models.hf_convert" not in reachable(graph, "llm_pipeline.families")
+
+
+def test_no_stage_imports_another_stage():
+    """Stages share code through the packages below them (and stages/base.py, the runner), so
+    changing one stage's module never reruns another stage under DVC."""
+    graph = import_graph()
+    shared = {"llm_pipeline.stages", "llm_pipeline.stages.base"}
+    for name in graph:
+        if name.startswith("llm_pipeline.stages.") and name not in shared:
+            others = {t for t in graph[name] if t.startswith("llm_pipeline.stages.") and t not in shared}
+            assert not others, f"{name} imports the stage(s) {sorted(others)}"

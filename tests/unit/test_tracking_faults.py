@@ -1,5 +1,6 @@
-"""Tracking faults (llm_pipeline/tracking/faults.py and its callers): MLflow's exceptions as one line without the password, bounded
-HTTP retries, and a stage that fails after registering leaves its version marked incomplete.
+"""Tracking faults (llm_pipeline/tracking/faults.py and its callers): MLflow's exceptions as one
+line without the password, bounded HTTP retries, and a stage that fails after registering
+leaves its version marked incomplete.
 (The real server killed mid-stage: tests/integration/test_tracking_server_faults.py.)"""
 
 from __future__ import annotations

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from llm_pipeline.data.ingest_config import SplitConfig
 from llm_pipeline.data.tasks.base import write_task
 from llm_pipeline.data.tasks.local import LocalTaskConfig, build_local_task
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import read_run_record
 from llm_pipeline.stages import evaluate, finetune, pretrain, tokenize
 from llm_pipeline.stages.base import execute
-from llm_pipeline.stages.ingest import SplitConfig
 from llm_pipeline.tracking.client import mlflow_client
 from llm_pipeline.tracking.registry import (
     model_aliases,
@@ -87,11 +87,11 @@ def project(tmp_path_factory):
             execute(
                 "pretrain",
                 pretrain.PretrainConfig(
-                    family=family,
+                    item=family,
                     families=families,
                     tokenize_root=str(root / "tok"),
                     tasks_dir=str(ingest / "tasks"),
-                    output_root=str(root / "pretrain"),
+                    output_dir=str(root / "pretrain"),
                     plots_dir=str(root / "plots"),
                 ),
             )
@@ -112,10 +112,10 @@ def finetune_config(project: Path, runs: dict, run: str) -> finetune.FinetuneCon
     }
     return finetune.FinetuneConfig(
         runs=blocks,
-        run=run,
+        item=run,
         tasks_dir=str(project / "ingest" / "tasks"),
         pretrain_root=str(project / "pretrain"),
-        output_root=str(project / "finetune"),
+        output_dir=str(project / "finetune"),
         plots_dir=str(project / "plots"),
     )
 

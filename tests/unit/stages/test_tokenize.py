@@ -68,7 +68,7 @@ def test_only_builds_one_tokenizer_and_set_overrides_reach_it(fake_ingest_dir, t
             }
         )
     )
-    cfg = load_config(tokenize.TokenizeConfig, params, ["only=unigram", "tokenizers.unigram.vocab_size=120"])
+    cfg = load_config(tokenize.TokenizeConfig, params, ["item=unigram", "tokenizers.unigram.vocab_size=120"])
     result = tokenize.run(cfg, NO_TRACKING)
     assert [p.name for p in (tmp_path / "tok").iterdir()] == ["unigram"]
     assert set(result.metrics) == {
@@ -135,7 +135,7 @@ def test_a_byte_level_round_trip_failure_fails_the_stage_and_writes_nothing(fake
 def test_a_one_tokenizer_run_reports_under_its_dvc_stage_name():
     from llm_pipeline.stages.base import run_name
 
-    assert run_name("tokenize", tokenize.TokenizeConfig(only="wordpiece")) == "tokenize-wordpiece"
+    assert run_name("tokenize", tokenize.TokenizeConfig(item="wordpiece")) == "tokenize-wordpiece"
     assert run_name("tokenize", tokenize.TokenizeConfig()) == "tokenize"
 
 

@@ -4,10 +4,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from llm_pipeline.data.ingest_config import SplitConfig
 from llm_pipeline.data.tasks.base import split_by_hash
 from llm_pipeline.data.tasks.local import LocalTaskConfig, build_local_task
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.stages.ingest import SplitConfig
 
 SPLIT = SplitConfig(val_fraction=0.2, test_fraction=0.2, seed="s")
 

@@ -1,8 +1,8 @@
 import pytest
 
+from llm_pipeline.data.ingest_config import SplitConfig
 from llm_pipeline.data.tasks.qa import QAConfig, build_qa_from_dir, parse_data_line
 from llm_pipeline.errors import PipelineError
-from llm_pipeline.stages.ingest import SplitConfig
 
 HEADER = "  1 This software and database is being provided to you, the LICENSEE, by  \n"
 NOUNS = HEADER + (

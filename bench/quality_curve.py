@@ -1,0 +1,241 @@
+"""Quality against compute: how much training before a model beats the rules that need none?
+
+Trains the default recipe at several compute levels, pretraining and fine-tuning together (every
+step count of params/pretrain.yaml and params/finetune.yaml times the level: max_steps, warmup
+and, where it would exceed the run, val_check_interval), scores each level with
+params/evaluate.yaml, and plots each run's primary metric against its training FLOPs (its
+family's pretraining plus its own fine-tuning, model FLOPs as the stages count them:
+`train_flops` in their reports) beside the baselines of its task, the strong ones included.
+
+    .venv/bin/python bench/quality_curve.py --project . --levels 0.1,0.3,1 --out bench/results/quality_curve
+
+PROJECT: a checkout where ingest and tokenize have run (`make run`, or `dvc repro tokenize`);
+nothing in it is changed: each level reads its params and data/ingest, data/tokenize through
+links and writes under OUT/level-<L>/ (models, checkpoints, reports; tracking off). A level
+whose reports/evaluate.json exists is read, not retrained, so a killed bench goes on where it
+stopped (the stages themselves resume from their checkpoints). Writes OUT/curve.json,
+OUT/curve.md (the table, with each crossing) and OUT/curve.png.
+
+Cost on 2 CPU cores: about 0.9 hours per 1x level for the default five runs (pretraining gpt,
+bert and t5 included), so 0.1,0.3,1 takes about 1.3 hours and 1,3,10 about 13.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+CLI = Path(sys.executable).with_name("llm-pipeline")
+DEFAULT_RUNS = "translation-t5,translation-gpt,summarization-t5,summarization-gpt,classification-bert"
+
+
+@dataclass
+class Point:
+    level: float
+    run: str
+    task: str
+    family: str
+    metric: str
+    value: float
+    higher_is_better: bool
+    pretrain_flops: float
+    finetune_flops: float
+    baselines: dict[str, float]  # every baseline of the task at this level (the same rule at each level)
+
+    @property
+    def flops(self) -> float:
+        return self.pretrain_flops + self.finetune_flops
+
+
+def scaled(steps: int, level: float) -> int:
+    return max(1, round(steps * level))
+
+
+def trainer_overrides(prefix: str, block: dict[str, Any], level: float) -> list[str]:
+    """--set overrides that scale one pretrain family's or fine-tune run's step counts."""
+    steps = scaled(int(block["trainer"]["max_steps"]), level)
+    overrides = [f"{prefix}.trainer.max_steps={steps}", f"{prefix}.trainer.enable_progress_bar=false"]
+    if int(block["trainer"]["val_check_interval"]) > steps:  # validate (and checkpoint) at least once
+        overrides.append(f"{prefix}.trainer.val_check_interval={steps}")
+    warmup = int(block.get("optim", {}).get("warmup_steps", 0))
+    if warmup:
+        overrides.append(f"{prefix}.optim.warmup_steps={scaled(warmup, level)}")
+    return overrides
+
+
+def stage(workdir: Path, name: str, *overrides: str) -> None:
+    command = [str(CLI), name, *(arg for o in overrides for arg in ("--set", o))]
+    started = time.perf_counter()
+    print(f"  {name} {' '.join(o for o in overrides if '=' in o and 'progress' not in o)}", flush=True)
+    subprocess.run(command, cwd=workdir, check=True, env=os.environ | {"LLM_PIPELINE_TRACKING": "off"})
+    print(f"    {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def run_level(project: Path, out: Path, level: float, runs: list[str]) -> Path:
+    """Train and score one level; returns its workdir (reports/ inside)."""
+    workdir = out / f"level-{level:g}"
+    if (workdir / "reports" / "evaluate.json").is_file():
+        print(f"== level {level:g}: scored already ({workdir}), read as it is", flush=True)
+        return workdir
+    (workdir / "data").mkdir(parents=True, exist_ok=True)
+    for link, target in (
+        ("params", project / "params"),
+        ("data/ingest", project / "data" / "ingest"),
+        ("data/tokenize", project / "data" / "tokenize"),
+    ):
+        path = workdir / link
+        if not path.is_symlink():
+            path.symlink_to(target.resolve())
+    pretrain = yaml.safe_load((project / "params" / "pretrain.yaml").read_text())
+    finetune = yaml.safe_load((project / "params" / "finetune.yaml").read_text())
+    families = sorted({finetune["runs"][r]["family"] for r in runs})
+    print(f"== level {level:g}: pretrain {', '.join(families)}; fine-tune {', '.join(runs)}", flush=True)
+    for family in families:
+        block = pretrain["families"][family]
+        stage(workdir, "pretrain", f"item={family}", *trainer_overrides(f"families.{family}", block, level))
+    for run in runs:
+        stage(workdir, "finetune", f"item={run}", *trainer_overrides(f"runs.{run}", finetune["runs"][run], level))
+    stage(workdir, "evaluate", f"runs={json.dumps(runs)}", f"families={json.dumps(families)}")
+    return workdir
+
+
+def read_points(workdir: Path, level: float, runs: list[str], finetune: dict[str, Any]) -> list[Point]:
+    reports = workdir / "reports"
+    evaluation = json.loads((reports / "evaluate.json").read_text())
+    points = []
+    for run in runs:
+        spec = finetune["runs"][run]
+        task, family = spec["task"], spec["family"]
+        metric = evaluation["primary"][task]
+        scores = [s for s in evaluation["scores"] if s["task"] == task and s["metric"] == metric]
+        value = next(s["value"] for s in scores if s["system"] == family and s["kind"] == "model")
+        baselines = {s["system"]: s["value"] for s in scores if s["kind"] == "baseline"}
+        pre = json.loads((reports / f"pretrain-{family}.json").read_text())["metrics"]
+        fine = json.loads((reports / f"finetune-{run}.json").read_text())["metrics"]
+        points.append(
+            Point(
+                level,
+                run,
+                task,
+                family,
+                metric,
+                value,
+                evaluation["higher_is_better"][metric],
+                pre["train_flops"],
+                fine["train_flops"],
+                baselines,
+            )  # fmt: skip
+        )
+    return points
+
+
+def crossing(points: list[Point], baseline: str) -> str:
+    """Where the run's curve crosses `baseline`: between two levels, already at the lowest, or
+    (beyond the last level) where the straight line through the last two points in log FLOPs
+    would reach it; "not on this trend" when the last step moved away from it."""
+    sign = 1 if points[0].higher_is_better else -1
+    gap = [sign * (p.value - p.baselines[baseline]) for p in points]  # > 0: the model is ahead
+    if gap[0] > 0:
+        return f"ahead from {points[0].flops:.2g} FLOPs (the lowest level) on"
+    for before, after, g in zip(points, points[1:], gap[1:], strict=False):
+        if g > 0:
+            return f"crosses between {before.flops:.2g} and {after.flops:.2g} FLOPs"
+    if len(points) < 2:
+        return "behind; one level only"
+    a, b = points[-2], points[-1]
+    slope = sign * (b.value - a.value) / (math.log10(b.flops) - math.log10(a.flops))  # gain per 10x
+    if slope <= 0:
+        return f"behind at {b.flops:.2g} FLOPs, and not closing on this trend"
+    needed = b.flops * 10 ** (-gap[-1] / slope)
+    return (
+        f"behind; on the last slope ({slope:+.3g} per 10x) it would cross near {needed:.1g} FLOPs "
+        f"({needed / b.flops:.0f}x the last level)"
+    )
+
+
+def table(points: list[Point]) -> str:
+    lines = [
+        "| run | metric | level | FLOPs (pretrain + fine-tune) | value | baselines |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in sorted(points, key=lambda p: (p.run, p.level)):
+        baselines = ", ".join(f"{name} {value:.3g}" for name, value in sorted(p.baselines.items()))
+        lines.append(
+            f"| {p.run} | {p.metric} | {p.level:g}x | {p.flops:.3g} ({p.pretrain_flops:.2g} + {p.finetune_flops:.2g}) "
+            f"| {p.value:.3g} | {baselines} |"
+        )
+    lines += ["", "| run | baseline | crossing |", "|---|---|---|"]
+    for run in sorted({p.run for p in points}):
+        curve = sorted((p for p in points if p.run == run), key=lambda p: p.flops)
+        for baseline in sorted(curve[-1].baselines):
+            lines.append(f"| {run} | {baseline} ({curve[-1].baselines[baseline]:.3g}) | {crossing(curve, baseline)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: list[Point], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({p.task for p in points})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        mine = [p for p in points if p.task == task]
+        for run in sorted({p.run for p in mine}):
+            curve = sorted((p for p in mine if p.run == run), key=lambda p: p.flops)
+            ax.plot([p.flops for p in curve], [p.value for p in curve], marker="o", label=curve[0].family)
+        for i, (name, value) in enumerate(sorted(mine[-1].baselines.items())):
+            ax.axhline(value, linestyle=("--", ":", "-.")[i % 3], color="grey", linewidth=1)
+            ax.annotate(name, (0.01, value), xycoords=("axes fraction", "data"), fontsize=7, va="bottom")
+        ax.set_xscale("log")
+        ax.set(title=task, xlabel="training FLOPs (pretrain + fine-tune)", ylabel=mine[0].metric)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="see the module docstring")
+    parser.add_argument("--project", type=Path, default=Path("."), help="checkout with data/ingest, data/tokenize")
+    parser.add_argument("--levels", default="0.1,0.3,1", help="compute levels, times the default steps")
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help="fine-tune runs of params/finetune.yaml")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/quality_curve"))
+    args = parser.parse_args(argv)
+    project, out = args.project.resolve(), args.out.resolve()
+    levels = sorted(float(x) for x in args.levels.split(","))
+    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
+    finetune = yaml.safe_load((project / "params" / "finetune.yaml").read_text())
+    unknown = [r for r in runs if r not in finetune.get("runs", {})]
+    missing = [d for d in ("data/ingest/tasks", "data/tokenize") if not (project / d).is_dir()]
+    if unknown or missing:
+        problem = (
+            f"runs not in params/finetune.yaml: {unknown}" if unknown else f"run ingest and tokenize first: {missing}"
+        )
+        print(f"quality_curve: {project}: {problem}", file=sys.stderr)
+        return 2
+    points = []
+    for level in levels:
+        points += read_points(run_level(project, out, level, runs), level, runs, finetune)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curve.json").write_text(json.dumps([asdict(p) | {"flops": p.flops} for p in points], indent=1))
+    (out / "curve.md").write_text(table(points))
+    plot(points, out / "curve.png")
+    print(table(points))
+    print(f"wrote {out / 'curve.md'}, {out / 'curve.png'}, {out / 'curve.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
