@@ -205,9 +205,19 @@ def build_seq2seq(spec: FinetuneRun, cfg: FinetuneConfig, model, tokenizer, fami
     }
     pairs = {s: e.pairs for s, e in encoded.items()}
     train, n_train = encoded["train"], max(len(encoded["train"].pairs), 1)
+    dropped = 0
+    if fmt.overlong == "drop":
+        pairs["train"] = train.whole()
+        dropped = len(train.pairs) - len(pairs["train"])
+        if not pairs["train"]:
+            raise PipelineError(
+                f"runs.{cfg.item}.format: overlong: drop leaves no train pair within max_source_len "
+                f"{fmt.max_source_len} and max_target_len {fmt.max_target_len}; raise them or use overlong: cut"
+            )
+        log.info("dropped %d of %d train pairs over the budgets (overlong: drop)", dropped, len(train.pairs))
     shares = {"source": train.sources_truncated / n_train, "target": train.targets_truncated / n_train}
     for side, share in shares.items():
-        if share > 0.2:
+        if share > 0.2 and fmt.overlong == "cut":
             key = f"max_{side}_len"
             log.info(
                 "%.0f%% of the train %ss were cut to fit runs.%s.format.%s=%d; consider raising it",
@@ -228,6 +238,7 @@ def build_seq2seq(spec: FinetuneRun, cfg: FinetuneConfig, model, tokenizer, fami
             "train_examples": len(pairs["train"]),
             "val_examples": len(pairs["val"]),
             **{f"train_{side}_truncated_share": share for side, share in shares.items()},
+            **({"train_dropped_overlong": dropped} if fmt.overlong == "drop" else {}),
         },
     )
 

@@ -54,6 +54,10 @@ class Seq2SeqFormat(StageConfig):
         96, gt=0, description="input tokens kept (the template whole, the head of a long {input})"
     )
     max_target_len: int = Field(32, gt=0, description="target tokens kept, end token included")
+    # a train pair over a budget: `cut` it to fit (a cut target teaches stopping mid-sentence, a
+    # cut source with a whole target teaches inventing), or `drop` it from training (counted as
+    # train_dropped_overlong; val and test pairs are always cut, as decoding sees them)
+    overlong: Literal["cut", "drop"] = "cut"
 
     @field_validator("input_template", "target_template")
     @classmethod
@@ -114,14 +118,19 @@ class EncodedPairs:
     """encode_pairs_counted's result: the pairs, and how many were cut to fit the budgets."""
 
     pairs: list[EncodedPair]
+    cut: list[bool]  # per pair: its source or its target was cut to fit
     sources_truncated: int  # inputs whose {input} field (or, without one, whose tail) was cut
     targets_truncated: int  # targets cut to max_target_len
+
+    def whole(self) -> list[EncodedPair]:
+        """The pairs that fit both budgets uncut."""
+        return [pair for pair, cut in zip(self.pairs, self.cut, strict=True) if not cut]
 
 
 def fit_sources(
     tokenizer: Tokenizer, frame: pd.DataFrame, fmt: Seq2SeqFormat, limit: int, where: str
-) -> tuple[list[list[int]], int]:
-    """Each row's filled input template as at most `limit` ids, and how many rows were cut.
+) -> tuple[list[list[int]], list[bool]]:
+    """Each row's filled input template as at most `limit` ids, and whether each row was cut.
 
     A too-long row has its {input} field cut by tokens (encode alone, keep the head, decode) and
     the template filled again, so the task prefix and a cue such as "\nSummary:" always survive.
@@ -144,7 +153,8 @@ def fit_sources(
             )
         if over:
             _cut_input_field(tokenizer, records, template, limit, ids, over)
-    return [row[:limit] for row in ids], len(over)
+    cut = set(over)
+    return [row[:limit] for row in ids], [i in cut for i in range(len(ids))]
 
 
 def _cut_input_field(
@@ -177,18 +187,20 @@ def encode_pairs_counted(
     encoder input ends with it too (as T5's inputs do), after truncation as well.
     """
     limit = fmt.max_source_len - (1 if style == "encoder_decoder" else 0)  # room before the end token
-    sources, sources_cut = fit_sources(tokenizer, frame, fmt, limit, where)
+    sources, source_cut = fit_sources(tokenizer, frame, fmt, limit, where)
     targets = tokenizer.encode_batch(format_rows(frame, fmt.target_template, where), add_special_tokens=False)
-    pairs, targets_cut = [], 0
-    for source, tgt in zip(sources, targets, strict=True):
+    pairs, cut = [], []
+    for source, tgt, source_was_cut in zip(sources, targets, source_cut, strict=True):
         if style == "encoder_decoder":
             source = source + [end_id]
-        targets_cut += len(tgt.ids) > fmt.max_target_len - 1
+        target_was_cut = len(tgt.ids) > fmt.max_target_len - 1
+        cut.append(source_was_cut or target_was_cut)
         pairs.append(EncodedPair(source, list(tgt.ids)[: fmt.max_target_len - 1] + [end_id]))
     empty = sum(1 for p in pairs if len(p.source) < (2 if style == "encoder_decoder" else 1))
     if empty:
         raise PipelineError(f"{where}: {empty} input(s) tokenize to nothing; check the task's input column")
-    return EncodedPairs(pairs, sources_cut, targets_cut)
+    targets_cut = sum(len(t.ids) > fmt.max_target_len - 1 for t in targets)
+    return EncodedPairs(pairs, cut, sum(source_cut), targets_cut)
 
 
 def encode_pairs(

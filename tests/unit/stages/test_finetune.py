@@ -264,6 +264,10 @@ def test_a_local_task_is_fine_tuned_and_scored_with_no_code_change(tracked):
             r"lora\.target_modules: 'q_proj' matches no Linear module",
         ),
         ({"task": "nothing", "family": "gpt"}, r"nothing/test\.parquet: task split not found"),
+        (
+            {"task": "echo", "family": "t5", "format": {"max_source_len": 3, "max_target_len": 2, "overlong": "drop"}},
+            r"runs\.bad\.format: overlong: drop leaves no train pair within max_source_len 3 and max_target_len 2",
+        ),
     ],
 )
 def test_bad_runs_are_refused_in_one_line_before_training(project, spec, message):

@@ -72,12 +72,14 @@ def test_without_an_input_field_the_head_is_kept(bpe):
     assert pair.source == encoded(bpe, LONG + "?")[:8]
 
 
-def test_truncation_is_counted(bpe):
+def test_truncation_is_counted_per_side_and_flagged_per_pair(bpe):
     fmt = Seq2SeqFormat(input_template="{input}\nSummary:", max_source_len=24, max_target_len=4)
-    rows = pd.DataFrame({"input": [LONG, SHORT, LONG], "target": ["ok", LONG, "fine"]})
+    rows = pd.DataFrame({"input": [LONG, SHORT, LONG, SHORT], "target": ["ok", LONG, "fine", "ok"]})
     result = encode_pairs_counted(bpe, rows, fmt, "prompted", end_id(bpe), "t.parquet")
     assert (result.sources_truncated, result.targets_truncated) == (2, 1)
-    assert len(result.pairs) == 3 and all(len(p.target) <= 4 for p in result.pairs)
+    assert len(result.pairs) == 4 and all(len(p.target) <= 4 for p in result.pairs)
+    assert result.cut == [True, True, True, False]  # source, target, source cut; the last fits
+    assert result.whole() == [result.pairs[3]]
 
 
 def test_a_template_with_no_room_for_the_input_is_one_line(bpe):
