@@ -131,7 +131,7 @@ def read_points(workdir: Path, level: float, runs: list[str], finetune: dict[str
                 family,
                 metric,
                 value,
-                evaluation["higher_is_better"][metric],
+                evaluation["higher_is_better"].get(metric, True),  # it lists the exceptions (ppl)
                 pre["train_flops"],
                 fine["train_flops"],
                 baselines,
