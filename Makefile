@@ -21,7 +21,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 .PHONY: run test test-fast lint format install ui repro clean help serve stop status
 
 help:
-	@echo "make run    - whole pipeline end to end on the default corpus (36 min on 2 CPU cores after install)"
+	@echo "make run    - whole pipeline end to end on the default corpus (56 min on 2 CPU cores after install)"
 	@echo "make test   - lint, then every test: unit + integration (what CI runs; at most 15 min on 2 cores)"
 	@echo "make test-fast - the unit tier only, no subprocess training (the edit-run loop; under 3 min)"
 	@echo "make lint   - ruff (lint + format check) and mypy on the whole repo"

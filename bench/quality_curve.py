@@ -157,10 +157,13 @@ def crossing(points: list[Point], baseline: str) -> str:
     slope = sign * (b.value - a.value) / (math.log10(b.flops) - math.log10(a.flops))  # gain per 10x
     if slope <= 0:
         return f"behind at {b.flops:.2g} FLOPs, and not closing on this trend"
-    needed = b.flops * 10 ** (-gap[-1] / slope)
+    decades = -gap[-1] / slope  # powers of ten of compute still missing
+    if decades > 3:
+        return f"behind; on the last slope ({slope:+.3g} per 10x) it would need over 1000x the last level"
+    needed = b.flops * 10**decades
     return (
         f"behind; on the last slope ({slope:+.3g} per 10x) it would cross near {needed:.1g} FLOPs "
-        f"({needed / b.flops:.0f}x the last level)"
+        f"({needed / b.flops:.2g}x the last level)"
     )
 
 
