@@ -194,7 +194,7 @@ def kill_and_resume(stage, params, name, root, kills, seed, **sets):
 @pytest.mark.parametrize("family", ["gpt", "bert", "t5"])
 def test_pretraining_resumes_bitwise_after_sigkill(workspace, family):
     root, params, _ = workspace
-    kill_and_resume("pretrain", params, family, root, kills=1, seed=zlib.crc32(family.encode()), family=family)
+    kill_and_resume("pretrain", params, family, root, kills=1, seed=zlib.crc32(family.encode()), item=family)
 
 
 def test_pretraining_resumes_bitwise_after_two_kills(workspace):
