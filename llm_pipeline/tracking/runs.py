@@ -10,7 +10,7 @@ import urllib.parse
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.io import disk_faults
@@ -41,41 +41,12 @@ from llm_pipeline.tracking.lineage_tags import (
 from llm_pipeline.tracking.registry import PYFUNC_LOADER, PYFUNC_PARAMS
 
 
-class Tracker(Protocol):
-    """What a stage does with its run (`run(cfg, tracker)`): StageRun writes to MLflow, NullTracker
-    (tracking off, or a rank other than zero) does nothing, so stages never check which they got."""
+class Tracker:
+    """What a stage does with its run (`run(cfg, tracker)`). This base does nothing (the null
+    object: tracking off, or a rank other than zero); StageRun overrides every call to write to
+    MLflow, so stages never check which one they got."""
 
-    run_id: str | None  # the MLflow run's id, None for a NullTracker
-
-    @property
-    def active(self) -> bool: ...
-
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
-
-    def set_tags(self, tags: Mapping[str, str]) -> None: ...
-
-    def log_datasets(self, manifests: list[Path], context: str) -> None: ...
-
-    def lightning_logger(self) -> Any: ...
-
-    def register_model(
-        self,
-        folder: str | Path | None,
-        registered_name: str,
-        *,
-        description: str = "",
-        tags: Mapping[str, str] | None = None,
-    ) -> str | None: ...
-
-
-class NullTracker:
-    """The Tracker of a process that does not track: every call is a no-op."""
-
-    run_id: str | None = None
+    run_id: str | None = None  # the MLflow run's id; None when nothing is tracked
     active = False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -93,7 +64,7 @@ class NullTracker:
     def log_datasets(self, manifests: list[Path], context: str) -> None:
         pass
 
-    def lightning_logger(self) -> None:
+    def lightning_logger(self) -> Any:
         return None
 
     def register_model(
@@ -107,10 +78,14 @@ class NullTracker:
         return None
 
 
+class NullTracker(Tracker):
+    """The Tracker of a process that does not track: every call is the base's no-op."""
+
+
 NULL_TRACKER = NullTracker()  # a default argument for stages run without the runner (tests, benches)
 
 
-class StageRun:
+class StageRun(Tracker):
     """The Tracker of one stage's open MLflow run."""
 
     active = True
