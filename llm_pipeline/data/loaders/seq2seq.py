@@ -189,17 +189,17 @@ def encode_pairs_counted(
     limit = fmt.max_source_len - (1 if style == "encoder_decoder" else 0)  # room before the end token
     sources, source_cut = fit_sources(tokenizer, frame, fmt, limit, where)
     targets = tokenizer.encode_batch(format_rows(frame, fmt.target_template, where), add_special_tokens=False)
-    pairs, cut = [], []
+    pairs, cut, targets_cut = [], [], 0
     for source, tgt, source_was_cut in zip(sources, targets, source_cut, strict=True):
         if style == "encoder_decoder":
             source = source + [end_id]
         target_was_cut = len(tgt.ids) > fmt.max_target_len - 1
+        targets_cut += target_was_cut
         cut.append(source_was_cut or target_was_cut)
         pairs.append(EncodedPair(source, list(tgt.ids)[: fmt.max_target_len - 1] + [end_id]))
     empty = sum(1 for p in pairs if len(p.source) < (2 if style == "encoder_decoder" else 1))
     if empty:
         raise PipelineError(f"{where}: {empty} input(s) tokenize to nothing; check the task's input column")
-    targets_cut = sum(len(t.ids) > fmt.max_target_len - 1 for t in targets)
     return EncodedPairs(pairs, cut, sum(source_cut), targets_cut)
 
 
