@@ -32,8 +32,10 @@ _WORD = re.compile(r"\w+")
 class TfidfLogReg:
     """The strongest cheap text classifier: TF-IDF over word 1-2-grams (sublinear tf, terms in at
     least 2 train texts) + multinomial logistic regression (scikit-learn). The inverse regularisation
-    C is chosen from `cs` by macro-F1 on the validation split (ties: the smaller C), then the model
-    is refitted on train alone, so the test split is never looked at. Labels are ints 0..K-1.
+    C is chosen from `cs` by macro-F1 on the validation split (ties: the smaller C); every candidate
+    is fitted on train alone, so the chosen one is kept as it is and the test split is never looked
+    at. The vocabulary and idf depend on the train texts only, so they are fitted once for all Cs.
+    Labels are ints 0..K-1.
     """
 
     def __init__(self, cs: Sequence[float] = (0.3, 1.0, 3.0, 10.0, 30.0), seed: int = 0) -> None:
@@ -42,18 +44,14 @@ class TfidfLogReg:
         self.cs = tuple(cs)
         self.seed = seed
         self.c_: float = self.cs[0]
-        self._pipeline: Any = None
+        self._vectorizer: Any = None
+        self._classifier: Any = None
 
-    def _build(self, c: float) -> Any:
+    def _classifier_for(self, c: float) -> Any:
         # imported here: scikit-learn costs ~1 s to import, and only this baseline needs it
-        from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
 
-        return make_pipeline(
-            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2),
-            LogisticRegression(C=c, max_iter=2000, random_state=self.seed),
-        )
+        return LogisticRegression(C=c, max_iter=2000, random_state=self.seed)
 
     def fit(
         self,
@@ -63,24 +61,32 @@ class TfidfLogReg:
         val_labels: Sequence[int] = (),
         num_classes: int | None = None,
     ) -> TfidfLogReg:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
         if len(train_texts) != len(train_labels):
             raise ValueError(f"{len(train_texts)} train texts but {len(train_labels)} labels")
         if len(set(train_labels)) < 2:
             raise ValueError("TF-IDF + logistic regression needs at least 2 train labels")
         k = num_classes or max(train_labels) + 1
-        if len(val_texts) and len(self.cs) > 1:
-            scores = []
-            for c in self.cs:
-                preds = self._build(c).fit(list(train_texts), list(train_labels)).predict(list(val_texts))
-                scores.append(compute_macro_f1(preds, val_labels, k))
-            self.c_ = self.cs[int(np.argmax(scores))]  # argmax: the first (smallest C) on ties
-        self._pipeline = self._build(self.c_).fit(list(train_texts), list(train_labels))
+        self._vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+        features = self._vectorizer.fit_transform(list(train_texts))  # (N, terms), sparse
+        labels = list(train_labels)
+        if not (len(val_texts) and len(self.cs) > 1):
+            self._classifier = self._classifier_for(self.c_).fit(features, labels)
+            return self
+        val_features = self._vectorizer.transform(list(val_texts))
+        best = -1.0
+        for c in self.cs:
+            classifier = self._classifier_for(c).fit(features, labels)
+            score = compute_macro_f1(classifier.predict(val_features), val_labels, k)
+            if score > best:  # strictly: the first (smallest C) wins a tie
+                best, self.c_, self._classifier = score, c, classifier
         return self
 
     def predict(self, texts: Sequence[str]) -> list[int]:
-        if self._pipeline is None:
+        if self._classifier is None:
             raise RuntimeError("TfidfLogReg.predict called before fit")
-        return [int(p) for p in self._pipeline.predict(list(texts))]
+        return [int(p) for p in self._classifier.predict(self._vectorizer.transform(list(texts)))]
 
 
 # --------------------------------------------------------------------------- summarisation
