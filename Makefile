@@ -21,7 +21,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 .PHONY: run test test-fast lint format install ui repro clean help serve stop status
 
 help:
-	@echo "make run    - whole pipeline end to end on the default corpus (56 min on 2 CPU cores after install)"
+	@echo "make run    - whole pipeline end to end on the default corpus (under 40 min on 2 CPU cores after install)"
+	@echo "make run PROFILE=long - the long profile (params/profiles/long.yaml, ~1.6 h): the models trained longer"
 	@echo "make test   - lint, then every test: unit + integration (what CI runs; at most 15 min on 2 cores)"
 	@echo "make test-fast - the unit tier only, no subprocess training (the edit-run loop; under 3 min)"
 	@echo "make lint   - ruff (lint + format check) and mypy on the whole repo"
@@ -40,6 +41,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# PROFILE=<name>: params/profiles/<name>.yaml instead (bench/profile_run.py): ingest and tokenize
+# brought up to date by dvc, then the profile's training and scoring under bench/results/profile-<name>/
+ifeq ($(PROFILE),)
 run: install
 	$(PY) flows/pipeline.py $(if $(PUSH),--push)
 	@$(PY) -m llm_pipeline.summary reports/evaluate.json
@@ -47,6 +51,12 @@ run: install
 	@echo "Reports:   reports/*.json  (evaluate: reports/evaluate.json)"
 	@echo "Dashboard: make ui   -> http://127.0.0.1:$(MLFLOW_PORT)"
 	@echo "DVC:       dvc status  (only \"fetch: always changed\")   dvc metrics show   dvc plots show"
+else
+run: install
+	@test -f params/profiles/$(PROFILE).yaml || { echo "make run: no profile params/profiles/$(PROFILE).yaml (there: $$(ls params/profiles | sed 's/.yaml//' | tr '\n' ' '))" >&2; exit 2; }
+	$(PY) -m llm_pipeline.dvc_state repro tokenize
+	$(PY) bench/profile_run.py --profile params/profiles/$(PROFILE).yaml
+endif
 
 # dvc repro, after restoring a dvc.lock a kill tore (python -m llm_pipeline.dvc_state --help)
 repro: install

@@ -25,18 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from workdirs import SHARED_DATA, link, missing_data, run_stage  # bench/ is on sys.path as the script's folder
 
-HERE = Path(__file__).resolve().parent
-CLI = Path(sys.executable).with_name("llm-pipeline")
 DEFAULT_RUNS = "translation-t5,translation-gpt,summarization-t5,summarization-gpt,classification-bert"
 
 
@@ -74,39 +70,23 @@ def trainer_overrides(prefix: str, block: dict[str, Any], level: float) -> list[
     return overrides
 
 
-def stage(workdir: Path, name: str, *overrides: str) -> None:
-    command = [str(CLI), name, *(arg for o in overrides for arg in ("--set", o))]
-    started = time.perf_counter()
-    print(f"  {name} {' '.join(o for o in overrides if '=' in o and 'progress' not in o)}", flush=True)
-    subprocess.run(command, cwd=workdir, check=True, env=os.environ | {"LLM_PIPELINE_TRACKING": "off"})
-    print(f"    {time.perf_counter() - started:.0f} s", flush=True)
-
-
 def run_level(project: Path, out: Path, level: float, runs: list[str]) -> Path:
     """Train and score one level; returns its workdir (reports/ inside)."""
     workdir = out / f"level-{level:g}"
     if (workdir / "reports" / "evaluate.json").is_file():
         print(f"== level {level:g}: scored already ({workdir}), read as it is", flush=True)
         return workdir
-    (workdir / "data").mkdir(parents=True, exist_ok=True)
-    for link, target in (
-        ("params", project / "params"),
-        ("data/ingest", project / "data" / "ingest"),
-        ("data/tokenize", project / "data" / "tokenize"),
-    ):
-        path = workdir / link
-        if not path.is_symlink():
-            path.symlink_to(target.resolve())
+    link(workdir, project, ("params", *SHARED_DATA))
     pretrain = yaml.safe_load((project / "params" / "pretrain.yaml").read_text())
     finetune = yaml.safe_load((project / "params" / "finetune.yaml").read_text())
     families = sorted({finetune["runs"][r]["family"] for r in runs})
     print(f"== level {level:g}: pretrain {', '.join(families)}; fine-tune {', '.join(runs)}", flush=True)
     for family in families:
         block = pretrain["families"][family]
-        stage(workdir, "pretrain", f"item={family}", *trainer_overrides(f"families.{family}", block, level))
+        run_stage(workdir, "pretrain", f"item={family}", *trainer_overrides(f"families.{family}", block, level))
     for run in runs:
-        stage(workdir, "finetune", f"item={run}", *trainer_overrides(f"runs.{run}", finetune["runs"][run], level))
-    stage(workdir, "evaluate", f"runs={json.dumps(runs)}", f"families={json.dumps(families)}")
+        run_stage(workdir, "finetune", f"item={run}", *trainer_overrides(f"runs.{run}", finetune["runs"][run], level))
+    run_stage(workdir, "evaluate", f"runs={json.dumps(runs)}", f"families={json.dumps(families)}")
     return workdir
 
 
@@ -221,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     finetune = yaml.safe_load((project / "params" / "finetune.yaml").read_text())
     unknown = [r for r in runs if r not in finetune.get("runs", {})]
-    missing = [d for d in ("data/ingest/tasks", "data/tokenize") if not (project / d).is_dir()]
+    missing = missing_data(project)
     if unknown or missing:
         problem = (
             f"runs not in params/finetune.yaml: {unknown}" if unknown else f"run ingest and tokenize first: {missing}"

@@ -8,6 +8,7 @@ one of several things per invocation (a tokenizer, a family, a fine-tune run: dv
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -98,16 +99,31 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     out = _deep_copy(data)
     for item in overrides:
         keys, value = parse_override(item)
-        node = out
-        for k in keys[:-1]:
-            child = node.get(k)
-            if child is None:
-                child = node[k] = {}
-            if not isinstance(child, dict):
-                raise PipelineError(f"--set {item!r}: {k!r} is a value, not a section")
-            node = child
-        node[keys[-1]] = value
+        _set_path(out, keys, value, where=f"--set {item!r}")
     return out
+
+
+def apply_values(data: dict[str, Any], values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Return a copy of `data` with each {"a.b": value} set, as `--set a.b=value` would (for values
+    already parsed, e.g. a profile's YAML); `source` names where they came from in an error."""
+    out = _deep_copy(data)
+    for key, value in values.items():
+        keys = str(key).split(".")
+        if not all(k.strip() for k in keys):
+            raise PipelineError(f"{source}: empty part in the dotted key {key!r}")
+        _set_path(out, keys, copy.deepcopy(value), where=f"{source}: {key!r}")
+    return out
+
+
+def _set_path(node: dict[str, Any], keys: list[str], value: Any, where: str) -> None:
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise PipelineError(f"{where}: {k!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
 
 
 def load_params(path: str | Path) -> dict[str, Any]:

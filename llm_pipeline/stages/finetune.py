@@ -29,7 +29,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn as nn
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
@@ -103,6 +103,16 @@ class FinetuneRun(StageConfig):
         get_family(family)  # one line naming the known families
         return family
 
+    @model_validator(mode="after")
+    def _scratch_trains_every_weight(self) -> FinetuneRun:
+        # at load time, not at the run's start: a profile or matrix refuses it before any training
+        if self.init == "scratch" and self.method != "full":
+            raise ValueError(
+                f"init: scratch trains a freshly initialised model; use method: full "
+                f"(method {self.method} would leave random weights frozen)"
+            )
+        return self
+
 
 class FinetuneConfig(PerItemConfig):
     ITEMS = "runs"
@@ -147,11 +157,6 @@ def check_pairing(name: str, spec: FinetuneRun, family: FamilySpec, kind: str) -
         raise PipelineError(
             f"{where}: task {spec.task!r} is a generation task with no train split; use method: none "
             "(the pretrained causal LM is its model)"
-        )
-    if spec.init == "scratch" and spec.method != "full":
-        raise PipelineError(
-            f"{where}.init: scratch trains a freshly initialised model; use method: full "
-            f"(method {spec.method} would leave random weights frozen)"
         )
     if kind != "generation" and spec.method == "none":
         raise PipelineError(f"{where}: method none trains nothing; use full or lora for a {kind} task")

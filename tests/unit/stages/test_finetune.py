@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from llm_pipeline.config import build_config
 from llm_pipeline.data.ingest_config import SplitConfig
 from llm_pipeline.data.tasks.base import write_task
 from llm_pipeline.data.tasks.local import LocalTaskConfig, build_local_task
@@ -347,3 +348,12 @@ def test_the_promotion_gate_rescores_a_champion_scored_on_another_test_set(track
     run_id = json.loads((project / "reports" / "evaluate.json").read_text())["mlflow_run_id"]
     tags = mlflow_client().get_run(run_id).data.tags
     assert tags[f"promotion.{name}.decision"] == expected and tags[f"promotion.{name}.version"] == "2"
+
+
+@pytest.mark.parametrize("method", ["lora", "none"])
+def test_scratch_with_frozen_weights_is_refused_at_load_time(method):
+    # at load, so a matrix or profile that asks for it stops before any run trains
+    run = {"task": "classification", "family": "gpt", "method": method, "init": "scratch"}
+    with pytest.raises(PipelineError, match=r"runs\.bad.*init: scratch trains a freshly initialised model") as caught:
+        build_config(finetune.FinetuneConfig, {"runs": {"bad": run}})
+    assert "\n" not in str(caught.value) and f"method {method} would leave" in str(caught.value)
