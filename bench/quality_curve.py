@@ -24,34 +24,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
+import subprocess
 import sys
-from dataclasses import asdict, dataclass
+import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 from workdirs import SHARED_DATA, link, missing_data, run_stage  # bench/ is on sys.path as the script's folder
 
+from llm_pipeline.evaluation.compute_curve import Point, crossing_rows, to_json
+
 DEFAULT_RUNS = "translation-t5,translation-gpt,summarization-t5,summarization-gpt,classification-bert"
-
-
-@dataclass
-class Point:
-    level: float
-    run: str
-    task: str
-    family: str
-    metric: str
-    value: float
-    higher_is_better: bool
-    pretrain_flops: float
-    finetune_flops: float
-    baselines: dict[str, float]  # every baseline of the task at this level (the same rule at each level)
-
-    @property
-    def flops(self) -> float:
-        return self.pretrain_flops + self.finetune_flops
 
 
 def scaled(steps: int, level: float) -> int:
@@ -120,33 +105,6 @@ def read_points(workdir: Path, level: float, runs: list[str], finetune: dict[str
     return points
 
 
-def crossing(points: list[Point], baseline: str) -> str:
-    """Where the run's curve crosses `baseline`: between two levels, already at the lowest, or
-    (beyond the last level) where the straight line through the last two points in log FLOPs
-    would reach it; "not on this trend" when the last step moved away from it."""
-    sign = 1 if points[0].higher_is_better else -1
-    gap = [sign * (p.value - p.baselines[baseline]) for p in points]  # > 0: the model is ahead
-    if gap[0] > 0:
-        return f"ahead from {points[0].flops:.2g} FLOPs (the lowest level) on"
-    for before, after, g in zip(points, points[1:], gap[1:], strict=False):
-        if g > 0:
-            return f"crosses between {before.flops:.2g} and {after.flops:.2g} FLOPs"
-    if len(points) < 2:
-        return "behind; one level only"
-    a, b = points[-2], points[-1]
-    slope = sign * (b.value - a.value) / (math.log10(b.flops) - math.log10(a.flops))  # gain per 10x
-    if slope <= 0:
-        return f"behind at {b.flops:.2g} FLOPs, and not closing on this trend"
-    decades = -gap[-1] / slope  # powers of ten of compute still missing
-    if decades > 3:
-        return f"behind; on the last slope ({slope:+.3g} per 10x) it would need over 1000x the last level"
-    needed = b.flops * 10**decades
-    return (
-        f"behind; on the last slope ({slope:+.3g} per 10x) it would cross near {needed:.1g} FLOPs "
-        f"({needed / b.flops:.2g}x the last level)"
-    )
-
-
 def table(points: list[Point]) -> str:
     lines = [
         "| run | metric | level | FLOPs (pretrain + fine-tune) | value | baselines |",
@@ -159,10 +117,8 @@ def table(points: list[Point]) -> str:
             f"| {p.value:.3g} | {baselines} |"
         )
     lines += ["", "| run | baseline | crossing |", "|---|---|---|"]
-    for run in sorted({p.run for p in points}):
-        curve = sorted((p for p in points if p.run == run), key=lambda p: p.flops)
-        for baseline in sorted(curve[-1].baselines):
-            lines.append(f"| {run} | {baseline} ({curve[-1].baselines[baseline]:.3g}) | {crossing(curve, baseline)} |")
+    for last, baseline, value, where in crossing_rows(points):
+        lines.append(f"| {last.run} | {baseline} ({value:.3g}) | {where} |")
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +145,11 @@ def plot(points: list[Point], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def git_commit(project: Path) -> str:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project, capture_output=True, text=True)
+    return proc.stdout.strip() or "no git commit"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="see the module docstring")
     parser.add_argument("--project", type=Path, default=Path("."), help="checkout with data/ingest, data/tokenize")
@@ -212,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     for level in levels:
         points += read_points(run_level(project, out, level, runs), level, runs, finetune)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "curve.json").write_text(json.dumps([asdict(p) | {"flops": p.flops} for p in points], indent=1))
+    measured_at = f"{git_commit(project)}, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores"
+    levels_are = f"x the steps of params/pretrain.yaml and params/finetune.yaml at {git_commit(project)}"
+    (out / "curve.json").write_text(json.dumps(to_json(points, measured_at, levels_are), indent=1))
     (out / "curve.md").write_text(table(points))
     plot(points, out / "curve.png")
     print(table(points))

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from llm_pipeline.errors import PipelineError
+from llm_pipeline.evaluation.compute_curve import Point, crossing_rows
 
 SECTION_TITLES = {"downstream": "Downstream tasks", "pretraining": "Pretraining"}
 INPUT_CHARS = 200  # an example's input is cut to this many characters
@@ -242,8 +243,10 @@ def render_summary(
     source: str = "reports/evaluate.json",
     figures: Sequence[tuple[str, str]] = (),
     max_examples: int = 3,
+    curve: tuple[dict[str, Any], list[Point]] | None = None,
 ) -> str:
-    """The whole summary.md. `figures`: (caption, path relative to the summary) pairs."""
+    """The whole summary.md. `figures`: (caption, path relative to the summary) pairs; `curve`: a
+    saved quality curve (compute_curve.load_curve), for where each model crosses its baselines."""
     lines = ["# Evaluation summary", ""]
     run = f"`{ev.mlflow_run_id}`" if ev.mlflow_run_id else "not tracked"
     lines += [f"MLflow run of the {cell(ev.stage)} stage: {run}. Source: `{source}`.", ""]
@@ -263,6 +266,8 @@ def render_summary(
             ]
         else:
             lines += ["No scores.", ""]
+    if curve is not None:
+        lines += crossing_section(ev, *curve)
     examples = {task: rows for task, items in ev.examples.items() if (rows := example_rows(items, max_examples))}
     if examples:
         lines += ["## Examples", ""]
@@ -277,6 +282,35 @@ def render_summary(
         for caption, path in figures:
             lines += [f"![{cell(caption)}]({path})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def crossing_section(ev: Evaluation, provenance: dict[str, Any], points: list[Point]) -> list[str]:
+    """Where each of this evaluation's models (task and family) crosses each baseline on the saved
+    curve: the compute its recipe needs before it earns its place, which one run cannot show."""
+    scored = {(v.task, v.family) for v in ev.verdicts}
+    rows = [
+        [
+            cell(last.run),
+            f"{last.metric} {fmt(last.value)} at {last.flops:.2g} FLOPs",
+            f"{cell(name)} {fmt(value)}",
+            where,
+        ]
+        for last, name, value, where in crossing_rows(points)
+        if (last.task, last.family) in scored
+    ]
+    if not rows:
+        return []
+    return [
+        "## Where each model crosses its baselines",
+        "",
+        f"How much training (FLOPs of pretraining + fine-tuning) this recipe needs before each model beats each "
+        f"baseline on the default corpus: `bench/quality_curve.py`, measured at {provenance.get('measured_at', '?')}; "
+        f"its levels are {provenance.get('levels', '?')}. Beyond its last level the crossing is a straight line "
+        "in log FLOPs through the last two levels: an estimate, not a measurement.",
+        "",
+        *table(("run", "at the curve's last level", "baseline", "crossing"), rows),
+        "",
+    ]
 
 
 def render_tables(ev: Evaluation) -> str:

@@ -2,6 +2,7 @@
 
 Inputs : reports/evaluate.json (the evaluate stage's scores, verdicts, examples, generations)
          reports/plots/<run>_loss.tsv (training-loss curves of pretrain and finetune runs)
+         docs/quality_curve.json (bench/quality_curve.py's measured curve: where each model crosses)
 Outputs: reports/summary.md; reports/figures/training_loss.png and scores_<task>.png per task
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from pydantic import Field
 
 from llm_pipeline.config import StageConfig
+from llm_pipeline.evaluation.compute_curve import load_curve
 from llm_pipeline.evaluation.plots import read_loss_curves, write_figures
 from llm_pipeline.evaluation.report import example_rows, parse_evaluation, render_summary, score_rows
 from llm_pipeline.io import atomic_path, read_json
@@ -29,6 +31,8 @@ class ReportConfig(StageConfig):
     output: str = "reports/summary.md"
     figures_dir: str = "reports/figures"  # rewritten whole on each run
     max_examples: int = Field(3, ge=0, description="decoded examples shown per task and model family")
+    # bench/quality_curve.py's curve.json: where each model crosses its baselines; null: no such section
+    quality_curve: str | None = None
 
 
 def run(cfg: ReportConfig, tracker: Tracker) -> StageResult:
@@ -41,7 +45,10 @@ def run(cfg: ReportConfig, tracker: Tracker) -> StageResult:
         drawn = write_figures(evaluation, curves, tmp, STAGES)
     figures = [(caption, figures_dir / path.name) for caption, path in drawn]
     links = [(caption, Path(os.path.relpath(path, output.parent)).as_posix()) for caption, path in figures]
-    text = render_summary(evaluation, source=cfg.evaluate_report, figures=links, max_examples=cfg.max_examples)
+    curve = load_curve(cfg.quality_curve) if cfg.quality_curve else None
+    text = render_summary(
+        evaluation, source=cfg.evaluate_report, figures=links, max_examples=cfg.max_examples, curve=curve
+    )
     with atomic_path(output) as tmp:
         tmp.write_text(text, encoding="utf-8")
     log.info("wrote %s and %d figure(s) in %s", output, len(figures), figures_dir)

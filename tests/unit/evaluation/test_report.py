@@ -278,3 +278,26 @@ def test_the_verdict_names_each_rule_the_model_beats_and_each_it_does_not():
         in rows["sections", "**bert-scratch**"]
     )
     assert "beats unigram (1000.0); **not bigram (140.0)**" in rows["lm", "**gpt**"]
+
+
+def test_the_report_states_where_each_of_its_models_crosses_on_the_saved_curve(inputs, tmp_path):
+    from llm_pipeline.evaluation.compute_curve import Point, to_json
+
+    def p(run, task, family, level, value, flops):
+        return Point(level, run, task, family, "rougeL", value, True, flops / 2, flops / 2, {"lead_k": 0.25})
+
+    points = [
+        p("summarization-gpt", "summarization", "gpt", 1, 0.05, 1e12),
+        p("summarization-gpt", "summarization", "gpt", 2, 0.15, 1e13),
+        p("translation-t5", "translation", "t5", 1, 0.2, 1e12),  # not a model of this evaluation
+    ]
+    curve = tmp_path / "curve.json"
+    curve.write_text(json.dumps(to_json(points, "abc1234, 2026-12-07", "x the defaults of abc1234")))
+    execute("report", config(inputs, quality_curve=str(curve)))
+    text = (inputs / "reports" / "summary.md").read_text()
+    assert "## Where each model crosses its baselines" in text and "measured at abc1234, 2026-12-07" in text
+    row = table_row(text, "summarization-gpt")
+    assert "rougeL 0.150 at 1e+13 FLOPs" in row and "lead_k 0.250" in row and "cross near 1e+14 FLOPs (10x" in row
+    assert "translation-t5" not in text
+    execute("report", config(inputs))  # no curve configured: no such section
+    assert "Where each model crosses" not in (inputs / "reports" / "summary.md").read_text()
