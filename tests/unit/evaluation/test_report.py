@@ -293,11 +293,11 @@ def test_the_report_states_where_each_of_its_models_crosses_on_the_saved_curve(i
     ]
     curve = tmp_path / "curve.json"
     curve.write_text(json.dumps(to_json(points, "abc1234, 2026-12-07", "x the defaults of abc1234")))
-    execute("report", config(inputs, quality_curve=str(curve)))
+    report.run(config(inputs, quality_curve=str(curve)), NO_TRACKING)
     text = (inputs / "reports" / "summary.md").read_text()
     assert "## Where each model crosses its baselines" in text and "measured at abc1234, 2026-12-07" in text
     row = table_row(text, "summarization-gpt")
     assert "rougeL 0.150 at 1e+13 FLOPs" in row and "lead_k 0.250" in row and "cross near 1e+14 FLOPs (10x" in row
     assert "translation-t5" not in text
-    execute("report", config(inputs))  # no curve configured: no such section
+    report.run(config(inputs), NO_TRACKING)  # no curve configured: no such section
     assert "Where each model crosses" not in (inputs / "reports" / "summary.md").read_text()
