@@ -197,7 +197,8 @@ def copy_project(dst: Path, files: tuple[str, ...] = ()) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("llm_pipeline", "flows", "params"):
         shutil.copytree(REPO / name, dst / name, ignore=ignore)
-    for name in ("dvc.yaml", *files):
+    for name in ("dvc.yaml", "docs/quality_curve.json", *files):  # the curve: a dep of the report stage
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, dst / name)
     dvc(dst, "init", "--no-scm", "-q")
     shutil.copy(REPO / ".dvcignore", dst / ".dvcignore")  # run records are not output content

@@ -161,7 +161,7 @@ def test_an_unchanged_nightly_run_trains_nothing_and_a_clean_clone_pulls_its_out
     # a clean clone, as `git clone` gives it (code, params, dvc.yaml, dvc.lock, .dvc/config), then
     # `dvc pull` from that remote: every output arrives, nothing is recomputed
     clone = tmp_path_factory.mktemp("clone")
-    for name in ("llm_pipeline", "flows", "params", "local"):
+    for name in ("llm_pipeline", "flows", "params", "local", "docs"):
         shutil.copytree(project / name, clone / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "dvc.lock"):
         shutil.copy(project / name, clone / name)
