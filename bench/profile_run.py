@@ -6,11 +6,12 @@
 The profile's params files (llm_pipeline.profiles.resolve: the project's params/*.yaml with the
 profile's overrides, only its families and runs, plus <run>-scratch twins) are written to
 OUT/params/, so what ran is there to read. OUT links the project's data/ingest and data/tokenize
-(run ingest and tokenize first); models, checkpoints and reports go under OUT, tracking off, and
-nothing in the project changes. Stages run in the pipeline's order through the CLI; a stage whose
-report exists is not rerun, and a killed stage resumes from its checkpoint, so a killed bench goes
-on where it stopped. At the end: OUT/reports/summary.md (the verdicts beside the baselines) and
-OUT/timing.json (seconds per stage and in all, the wall time the profile's budget is about).
+(run ingest and tokenize first) and docs/ (the quality curve the report reads); models,
+checkpoints and reports go under OUT, tracking off, and nothing in the project changes. Stages
+run in the pipeline's order through the CLI; a stage whose report exists is not rerun, and a
+killed stage resumes from its checkpoint, so a killed bench goes on where it stopped. At the
+end: OUT/reports/summary.md (the verdicts beside the baselines) and OUT/timing.json (seconds
+per stage and in all, the wall time the profile's budget is about).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 import yaml
-from workdirs import link, missing_data, run_stage  # bench/ is on sys.path as the script's folder
+from workdirs import SHARED_DATA, link, missing_data, run_stage  # bench/ is on sys.path as the script's folder
 
 from llm_pipeline.config import load_params
 from llm_pipeline.errors import PipelineError
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"profile_run: error: {exc}", file=sys.stderr)
         return 2
     write_params(project, out, resolved)
-    link(out, project)
+    link(out, project, (*SHARED_DATA, "docs"))  # docs/: the quality curve the report states crossings from
     timing_path = out / "timing.json"
     timing: dict[str, float] = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     print(f"== profile {args.profile} -> {out}", flush=True)
