@@ -274,7 +274,10 @@ def start_mlflow(cfg: Settings, state: State) -> None:
 def start_prefect(cfg: Settings, state: State) -> None:
     log, api = cfg.logs / "prefect.log", cfg.prefect_api
     cmd = [executable("prefect"), "server", "start", "--host", HOST, "--port", str(cfg.ports["prefect"])]
-    handle = processes.start(cmd, log, base_env(cfg), cfg.state_dir)
+    # the UI asks the server where its API is (/ui-settings); unset, Prefect answers port 4200
+    # whatever --port says, and the UI of a server on any other port shows no flow runs
+    env = base_env(cfg) | {"PREFECT_UI_API_URL": api}
+    handle = processes.start(cmd, log, env, cfg.state_dir)
     state.add("prefect", handle, log, api.removesuffix("/api"))
     ready = lambda: processes.http_get(f"{api}/health") is True
     processes.wait_until(ready, name="Prefect server", where=api, log=log, timeout=cfg.timeout, handle=handle)

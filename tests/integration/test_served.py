@@ -223,6 +223,13 @@ def test_a_worker_killed_inside_dvcs_lock_write_is_restarted_and_the_next_run_co
     assert_up_to_date(stack.project)
 
 
+def test_the_prefect_ui_is_told_the_api_of_its_own_port(stack):
+    # what the UI's JavaScript fetches first: with the default answer (port 4200) the UI of a
+    # server on any other port lists no flow runs ("Can't connect to Server API")
+    settings = processes.http_get(stack.prefect_api.removesuffix("/api") + "/ui-settings")
+    assert settings["api_url"] == stack.prefect_api and stack.ports["prefect"] != 4200
+
+
 def test_every_service_listens_on_loopback_only(stack, flow_run):
     trees = [proc for handle in stack.handles().values() for proc in processes.tree(handle)]
     listening = processes.listening(trees)
