@@ -50,6 +50,7 @@ run: install
 	@echo
 	@echo "Reports:   reports/*.json  (evaluate: reports/evaluate.json)"
 	@echo "Dashboard: make ui   -> http://127.0.0.1:$(MLFLOW_PORT)"
+	@$(PY) -m llm_pipeline.dashboard_links --base http://127.0.0.1:$(MLFLOW_PORT) | sed 's/^/           /'
 	@echo "DVC:       dvc status  (only \"fetch: always changed\")   dvc metrics show   dvc plots show"
 else
 run: install
@@ -83,6 +84,7 @@ test-fast: install
 	$(PY) -m pytest tests/unit -m "not slow and not integration" -q $(XDIST)
 
 ui: install
+	@MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(PY) -m llm_pipeline.dashboard_links --base http://127.0.0.1:$(MLFLOW_PORT)
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 # flows/services.py --help: every option (ports also from PREFECT_PORT / MLFLOW_PORT / PG_PORT, artifacts to S3)
