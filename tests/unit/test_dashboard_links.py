@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from llm_pipeline import dashboard_links as links
-from llm_pipeline.tracking.client import experiment_id
+from llm_pipeline.tracking.client import experiment_id, tracking_uri
 
 
 def test_no_store_yet_gives_the_models_page_only_and_creates_nothing(tracking_dir, capsys):
@@ -18,7 +18,7 @@ def test_no_store_yet_gives_the_models_page_only_and_creates_nothing(tracking_di
 def test_the_runs_link_names_the_project_experiment(tracking_dir, monkeypatch, capsys):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=tracking_uri())  # not mlflow's process-wide URI: another test may set it
     others = [client.create_experiment(name) for name in random.Random(5).sample("abcd", 3)]  # ids differ
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
     wanted = experiment_id()

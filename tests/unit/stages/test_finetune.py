@@ -299,10 +299,12 @@ def test_each_finetune_stage_tracks_only_its_own_block_of_params():
     assert stage["foreach"] == "${runs}"
     default_runs = yaml.safe_load((ROOT / "params" / "finetune.yaml").read_text())["runs"]
     pairs = {(r["task"], r["family"]) for r in default_runs.values()}
+    # every task, each from the family that suits it, the writers from both (classification-gpt
+    # left the default for time: params/finetune.yaml says how to add it back)
     assert {
         ("classification", "bert"),
-        ("classification", "gpt"),
         ("summarization", "t5"),
+        ("translation", "gpt"),
         ("summarization", "gpt"),
         ("translation", "t5"),
         ("qa", "t5"),
