@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from llm_pipeline.config import StageConfig
+from llm_pipeline.data.corpus.engine import EngineConfig
 from llm_pipeline.data.sources.kinds import BibleSourceConfig, DebianSourceConfig, OnError, SourceConfig, source_name
 from llm_pipeline.data.tasks.build import TasksConfig
 
@@ -68,6 +69,7 @@ class IngestConfig(StageConfig):
     dedup: DedupConfig = DedupConfig()
     split: SplitConfig = SplitConfig()
     tasks: TasksConfig = TasksConfig()  # downstream tasks (llm_pipeline/data/tasks/)
+    engine: EngineConfig = EngineConfig()  # where the per-chunk work runs (data/corpus/engine.py)
 
     @model_validator(mode="after")
     def _distinct_source_names(self) -> IngestConfig:

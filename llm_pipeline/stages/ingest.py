@@ -10,21 +10,16 @@ Outputs (under output_dir):
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from llm_pipeline.data.corpus.build import SplitSpec, build_corpus, eval_copies_in_train
+from llm_pipeline.data.corpus.build import Corpus, build_corpus
 from llm_pipeline.data.corpus.dedup import NearDupOptions
-from llm_pipeline.data.corpus.mixing import apply_weights, weighted_counts
-from llm_pipeline.data.corpus.splits import SPLITS
+from llm_pipeline.data.corpus.engine import Engine, open_engine
+from llm_pipeline.data.corpus.splits import SPLITS, SplitSpec
 from llm_pipeline.data.ingest_config import IngestConfig
-from llm_pipeline.data.records import SAMPLE_CHARS, Document, QuarantineRow, doc_id
 from llm_pipeline.data.sources.kinds import (
     LoadContext,
     SourceData,
@@ -33,7 +28,7 @@ from llm_pipeline.data.sources.kinds import (
 )
 from llm_pipeline.data.sources.snapshot import AptCache, Snapshot, SourceFiles
 from llm_pipeline.data.tasks.base import write_task
-from llm_pipeline.data.tasks.build import BuiltTasks, build_tasks, check_leakage
+from llm_pipeline.data.tasks.build import BuiltTasks, build_tasks, check_leakage, needs_corpus
 from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json, write_run_record
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.tracking.runs import NULL_TRACKER, Tracker
@@ -58,40 +53,48 @@ def load_sources(cfg: IngestConfig) -> list[SourceData]:
     return loaded
 
 
-def _write_table(path: Path, columns: dict[str, list[str]]) -> None:
-    pq.write_table(pa.table({k: pa.array(v, pa.string()) for k, v in columns.items()}), path)
-
-
-def _columns(rows: Iterable[Any], names: list[str]) -> dict[str, list[str]]:
-    rows = list(rows)
-    return {n: [getattr(r, n) for r in rows] for n in names}
-
-
 def run(cfg: IngestConfig, tracker: Tracker = NULL_TRACKER) -> StageResult:
-    loaded = load_sources(cfg)
+    engine_cfg = cfg.engine
+    with (
+        tempfile.TemporaryDirectory(prefix="llm-pipeline-ingest-", dir=engine_cfg.work_dir) as work,
+        open_engine(engine_cfg) as engine,
+    ):
+        log.info("engine: %s, %d worker(s), chunks of %s MB", engine_cfg.kind, engine.workers, engine_cfg.chunk_mb)
+        loaded = load_sources(cfg)
+        return _run(cfg, tracker, loaded, build_corpus_with(cfg, loaded, engine, Path(work)))
+
+
+def build_corpus_with(cfg: IngestConfig, loaded: list[SourceData], engine: Engine, work: Path) -> Corpus:
     sp, cl, dd = cfg.split, cfg.cleaning, cfg.dedup
-    built = build_corpus(
+    return build_corpus(
         loaded,
         min_chars=cl.min_chars,
         max_chars=cl.max_chars,
         markup=cl.strip_markup,
         split=SplitSpec(sp.val_fraction, sp.test_fraction, sp.seed),
         near=NearDupOptions(dd.near, dd.num_perm, dd.threshold, dd.shingle_size),
+        work=work,
+        engine=engine,
+        chunk_chars=int(cfg.engine.chunk_mb * 1_000_000),
+        weights={source_name(src): src.weight for src in cfg.sources},
         progress=cfg.progress,
     )
-    corpus, quarantine, per_source = built.splits, built.quarantine, built.per_source
-    descriptions = [d for data in loaded for d in data.descriptions]
-    # mixing weights change the written train split only; tasks and val/test see each doc once
-    weights = {source_name(src): src.weight for src in cfg.sources}
-    weighted_train = apply_weights(corpus["train"], weights, sp.seed)
 
+
+def _run(cfg: IngestConfig, tracker: Tracker, loaded: list[SourceData], built: Corpus) -> StageResult:
+    sp = cfg.split
+    descriptions = [d for data in loaded for d in data.descriptions]
+    # tasks see each document once (no mixing weights); only the tasks built from the corpus
+    # need it in memory (the Debian-derived ones, nsp, generation, and the leakage check)
+    corpus = built.load_splits() if needs_corpus(cfg.tasks) else {s: [] for s in SPLITS}
     tasks = build_tasks(cfg.tasks, corpus, descriptions, sp, files=source_files(cfg), cache_dir=cfg.cache_dir)
     leakage = check_leakage(tasks, corpus["train"], descriptions, cfg.tasks.held_out_overlap)
 
     out = Path(cfg.output_dir)
-    counts = _counts(per_source, corpus, quarantine, tasks, leakage)
-    counts["mixing"] = weighted_counts(corpus["train"], weighted_train, weights)
-    counts["dedup"] = {**vars(built.dedup), "eval_docs_with_exact_copy_in_train": eval_copies_in_train(corpus)}
+    counts = _counts(built, tasks, leakage)
+    weights = {source_name(src): src.weight for src in cfg.sources}
+    counts["mixing"] = {s: {"weight": weights.get(s, 1.0), **v} for s, v in built.mixing.items()}
+    counts["dedup"] = {**vars(built.dedup), "eval_docs_with_exact_copy_in_train": built.eval_copies_in_train()}
     # the manifest holds what the outputs are made of; durations go to the report only
     manifest_counts = {**counts, "dedup": {k: v for k, v in counts["dedup"].items() if k != "seconds"}}
     inputs = describe_inputs([p for data in loaded for p in data.inputs] + tasks.inputs)
@@ -99,7 +102,7 @@ def run(cfg: IngestConfig, tracker: Tracker = NULL_TRACKER) -> StageResult:
     if isinstance(snapshot, Snapshot):
         snapshot.check_local(inputs)
     with atomic_path(out) as tmp:
-        _write_outputs(tmp, {**corpus, "train": weighted_train}, quarantine, tasks)
+        _write_outputs(tmp, built, tasks)
         manifest = build_manifest(
             "ingest",
             inputs=inputs,
@@ -119,49 +122,29 @@ def run(cfg: IngestConfig, tracker: Tracker = NULL_TRACKER) -> StageResult:
         write_json(tmp / MANIFEST_NAME, manifest)
     write_run_record(out, mlflow_run_id=tracker.run_id)
     return StageResult(
-        metrics=_metrics(corpus, tasks),
+        metrics=_metrics(built, tasks),
         report={"output_dir": str(out), "manifest": str(out / MANIFEST_NAME), "counts": counts},
         artifacts=[out / MANIFEST_NAME],
     )
 
 
-def _write_outputs(
-    tmp: Path, corpus: dict[str, list[Document]], quarantine: list[QuarantineRow], tasks: BuiltTasks
-) -> None:
+def _write_outputs(tmp: Path, corpus: Corpus, tasks: BuiltTasks) -> None:
     (tmp / "corpus").mkdir(parents=True)
-    for split, docs in corpus.items():
-        _write_table(
-            tmp / "corpus" / f"{split}.parquet",
-            {
-                "doc_id": [doc_id(d.source, d.text) for d in docs],
-                "source": [d.source for d in docs],
-                "text": [d.text for d in docs],
-            },
-        )
-    quarantine = [replace(q, text=q.text[:SAMPLE_CHARS]) for q in quarantine]
-    _write_table(tmp / "quarantine.parquet", _columns(quarantine, ["source", "location", "reason", "text", "detail"]))
+    for split in SPLITS:
+        corpus.write_split(tmp / "corpus" / f"{split}.parquet", split)
+    corpus.write_quarantine(tmp / "quarantine.parquet")
     for name, task in tasks.tasks.items():
         write_task(task, tmp / "tasks" / name)
 
 
-def _counts(
-    per_source: dict[str, Any],
-    corpus: dict[str, list[Document]],
-    quarantine: list[QuarantineRow],
-    tasks: BuiltTasks,
-    leakage: dict[str, Any],
-) -> dict[str, Any]:
+def _counts(corpus: Corpus, tasks: BuiltTasks, leakage: dict[str, Any]) -> dict[str, Any]:
+    dropped: Counter[str] = Counter()
+    for source in corpus.per_source.values():
+        dropped.update(source["dropped"])
     counts: dict[str, Any] = {
-        "per_source": per_source,
-        "per_split": {
-            s: {
-                "documents": len(d),
-                "characters": sum(len(x.text) for x in d),
-                "by_source": dict(Counter(x.source for x in d)),
-            }
-            for s, d in corpus.items()
-        },
-        "dropped_by_reason": dict(Counter(q.reason for q in quarantine)),
+        "per_source": corpus.per_source,
+        "per_split": corpus.split_counts,
+        "dropped_by_reason": dict(dropped),
     }
     counts["tasks"] = tasks.cards()  # the task cards: sizes, labels, lengths, source
     counts["tasks_skipped"] = tasks.skipped
@@ -169,11 +152,11 @@ def _counts(
     return counts
 
 
-def _metrics(corpus: dict[str, list[Document]], tasks: BuiltTasks) -> dict[str, float]:
+def _metrics(corpus: Corpus, tasks: BuiltTasks) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    for split, docs in corpus.items():
-        metrics[f"corpus/{split}_documents"] = len(docs)
-        metrics[f"corpus/{split}_characters"] = sum(len(d.text) for d in docs)
+    for split, counts in corpus.split_counts.items():
+        metrics[f"corpus/{split}_documents"] = counts["documents"]
+        metrics[f"corpus/{split}_characters"] = counts["characters"]
     for name, task in tasks.tasks.items():
         for split, rows in task.splits.items():
             metrics[f"{name}/{split}_examples"] = len(rows)

@@ -6,9 +6,18 @@ not the salted built-in `hash`), so adding documents never moves existing ones.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from llm_pipeline.data.records import unit_interval
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    val_fraction: float
+    test_fraction: float
+    seed: str
 
 
 def assign_split(key: str, val_fraction: float, test_fraction: float, seed: str) -> str:

@@ -80,6 +80,12 @@ def descriptions_by_split(
     return out
 
 
+def needs_corpus(cfg: TasksConfig) -> bool:
+    """Whether any task reads the corpus: every enabled one does, through the leakage check
+    (its val/test inputs against the corpus train split) if not by being built from it."""
+    return bool(cfg.local) or any(getattr(cfg, name).enabled for name in BUILT_IN)
+
+
 def upstream_needs(cfg: TasksConfig, has_debian_source: bool) -> tuple[tuple[str, ...], list[str]]:
     """What the enabled tasks read from the Debian archive: (index languages, .deb packages)."""
     languages = index_languages(cfg.translation) if has_debian_source and cfg.translation.enabled else ()
