@@ -23,7 +23,7 @@ from pydantic import AfterValidator, Field
 
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus
-from llm_pipeline.data.tokenization.shards import load_shard
+from llm_pipeline.data.tokenization.shards import TokenShards
 from llm_pipeline.data.tokenization.tokenizer import eot_id, load_tokenizer
 from llm_pipeline.errors import PipelineError
 from llm_pipeline.evaluation.downstream import (
@@ -118,7 +118,7 @@ def score_downstream(cfg: EvaluateConfig, board: Scoreboard, runs: list[Finetune
             )
         else:
             shards = pretrain_shards(cfg, run.family)
-            train = load_shard(shards.folder / "train.bin", shards.manifest["dtype"])
+            train = np.asarray(TokenShards(shards.shards("train"), shards.manifest["dtype"]))
             check_tokenizer(shards.tokenizer_path, run.manifest["tokenizer_sha256"], f"the model {run.folder}")
             score_generation(
                 board,
@@ -153,10 +153,10 @@ def score_pretrained(cfg: EvaluateConfig, board: Scoreboard, family: str, folder
     corpus = pretrain_shards(cfg, family, folder=folder)
     check_tokenizer(corpus.tokenizer_path, meta["tokenizer_sha256"], f"the model {folder}")
     dtype = corpus.manifest["dtype"]
-    train = load_shard(corpus.shard("train"), dtype)
+    train = np.asarray(TokenShards(corpus.shards("train"), dtype))  # one file: a memmap view, no copy
     objective = spec.objective()
     if isinstance(objective, CausalLM):
-        test = load_test_tokens(corpus.shard("test"), dtype, model.config.max_seq_len, cfg.max_test_tokens)
+        test = load_test_tokens(corpus.shards("test"), dtype, model.config.max_seq_len, cfg.max_test_tokens)
         score_lm(board, family, model, test, train, corpus.manifest["vocab_size"], cfg.batch_size)
         return model
     data = PretrainDataConfig(**manifest.get("data", {})).model_copy(update={"batch_size": cfg.batch_size})
@@ -174,12 +174,12 @@ def score_pretrained(cfg: EvaluateConfig, board: Scoreboard, family: str, folder
     return model
 
 
-def load_test_tokens(path: Path, dtype: str, block: int, cap: int | None) -> np.ndarray:
+def load_test_tokens(paths: list[Path], dtype: str, block: int, cap: int | None) -> np.ndarray:
     """The test tokens to score (capped); at least one window of the model."""
-    test: np.ndarray = load_shard(path, dtype)
-    whole = len(test)
-    if cap:
-        test = test[:cap]
+    shards = TokenShards(paths, dtype)
+    path = paths[0] if len(paths) == 1 else paths[0].parent
+    whole = len(shards)
+    test = shards[: cap or whole]
     if len(test) < block + 1:
         if len(test) < whole:
             raise PipelineError(
@@ -260,7 +260,7 @@ def pretrained_candidate(cfg: EvaluateConfig, board: Scoreboard, family: str) ->
         return None
     task, metric, value = primary_row(board, "pretraining", family)
     nsp = isinstance(get_family(family).objective(), MaskedLMWithNSP)  # BERT is scored on ingest's nsp pairs
-    files = [Path(cfg.tasks_dir) / "nsp" / "test.parquet"] if nsp else [pretrain_shards(cfg, family).shard("test")]
+    files = [Path(cfg.tasks_dir) / "nsp" / "test.parquet"] if nsp else pretrain_shards(cfg, family).shards("test")
     cap = {"max_test_tokens": cfg.max_test_tokens} if task == "lm" else {"max_test_batches": cfg.max_test_batches}
     selection = cap | {"batch_size": cfg.batch_size}  # batches are what the batch caps count
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from llm_pipeline.config import PerItemConfig, check_folder_names
 from llm_pipeline.data.tasks.loading import load_task_split
-from llm_pipeline.data.tokenization.shards import encode_chunks, iter_documents, load_shard, token_dtype, write_shard
+from llm_pipeline.data.tokenization.shards import TokenShards, encode_chunks, iter_documents, token_dtype, write_shards
 from llm_pipeline.data.tokenization.tokenizer import (
     TokenizerSpec,
     separator_token,
@@ -63,6 +63,9 @@ class TokenizeConfig(PerItemConfig):
         default_factory=lambda: cast(dict[str, TokenizerSpec], dict(DEFAULT_TOKENIZERS))
     )
     encode_batch_docs: int = Field(1000, ge=1)  # documents per encode call: bounds memory
+    # tokens per shard file: null writes one <split>.bin per split; a number writes
+    # <split>-00000.bin, ... of about that many tokens each (cut between documents)
+    max_shard_tokens: int | None = Field(None, ge=1)
     progress: bool = True
 
     @field_validator("tokenizers")
@@ -78,6 +81,7 @@ class SplitStats:
     chars: int = 0
     tokens: int = 0
     appended: dict[str, SplitStats] = field(default_factory=dict)  # per source of documents after the corpus's
+    files: list[str] = field(default_factory=list)  # the split's shard file names, in order
 
 
 def iter_text_batches(path: Path, batch_docs: int, column: str = "text") -> Iterator[list[str]]:
@@ -98,8 +102,10 @@ def encode_split(
     batch_docs: int,
     progress: bool = False,
     appended: Mapping[str, Iterable[list[str]]] | None = None,
+    max_shard_tokens: int | None = None,
 ) -> SplitStats:
-    """parquet text, then each source's `appended` batches of documents -> shard, one batch in memory at a time."""
+    """parquet text, then each source's `appended` batches of documents -> `shard` (<folder>/<split>.bin;
+    with max_shard_tokens, <split>-NNNNN.bin files), one batch in memory at a time."""
 
     def encoded(batches: Iterable[list[str]], stats: SplitStats) -> Iterator[np.ndarray]:
         def counted() -> Iterator[list[str]]:
@@ -123,13 +129,14 @@ def encode_split(
     appended = appended or {}
     corpus, extra = SplitStats(), {source: SplitStats() for source in appended}
     chunks = [encoded(batches, corpus), *(encoded(b, extra[source]) for source, b in appended.items())]
-    tokens = write_shard(itertools.chain(*chunks), shard)  # the documents' order: corpus, then each source
+    # the documents' order: corpus, then each source
+    files, tokens = write_shards(itertools.chain(*chunks), shard.parent, shard.stem, max_shard_tokens)
     parts = [corpus, *extra.values()]
-    return SplitStats(sum(p.docs for p in parts), sum(p.chars for p in parts), tokens, extra)
+    return SplitStats(sum(p.docs for p in parts), sum(p.chars for p in parts), tokens, extra, files)
 
 
 def roundtrip_failures(
-    tokenizer: Tokenizer, parquet: Path, shard: np.ndarray, sep: int, batch_docs: int
+    tokenizer: Tokenizer, parquet: Path, shard: np.ndarray | TokenShards, sep: int, batch_docs: int
 ) -> tuple[int, int | None]:
     """(how many, index of the first) documents whose shard tokens do not decode back to their text."""
     documents = iter_documents(shard, sep)
@@ -249,14 +256,14 @@ def build_tokenizer(
                 cfg.encode_batch_docs,
                 cfg.progress,
                 appended if split == "train" else None,
+                cfg.max_shard_tokens,
             )
             for split, path in paths.items()
         }
         for ref, added in stats["train"].appended.items():
             log.info("%s train shard: appended %d %s documents (%d tokens)", name, added.docs, ref, added.tokens)
-        failures, first = roundtrip_failures(
-            tokenizer, paths["test"], load_shard(tmp / "test.bin", dtype), sep, cfg.encode_batch_docs
-        )
+        test_shards = TokenShards([tmp / f for f in stats["test"].files], dtype)
+        failures, first = roundtrip_failures(tokenizer, paths["test"], test_shards, sep, cfg.encode_batch_docs)
         if failures and spec.kind in LOSSLESS_KINDS:
             raise PipelineError(
                 f"{paths['test']}: record {first} (and {failures - 1} more) does not decode "
@@ -265,7 +272,8 @@ def build_tokenizer(
         manifest = build_manifest(
             "tokenize",
             inputs=describe_inputs([*paths.values(), *shard_tables.values()]),
-            outputs={split: f"{split}.bin" for split in SPLITS} | {"tokenizer": "tokenizer.json"},
+            outputs={split: st.files[0] if len(st.files) == 1 else st.files for split, st in stats.items()}
+            | {"tokenizer": "tokenizer.json"},
             counts={
                 "tokens": {s: st.tokens for s, st in stats.items()},
                 "docs": {s: st.docs for s, st in stats.items()},
@@ -283,6 +291,8 @@ def build_tokenizer(
                 "special_tokens": special_tokens(spec),
                 "extra_ids": getattr(spec, "extra_ids", 0),
                 "tokens": {s: st.tokens for s, st in stats.items()},
+                # sharded splits only (max_shard_tokens), so an unsharded manifest reads as before
+                **({"shards": {s: st.files for s, st in stats.items()}} if cfg.max_shard_tokens else {}),
             },
         )
         write_json(tmp / MANIFEST_NAME, manifest)

@@ -1,12 +1,14 @@
-"""Language-model batches from a flat token file written by the tokenize stage.
+"""Language-model batches from the flat token files written by the tokenize stage.
 
-A token file is a 1-D numpy array on disk (documents concatenated, each ending in the
-end-of-text id). A sample is a window of block_size + 1 tokens: x is the first block_size,
-y the same window shifted by one, so y[t] is the token that follows x[t].
+A split's token files are 1-D numpy arrays on disk (documents concatenated, each ending in
+the end-of-text id), read as one sequence (data/tokenization/shards.py). A sample is a window
+of block_size + 1 tokens: x is the first block_size, y the same window shifted by one, so y[t]
+is the token that follows x[t].
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from llm_pipeline.data.loaders.config import PretrainDataConfig, TokenizedCorpus, build_eval_loader
 from llm_pipeline.data.loaders.resumable import ResumableLoader
+from llm_pipeline.data.tokenization.shards import TokenShards, split_shards
 from llm_pipeline.errors import PipelineError
 
 
@@ -34,22 +37,23 @@ class TokenWindowDataset(Dataset):
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Sequence[Path],  # one shard file, or a split's shard files in order
         dtype: str | np.dtype,
         block_size: int,
         random: bool,
         samples_per_epoch: int | None = None,
     ) -> None:
-        self.path = Path(path)
+        paths = [Path(path)] if isinstance(path, str | Path) else [Path(p) for p in path]
+        self.path = paths[0] if len(paths) == 1 else paths[0].parent / f"{paths[0].name} .. {paths[-1].name}"
         self.dtype = np.dtype(dtype)
         self.block_size = block_size
         self.random = random
-        self.num_tokens = _count_tokens(self.path, self.dtype)
+        self._tokens = TokenShards(paths, self.dtype)  # maps its files on first read, not pickled to workers
+        self.num_tokens = len(self._tokens)
         if self.num_tokens < block_size + 1:
             raise PipelineError(f"{self.path}: {self.num_tokens} tokens, fewer than block_size + 1 = {block_size + 1}")
         self.num_windows = (self.num_tokens - 1) // block_size
         self.samples_per_epoch = samples_per_epoch or self.num_windows
-        self._tokens: np.memmap | None = None  # opened lazily: a memmap should not be pickled to workers
 
     def __len__(self) -> int:
         return self.samples_per_epoch if self.random else self.num_windows
@@ -63,22 +67,11 @@ class TokenWindowDataset(Dataset):
 
     def window(self, index: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """The block_size + 1 raw tokens of item `index`, int64 (random: jittered with `generator`)."""
-        if self._tokens is None:
-            self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
         start = (index % self.num_windows) * self.block_size
         if self.random:
             jitter = int(torch.randint(self.block_size, (1,), generator=generator))
             start = min(start + jitter, self.num_tokens - self.block_size - 1)
         return torch.from_numpy(self._tokens[start : start + self.block_size + 1].astype(np.int64))
-
-
-def _count_tokens(path: Path, dtype: np.dtype) -> int:
-    if not path.is_file():
-        raise PipelineError(f"{path}: token file not found (run the tokenize stage first)")
-    size = path.stat().st_size
-    if size % dtype.itemsize:
-        raise PipelineError(f"{path}: {size} bytes is not a whole number of {dtype} tokens; wrong dtype?")
-    return size // dtype.itemsize
 
 
 def build_lm_dataloaders(
@@ -91,10 +84,10 @@ def build_lm_dataloaders(
     held_out: str = "val",
     seed: int = 0,
 ) -> tuple[DataLoader, DataLoader]:
-    """(train, val) loaders over `<shard_dir>/train.bin` (shuffled, jittered) and `<held_out>.bin` (sequential)."""
+    """(train, val) loaders over `<shard_dir>`'s train shards (shuffled, jittered) and `held_out` ones (sequential)."""
     shard_dir = Path(shard_dir)
-    train = TokenWindowDataset(shard_dir / "train.bin", dtype, block_size, True, samples_per_epoch)
-    val = TokenWindowDataset(shard_dir / f"{held_out}.bin", dtype, block_size, False)
+    train = TokenWindowDataset(split_shards(shard_dir, "train"), dtype, block_size, True, samples_per_epoch)
+    val = TokenWindowDataset(split_shards(shard_dir, held_out), dtype, block_size, False)
     return (
         ResumableLoader(train, batch_size, seed, num_workers=num_workers),
         build_eval_loader(val, batch_size, num_workers=num_workers),

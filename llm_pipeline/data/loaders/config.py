@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from llm_pipeline.config import StageConfig
 from llm_pipeline.data.loaders.resumable import ResumableLoader
+from llm_pipeline.data.tokenization.shards import split_shards
 
 SEQ2SEQ_OBJECTIVES = ("span_corruption", "prefix_lm", "denoise")  # what objective_mix may name
 
@@ -49,7 +50,7 @@ class PretrainDataConfig(StageConfig):
 
 @dataclass(frozen=True)
 class TokenizedCorpus:
-    """A tokenize stage output folder: `tokenizer.json`, `{train,val,test}.bin` shards, `manifest.json`;
+    """A tokenize stage output folder: `tokenizer.json`, each split's `.bin` shards, `manifest.json`;
     and where ingest wrote its task tables (the nsp pairs are `<tasks_dir>/nsp/`)."""
 
     folder: Path
@@ -62,8 +63,9 @@ class TokenizedCorpus:
     def tokenizer_path(self) -> Path:
         return self.folder / "tokenizer.json"
 
-    def shard(self, split: str) -> Path:
-        return self.folder / f"{split}.bin"
+    def shards(self, split: str) -> list[Path]:
+        """The split's token files, in order (one `<split>.bin` unless tokenize sharded it)."""
+        return split_shards(self.folder, split, self.manifest)
 
 
 def build_loaders(train: Dataset, val: Dataset, data: PretrainDataConfig, collate) -> tuple[DataLoader, DataLoader]:

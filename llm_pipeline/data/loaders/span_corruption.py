@@ -41,7 +41,7 @@ class SpanCorruptionDataset(Dataset):
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Sequence[Path],  # a token file, or a split's token files in order
         dtype: str | np.dtype,
         inputs_length: int,
         cfg: SpanCorruptionConfig,
@@ -138,7 +138,7 @@ def build_span_corruption_loaders(
 
     def dataset(split: str, random: bool) -> SpanCorruptionDataset:
         return SpanCorruptionDataset(
-            corpus.shard(split),
+            corpus.shards(split),
             manifest["dtype"],
             seq_len,
             corruption,

@@ -201,3 +201,34 @@ def test_an_unknown_shard_task_text_fails_before_training(fake_ingest_dir, tmp_p
         tokenize.run(cfg, NO_TRACKING)
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "tok" / "bpe").exists()
+
+
+def test_sharded_splits_hold_the_same_tokens_and_the_loaders_read_across_files(fake_ingest_dir, tmp_path):
+    from llm_pipeline.data.loaders.causal_lm import TokenWindowDataset
+    from llm_pipeline.data.loaders.config import TokenizedCorpus
+
+    def run(out: str, **options) -> Path:
+        cfg = tokenize.TokenizeConfig(
+            input_dir=str(fake_ingest_dir),
+            output_dir=str(tmp_path / out),
+            tokenizers={"bpe": TINY["bpe"]},
+            progress=False,
+            encode_batch_docs=3,
+            **options,
+        )
+        tokenize.run(cfg, NO_TRACKING)
+        return tmp_path / out / "bpe"
+
+    one, many = run("one"), run("many", max_shard_tokens=200)
+    manifest = json.loads((many / "manifest.json").read_text())
+    assert "shards" not in json.loads((one / "manifest.json").read_text())  # unsharded: as before
+    corpus = TokenizedCorpus(many, manifest, load_tokenizer(many / "tokenizer.json"), fake_ingest_dir / "tasks")
+    files = corpus.shards("train")
+    assert len(files) > 2 and [f.name for f in files] == manifest["shards"]["train"]
+    joined = np.concatenate([np.fromfile(f, dtype=np.uint16) for f in files])
+    assert joined.tobytes() == (one / "train.bin").read_bytes()
+    assert sum(manifest["tokens"].values()) == sum(f.stat().st_size // 2 for f in many.glob("*.bin"))
+    windows = TokenWindowDataset(files, "uint16", 16, random=False)
+    whole = TokenWindowDataset(one / "train.bin", "uint16", 16, random=False)
+    assert len(windows) == len(whole)
+    assert all(windows[i][0].tolist() == whole[i][0].tolist() for i in range(len(whole)))

@@ -53,3 +53,23 @@ def test_build_lm_dataloaders_batches(shard_dir):
     x, y = next(iter(train))
     assert x.shape == y.shape == (4, 8) and len(train) == 3
     assert sum(b[0].shape[0] for b in val) == 12  # (101 - 1) // 8 windows
+
+
+def test_a_shard_over_4_gib_reads_its_far_windows(tmp_path):
+    # a sparse file: 2^31 + 1000 uint16 tokens (4 GiB + 2000 bytes) costs no disk; the tokens
+    # written past 4 GiB must come back where they are, not wrapped by a 32-bit offset
+    path, n, block = tmp_path / "train.bin", 2**31 + 1000, 16
+    tail = np.arange(1, 1001, dtype=np.uint16)
+    with open(path, "wb") as f:
+        f.truncate(n * 2)
+        f.seek((n - len(tail)) * 2)
+        f.write(tail.tobytes())
+    data = TokenWindowDataset(path, "uint16", block, random=False)
+    assert data.num_tokens == n
+    x, y = data[data.num_windows - 1]  # the last window ends at token n - 1
+    start = (data.num_windows - 1) * block
+    want = np.zeros(block + 1, dtype=np.int64)
+    written = np.arange(start, start + block + 1) >= n - len(tail)
+    want[written] = tail[np.arange(start, start + block + 1)[written] - (n - len(tail))]
+    assert written.all() and want.min() > 0  # the window lies wholly in the written tail
+    assert x.tolist() == want[:-1].tolist() and y.tolist() == want[1:].tolist()
