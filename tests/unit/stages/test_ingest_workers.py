@@ -16,7 +16,8 @@ import yaml
 
 pytestmark = pytest.mark.slow
 CLI = Path(sys.executable).with_name("llm-pipeline")
-TASKS_OFF = {t: {"enabled": False} for t in ("classification", "summarization", "translation", "qa", "nsp", "generation")}
+BUILT_IN_TASKS = ("classification", "summarization", "translation", "qa", "nsp", "generation")
+TASKS_OFF = {t: {"enabled": False} for t in BUILT_IN_TASKS}
 
 
 def _project(root: Path, corpus: Path, workers: int) -> Path:
