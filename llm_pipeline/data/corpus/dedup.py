@@ -180,7 +180,8 @@ def _exact(chunks: Callable[[], Iterable[DedupInput]], total: int, work: Path, d
     for chunk in chunks():
         rows = np.empty(len(chunk.seq), dtype=EXACT_ROW)
         rows["hash"], rows["visit"] = chunk.hashes, _visit(chunk.seq, chunk.is_eval, total)
-        parts.append(rows, np.frombuffer(chunk.hashes.tobytes(), np.uint8)[::20] % n)
+        head = np.frombuffer(chunk.hashes.tobytes(), np.uint8).reshape(-1, 20)[:, :8].copy().view(">u8")[:, 0]
+        parts.append(rows, (head % np.uint64(n)).astype(np.int64))  # a sha1's first 8 bytes: uniform
     for rows in parts:
         rows = rows[np.argsort(rows, order=("hash", "visit"))]
         starts = np.r_[True, rows["hash"][1:] != rows["hash"][:-1]]
