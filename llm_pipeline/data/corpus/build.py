@@ -65,10 +65,10 @@ class Corpus:
 
     def _rows(self, columns: list[str]) -> Iterator[tuple[PreparedChunk, pa.Table]]:
         """Each chunk's kept (not deduplicated away) rows, in source order."""
+        dropped = pa.array(sorted(self.drops.by_seq), pa.int64())
         for chunk in self.chunks:
             table = read_arrow(self.work / CHUNK_FILE.format(chunk.index), ["seq", *columns])
-            alive = np.array([s not in self.drops.by_seq for s in table.column("seq").to_pylist()], dtype=bool)
-            yield chunk, table.filter(pa.array(alive))
+            yield chunk, table.filter(pa.compute.invert(pa.compute.is_in(table.column("seq"), value_set=dropped)))
 
     def documents(self, split: str) -> Iterator[Document]:
         """The split's documents in source order, each once (mixing weights not applied)."""
@@ -134,29 +134,34 @@ class Corpus:
             for table in self._duplicate_rows(schema):
                 writer.write_table(table)
 
+    def _chunk_rows(self, columns: list[str], seqs: set[int]) -> Iterator[tuple[PreparedChunk, list[tuple]]]:
+        """Per chunk, the rows (seq, *columns) whose seq is in `seqs`, in source order; the
+        others are skipped before any text becomes a Python string."""
+        wanted = pa.array(sorted(seqs), pa.int64())
+        for chunk in self.chunks:
+            table = read_arrow(self.work / CHUNK_FILE.format(chunk.index), ["seq", *columns])
+            table = table.filter(pa.compute.is_in(table.column("seq"), value_set=wanted))
+            if table.num_rows:
+                yield chunk, list(zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True))
+
     def _duplicate_rows(self, schema: pa.Schema) -> Iterator[pa.Table]:
+        if not self.drops.by_seq:
+            return
         kept = {k for _, k, _ in self.drops.by_seq.values()}
-        where: dict[int, tuple[str, str, str]] = {}  # kept seq -> source, location, split
-        for chunk in self.chunks:
-            table = read_arrow(self.work / CHUNK_FILE.format(chunk.index), ["seq", "location", "split"])
-            for seq, location, split in zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True):
-                if seq in kept:
-                    where[seq] = (chunk.source, location, split)
-        for chunk in self.chunks:
-            table = read_arrow(self.work / CHUNK_FILE.format(chunk.index), ["seq", "location", "text", "split"])
-            rows = []
-            for seq, location, text, split in zip(
-                *(table.column(c).to_pylist() for c in table.column_names), strict=True
-            ):
-                if seq not in self.drops.by_seq:
-                    continue
+        where = {  # kept seq -> source, location, split
+            seq: (chunk.source, location, split)
+            for chunk, rows in self._chunk_rows(["location", "split"], kept)
+            for seq, location, split in rows
+        }
+        for chunk, rows in self._chunk_rows(["location", "text", "split"], set(self.drops.by_seq)):
+            quarantined = []
+            for seq, location, text, split in rows:
                 reason, other, jaccard = self.drops.by_seq[seq]
                 source, other_location, other_split = where[other]
                 how = "same text as" if jaccard is None else f"Jaccard ~{jaccard:.2f} with"
                 detail = f"{how} {source}:{other_location} ({other_split}); this one in {split}"
-                rows.append(QuarantineRow(chunk.source, location, reason, text[:SAMPLE_CHARS], detail))
-            if rows:
-                yield _quarantine_table(rows, schema)
+                quarantined.append(QuarantineRow(chunk.source, location, reason, text[:SAMPLE_CHARS], detail))
+            yield _quarantine_table(quarantined, schema)
 
 
 def _quarantine_table(rows: Sequence[QuarantineRow], schema: pa.Schema) -> pa.Table:
