@@ -28,7 +28,7 @@ from llm_pipeline.data.sources.kinds import (
 )
 from llm_pipeline.data.sources.snapshot import AptCache, Snapshot, SourceFiles
 from llm_pipeline.data.tasks.base import write_task
-from llm_pipeline.data.tasks.build import BuiltTasks, build_tasks, check_leakage, needs_corpus
+from llm_pipeline.data.tasks.build import BuiltTasks, build_tasks, check_leakage
 from llm_pipeline.io import MANIFEST_NAME, atomic_path, build_manifest, describe_inputs, write_json, write_run_record
 from llm_pipeline.stages.base import StageResult
 from llm_pipeline.tracking.runs import NULL_TRACKER, Tracker
@@ -84,9 +84,8 @@ def build_corpus_with(cfg: IngestConfig, loaded: list[SourceData], engine: Engin
 def _run(cfg: IngestConfig, tracker: Tracker, loaded: list[SourceData], built: Corpus) -> StageResult:
     sp = cfg.split
     descriptions = [d for data in loaded for d in data.descriptions]
-    # tasks see each document once (no mixing weights); only the tasks built from the corpus
-    # need it in memory (the Debian-derived ones, nsp, generation, and the leakage check)
-    corpus = built.load_splits() if needs_corpus(cfg.tasks) else {s: [] for s in SPLITS}
+    # tasks see each document once (no mixing weights), streamed from the work folder
+    corpus = built.views()
     tasks = build_tasks(cfg.tasks, corpus, descriptions, sp, files=source_files(cfg), cache_dir=cfg.cache_dir)
     leakage = check_leakage(tasks, corpus["train"], descriptions, cfg.tasks.held_out_overlap)
 

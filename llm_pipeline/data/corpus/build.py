@@ -79,9 +79,10 @@ class Corpus:
             ):
                 yield Document(chunk.source, location, text)
 
-    def load_splits(self) -> dict[str, list[Document]]:
-        """Every split in memory (for the tasks built from the corpus)."""
-        return {s: list(self.documents(s)) for s in SPLITS}
+    def views(self) -> dict[str, SplitView]:
+        """Each split as documents to iterate (again and again), read from disk each time: what
+        the tasks built from the corpus take, so they never hold it in memory."""
+        return {s: SplitView(self, s) for s in SPLITS}
 
     def eval_copies_in_train(self) -> int:
         """val/test documents whose exact text is also in train (0 by construction; a check on
@@ -162,6 +163,15 @@ class Corpus:
                 detail = f"{how} {source}:{other_location} ({other_split}); this one in {split}"
                 quarantined.append(QuarantineRow(chunk.source, location, reason, text[:SAMPLE_CHARS], detail))
             yield _quarantine_table(quarantined, schema)
+
+
+@dataclass(frozen=True)
+class SplitView:
+    corpus: Corpus
+    split: str
+
+    def __iter__(self) -> Iterator[Document]:
+        return self.corpus.documents(self.split)
 
 
 def _quarantine_table(rows: Sequence[QuarantineRow], schema: pa.Schema) -> pa.Table:

@@ -6,12 +6,13 @@ describe it: where it came from, which column is the label, what its group key m
 
 from __future__ import annotations
 
+import heapq
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,6 +21,7 @@ from llm_pipeline.data.corpus.splits import SPLITS, assign_split
 from llm_pipeline.data.records import unit_interval
 
 Row = dict[str, Any]
+T = TypeVar("T")
 # What `group` holds. Leakage checks compare the first two against the corpus train split.
 GroupKind = Literal["debian_source", "doc_id", "lemma", "record"]
 
@@ -68,15 +70,53 @@ def split_by_hash(rows: Iterable[Row], split: SplitParams, key: str = "group") -
     return out
 
 
+class _Largest:
+    """A heap entry whose order is reversed, so a heapq heap keeps its largest key on top."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: Any, value: Any) -> None:
+        self.key, self.value = key, value
+
+    def __lt__(self, other: _Largest) -> bool:
+        return self.key > other.key
+
+
+def smallest(keyed: Iterable[tuple[Any, T]], limit: int | None) -> list[T]:
+    """The values of the `limit` smallest (distinct) keys, in key order; all of them if limit is
+    None. Streams `keyed`, holding at most `limit` entries."""
+    if limit is None:
+        return [value for _, value in sorted(keyed, key=lambda kv: kv[0])]
+    heap: list[_Largest] = []
+    for key, value in keyed:
+        if len(heap) < limit:
+            heapq.heappush(heap, _Largest(key, value))
+        elif key < heap[0].key:
+            heapq.heapreplace(heap, _Largest(key, value))
+    return [entry.value for entry in sorted(heap, key=lambda e: e.key)]
+
+
 def cap_rows(
-    rows: list[Row], max_rows: int | None, seed: str, order_key: Callable[[Row], str] = lambda r: r["group"]
+    rows: Iterable[Row], max_rows: int | None, seed: str, order_key: Callable[[Row], str] = lambda r: r["group"]
 ) -> list[Row]:
     """A hash-ordered sample of at most max_rows (whole groups first; never file order,
-    which is alphabetical and would keep only "lib*" packages or "a*" lemmas)."""
-    if max_rows is None or len(rows) <= max_rows:
-        return rows
-    keyed = [(unit_interval(order_key(r), seed), i) for i, r in enumerate(rows)]
-    return [rows[i] for _, i in sorted(keyed)[:max_rows]]
+    which is alphabetical and would keep only "lib*" packages or "a*" lemmas): all rows in
+    their order if there are no more, else the max_rows with the smallest (hash, position).
+    Streams `rows`, holding at most max_rows of them."""
+    if max_rows is None:
+        return list(rows)
+    seen = 0
+
+    def keyed() -> Iterator[tuple[tuple[float, int], tuple[int, Row]]]:
+        nonlocal seen
+        for i, row in enumerate(rows):
+            seen += 1
+            yield (unit_interval(order_key(row), seed), i), (i, row)
+
+    sample = smallest(keyed(), max_rows)
+    if seen <= max_rows:  # nothing to cut: every row, in its order
+        sample.sort(key=lambda p: p[0])
+    return [row for _, row in sample]
 
 
 def cap_splits(splits: dict[str, list[Row]], max_rows: int | None, seed: str) -> dict[str, list[Row]]:

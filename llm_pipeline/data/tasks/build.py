@@ -8,6 +8,7 @@ pretraining train text, whatever key the corpus splits by; `leakage` then checks
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,13 @@ from llm_pipeline.data.sources.snapshot import SourceFiles
 from llm_pipeline.data.tasks.base import SplitParams, TaskData, task_card
 from llm_pipeline.data.tasks.classification import ClassificationConfig, build_classification_task
 from llm_pipeline.data.tasks.generation import GenerationTaskConfig, build_generation_task
-from llm_pipeline.data.tasks.leakage import OverlapPolicy, build_train_index, count_overlap, drop_overlap
+from llm_pipeline.data.tasks.leakage import (
+    OverlapPolicy,
+    build_train_index,
+    count_overlap,
+    drop_overlap,
+    held_out_queries,
+)
 from llm_pipeline.data.tasks.local import LocalTaskConfig, build_local_task, local_task_files
 from llm_pipeline.data.tasks.nsp import NSPConfig, build_nsp_task
 from llm_pipeline.data.tasks.qa import DEB_PACKAGE as QA_DEB_PACKAGE
@@ -67,10 +74,12 @@ class BuiltTasks:
 
 
 def descriptions_by_split(
-    corpus: dict[str, list[Document]],
+    corpus: Mapping[str, Iterable[Document]],
     descriptions: list[debian.DebianDescription],
 ) -> dict[str, list[debian.DebianDescription]]:
     """Descriptions whose text survived cleaning, in their corpus split, with the cleaned text."""
+    if not descriptions:
+        return {s: [] for s in SPLITS}  # no Debian source: no need to read the corpus
     where = {d.location: (s, d.text) for s, docs in corpus.items() for d in docs if d.source == debian.SOURCE_NAME}
     out: dict[str, list[debian.DebianDescription]] = {s: [] for s in SPLITS}
     for d in descriptions:
@@ -78,12 +87,6 @@ def descriptions_by_split(
             split, text = where[d.package]
             out[split].append(replace(d, long_description=text))
     return out
-
-
-def needs_corpus(cfg: TasksConfig) -> bool:
-    """Whether any task reads the corpus: every enabled one does, through the leakage check
-    (its val/test inputs against the corpus train split) if not by being built from it."""
-    return bool(cfg.local) or any(getattr(cfg, name).enabled for name in BUILT_IN)
 
 
 def upstream_needs(cfg: TasksConfig, has_debian_source: bool) -> tuple[tuple[str, ...], list[str]]:
@@ -99,7 +102,7 @@ def local_files(cfg: TasksConfig) -> list[Path]:
 
 def build_tasks(
     cfg: TasksConfig,
-    corpus: dict[str, list[Document]],
+    corpus: Mapping[str, Iterable[Document]],  # split -> its documents, each iterable more than once
     descriptions: list[debian.DebianDescription],
     split: SplitParams,
     *,
@@ -148,14 +151,15 @@ def _require_examples(name: str, task: TaskData) -> None:
 
 def check_leakage(
     built: BuiltTasks,
-    train: list[Document],
+    train: Iterable[Document],
     descriptions: list[debian.DebianDescription],
     policy: OverlapPolicy = "drop",
 ) -> dict[str, Any]:
     """Apply the overlap policy to val/test, then count what overlaps the corpus train split.
 
     Returns {"policy", "dropped": {task: {split: n}}, "total": n left, "per_task": counts}."""
-    index = build_train_index(train, {d.package: d.source for d in descriptions}, debian.SOURCE_NAME)
+    wanted = held_out_queries(built.tasks.values())  # one pass over train, keeping only what is looked up
+    index = build_train_index(train, {d.package: d.source for d in descriptions}, debian.SOURCE_NAME, wanted)
     dropped = {}
     if policy == "drop":
         dropped = {name: drop_overlap(task, index) for name, task in built.tasks.items()}

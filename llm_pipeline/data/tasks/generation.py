@@ -8,6 +8,7 @@ split has never seen them, so its continuation of the prompt can be compared to 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Mapping
 
 from pydantic import Field
 
@@ -38,16 +39,15 @@ def cut_document(
     return text[: words[prompt_words - 1].end()], text[words[prompt_words].start() : last.end()]
 
 
-def build_generation_rows(docs: list[Document], cfg: GenerationTaskConfig) -> list[Row]:
-    rows = []
+def build_generation_rows(docs: Iterable[Document], cfg: GenerationTaskConfig) -> Iterator[Row]:
+    """A (prompt, continuation) row per long enough document, as the documents stream by."""
     for d in docs:
         cut = cut_document(d.text, cfg.prompt_words, cfg.continuation_words, cfg.min_continuation_words)
         if cut:
-            rows.append({"prompt": cut[0], "continuation": cut[1], "group": doc_id(d.source, d.text)})
-    return rows
+            yield {"prompt": cut[0], "continuation": cut[1], "group": doc_id(d.source, d.text)}
 
 
-def build_generation_task(cfg: GenerationTaskConfig, corpus: dict[str, list[Document]], seed: str) -> TaskData:
+def build_generation_task(cfg: GenerationTaskConfig, corpus: Mapping[str, Iterable[Document]], seed: str) -> TaskData:
     splits = {
         s: [] if s == "train" else cap_rows(build_generation_rows(docs, cfg), cfg.max_per_split, seed)
         for s, docs in corpus.items()

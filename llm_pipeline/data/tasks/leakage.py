@@ -12,6 +12,7 @@ With the "drop" policy such examples are removed from val/test (counted); "repor
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,10 +29,41 @@ class TrainIndex:
     groups: dict[str, set[str]]  # group kind -> train groups of that kind
 
 
-def build_train_index(train: list[Document], package_source: dict[str, str], debian_source: str) -> TrainIndex:
-    texts = {d.text for d in train} | {p for d in train for p in d.text.split("\n\n")}
-    sources = {package_source[d.location] for d in train if d.source == debian_source and d.location in package_source}
-    return TrainIndex(texts, {"debian_source": sources, "doc_id": {doc_id(d.source, d.text) for d in train}})
+def held_out_queries(tasks: Iterable[TaskData]) -> TrainIndex:
+    """What the tasks' val/test examples would look up: their inputs, and their groups by kind."""
+    texts: set[str] = set()
+    groups: dict[str, set[str]] = {}
+    for task in tasks:
+        for split in HELD_OUT:
+            for row in task.splits[split]:
+                texts.add(row[task.input_column])
+                groups.setdefault(task.group_kind, set()).add(row["group"])
+    return TrainIndex(texts, groups)
+
+
+def build_train_index(
+    train: Iterable[Document], package_source: dict[str, str], debian_source: str, wanted: TrainIndex | None = None
+) -> TrainIndex:
+    """The train split's texts (documents and paragraphs) and groups, read in one pass. With
+    `wanted` (held_out_queries), only those that some val/test example looks up are kept, so
+    the index grows with the tasks' held-out examples, not with the corpus."""
+
+    def looked_up(kind: str, value: str) -> bool:
+        return wanted is None or value in wanted.groups.get(kind, ())
+
+    texts: set[str] = set()
+    groups: dict[str, set[str]] = {"debian_source": set(), "doc_id": set()}
+    if wanted is not None and not wanted.texts and not any(wanted.groups.values()):
+        return TrainIndex(texts, groups)  # nothing is looked up: no pass over train
+    for d in train:
+        texts.update(t for t in (d.text, *d.text.split("\n\n")) if wanted is None or t in wanted.texts)
+        package = package_source.get(d.location) if d.source == debian_source else None
+        if package is not None and looked_up("debian_source", package):
+            groups["debian_source"].add(package)
+        identity = doc_id(d.source, d.text)
+        if looked_up("doc_id", identity):
+            groups["doc_id"].add(identity)
+    return TrainIndex(texts, groups)
 
 
 def _overlap(task: TaskData, index: TrainIndex, row: Row) -> dict[str, bool]:

@@ -21,7 +21,7 @@ def _texts(name, n):
 
 
 def _where(corpus):
-    return {(d.source, d.location): s for s, docs in corpus.load_splits().items() for d in docs}
+    return {(d.source, d.location): s for s, docs in corpus.views().items() for d in docs}
 
 
 _work = itertools.count()
@@ -47,7 +47,7 @@ def test_a_copy_across_sources_keeps_the_eval_member_and_counts_per_source(tmp_p
     a = _texts("a", 200)
     corpus = _build([_source("a", a), _source("b", a)], tmp_path)  # b repeats every text of a
     # each text survives once, in the split of whichever copy was not in train
-    assert sum(len(d) for d in corpus.load_splits().values()) == 200
+    assert sum(len(list(d)) for d in corpus.views().values()) == 200
     assert corpus.eval_copies_in_train() == 0
     assert corpus.per_source["a"]["read"] == corpus.per_source["b"]["read"] == 200
     dropped = sum(corpus.per_source[s]["dropped"].get("duplicate", 0) for s in ("a", "b"))

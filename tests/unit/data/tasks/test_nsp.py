@@ -1,5 +1,9 @@
+import random
+
+import pytest
+
 from llm_pipeline.data.records import Document
-from llm_pipeline.data.tasks.nsp import NSPConfig, build_nsp_task, build_pairs, segments
+from llm_pipeline.data.tasks.nsp import Negatives, NSPConfig, build_nsp_task, build_pairs, segments
 
 
 def test_segments_split_sentences_and_lines_and_merge_short_ones():
@@ -78,3 +82,64 @@ def test_nsp_negatives_can_come_from_any_document_as_in_bert():
     corpus = {"train": docs}
     task = build_nsp_task(NSPConfig(min_segment_chars=5, negatives="any_document"), corpus, "seed")
     assert task.splits["train"] == rows
+
+
+def _reference_pairs(docs, min_chars, max_pairs, seed, negatives):
+    """The rule with every segment in memory: positions in hash order, the first max_pairs;
+    heads B is the next segment, tails a segment of another document (of the same source
+    for same_source when it has another)."""
+    from llm_pipeline.data.records import doc_id, unit_interval
+
+    segs = [segments(d.text, min_chars) for d in docs]
+    ids = [doc_id(d.source, d.text) for d in docs]
+    pools: dict[str, list[int]] = {}
+    for i, s in enumerate(segs):
+        if s:
+            pools.setdefault(docs[i].source, []).append(i)
+    everything = [i for pool in pools.values() for i in pool]
+    if len(everything) < 2:
+        return []
+    u = lambda key: unit_interval(key, f"{seed}/nsp")
+    positions = sorted(
+        ((i, k) for i, s in enumerate(segs) for k in range(len(s) - 1)), key=lambda p: u(f"{ids[p[0]]}:{p[1]}")
+    )
+    rows = []
+    for i, k in positions[:max_pairs]:
+        key = f"{ids[i]}:{k}"
+        if u(f"{key}/coin") < 0.5:
+            b, is_next = segs[i][k + 1], 1
+        else:
+            own = pools[docs[i].source]
+            others = own if negatives == "same_source" and len(own) > 1 else everything
+            j = others[int(u(f"{key}/doc") * (len(others) - 1))]
+            j = j if j != i else others[-1]
+            b, is_next = segs[j][int(u(f"{key}/seg") * len(segs[j]))], 0
+        rows.append({"text_a": segs[i][k], "text_b": b, "is_next": is_next, "group": ids[i]})
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_streamed_pairs_are_the_pairs_of_the_rule_in_memory(seed):
+    rng = random.Random(seed)
+    sources = ["a", "b", "c"][: rng.randint(1, 3)]
+    docs = [
+        Document(
+            rng.choice(sources),
+            str(i),
+            " ".join(f"Word{rng.randint(0, 50)} {'x' * rng.randint(0, 30)}." for _ in range(rng.randint(0, 8))),
+        )
+        for i in range(rng.randint(0, 60))
+    ]
+    min_chars, cap = rng.randint(1, 40), rng.choice([None, 1, 5, 40, 1000])
+    negatives: Negatives = rng.choice(["same_source", "any_document"])
+    got = build_pairs(docs, min_chars, cap, "s", negatives)
+    assert got == _reference_pairs(docs, min_chars, cap, "s", negatives)
+    reads = []
+
+    class Counted:  # a view that restarts, as the corpus on disk is
+        def __iter__(self):
+            reads.append(1)
+            return iter(docs)
+
+    assert build_pairs(Counted(), min_chars, cap, "s", negatives) == got
+    assert len(reads) <= 2  # two passes (the second only when there are pairs)
