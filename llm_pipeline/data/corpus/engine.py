@@ -15,6 +15,7 @@ worker count: DVC sees no change when only the engine settings change.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import socket
@@ -71,12 +72,14 @@ class LocalEngine:
         )
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
-        if self._pool is None:
-            yield from map(fn, items)
+        stream = iter(items)
+        head = list(itertools.islice(stream, 2))
+        if self._pool is None or len(head) < 2:  # one chunk: a pool (its processes start on first use) buys nothing
+            yield from map(fn, itertools.chain(head, stream))
             return
         pool = self._pool
         try:
-            yield from _ordered(lambda item: pool.submit(fn, item), items, self.workers)
+            yield from _ordered(lambda item: pool.submit(fn, item), itertools.chain(head, stream), self.workers)
         except BrokenProcessPool as e:
             raise PipelineError(
                 f"ingest: a worker process died ({e}); nothing was written, rerun the stage "
