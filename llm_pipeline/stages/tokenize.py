@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
 from llm_pipeline.config import PerItemConfig, check_folder_names
+from llm_pipeline.data.parquet import iter_record_batches
 from llm_pipeline.data.tasks.loading import load_task_split
 from llm_pipeline.data.tokenization.shards import TokenShards, encode_chunks, iter_documents, token_dtype, write_shards
 from llm_pipeline.data.tokenization.tokenizer import (
@@ -89,7 +90,7 @@ def iter_text_batches(path: Path, batch_docs: int, column: str = "text") -> Iter
     parquet = pq.ParquetFile(path)
     if column not in parquet.schema_arrow.names:
         raise PipelineError(f"{path}: no {column!r} column (columns: {parquet.schema_arrow.names})")
-    for batch in parquet.iter_batches(batch_size=batch_docs, columns=[column]):
+    for batch in iter_record_batches(parquet, [column], batch_docs):
         yield batch.column(column).to_pylist()
 
 

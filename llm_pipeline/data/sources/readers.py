@@ -25,6 +25,7 @@ from typing import BinaryIO, Literal, cast
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from llm_pipeline.data.parquet import iter_record_batches
 from llm_pipeline.data.records import SAMPLE_CHARS, Document, QuarantineRow
 from llm_pipeline.data.sources.compression import compression_of, open_binary, strip_compression
 from llm_pipeline.errors import PipelineError
@@ -367,7 +368,7 @@ def _read_parquet(path: Path, source: str, opts: ReadOptions) -> Iterator[Record
             yield _empty(path)
             return
         row = 0
-        for batch in parquet.iter_batches(columns=[opts.text_field], batch_size=1024):
+        for batch in iter_record_batches(parquet, [opts.text_field], 1024):
             # as bytes: a writer that skips the UTF-8 check can store any, and to_pylist would
             # raise on the batch; decoded here, a bad cell is reported on its own row
             column = batch.column(0)
