@@ -72,7 +72,7 @@ from llm_pipeline.training.lora import LoraConfig, apply_lora, count_parameters,
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.objectives import Objective, SequenceClassification, text_to_text_objective
 from llm_pipeline.training.optim import OptimConfig
-from llm_pipeline.training.throughput import training_compute
+from llm_pipeline.training.throughput import TIMINGS, training_compute
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 log = logging.getLogger(__name__)
@@ -354,7 +354,7 @@ def run(cfg: FinetuneConfig, tracker: Tracker) -> StageResult:
                 inputs=inputs,
                 outputs={"model": [MODEL_WEIGHTS, MODEL_CONFIG], "tokenizer": "tokenizer.json"}
                 | ({"adapter": "adapter.safetensors"} if spec.method == "lora" else {}),
-                counts={k: v for k, v in metrics.items() if k != "train_seconds"},  # durations: the report's
+                counts={k: v for k, v in metrics.items() if k not in TIMINGS},  # timings: the report's, not DVC's
                 extra={
                     "run": name,
                     "task": spec.task,

@@ -52,7 +52,7 @@ from llm_pipeline.training.distributed import with_global_batch
 from llm_pipeline.training.module import TrainingModule
 from llm_pipeline.training.objectives import Objective, SpanCorruption
 from llm_pipeline.training.optim import OptimConfig
-from llm_pipeline.training.throughput import training_compute
+from llm_pipeline.training.throughput import TIMINGS, steady_throughput, training_compute
 from llm_pipeline.training.trainer import TrainerConfig, build_trainer
 
 log = logging.getLogger(__name__)
@@ -185,13 +185,14 @@ def run(cfg: PretrainConfig, tracker: Tracker) -> StageResult:
         "steps": trainer.global_step,
         "seq_len": setup.seq_len,
         **training_compute(trainer),  # train_tokens, train_flops: the x axis of quality-vs-compute
+        **steady_throughput(trainer),  # tokens_per_sec (+ mfu on a GPU): what bench/gpu.sh reads
         "train_seconds": seconds,
     }
     manifest = build_manifest(
         f"pretrain-{family}",
         inputs=inputs,
         outputs={"model": [MODEL_WEIGHTS, MODEL_CONFIG], "tokenizer": "tokenizer.json"},
-        counts={k: v for k, v in metrics.items() if k != "train_seconds"},  # durations: the report's
+        counts={k: v for k, v in metrics.items() if k not in TIMINGS},  # timings: the report's, not DVC's
         extra={
             "family": family,
             "model_config": model.config.to_dict(),

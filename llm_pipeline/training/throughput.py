@@ -7,6 +7,7 @@ counts samples and needs a FLOPs function per batch.
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any, Protocol, cast
 
@@ -26,6 +27,11 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("L40S", 362e12),
     ("L4", 121e12),
 )
+
+
+# metrics that are timings: they differ between two runs of the same inputs, so a stage reports
+# them (MLflow, reports/) but keeps them out of its outputs' manifests, which DVC hashes
+TIMINGS = frozenset({"train_seconds", "tokens_per_sec", "model_flops_per_sec", "mfu"})
 
 
 class _CountsBatches(Protocol):
@@ -61,6 +67,9 @@ class TokenThroughputMonitor(Callback):
         self.peak_flops: float | None = None
         self.total_tokens = 0
         self.total_flops = 0.0
+        # (tokens/s, model FLOP/s) of each logged window of this process's steps, the first one
+        # (compile, CUDA warm-up) included; not in checkpoints: a resumed run measures its own
+        self.windows: list[tuple[float, float]] = []
         self._reset(time.perf_counter())
 
     def state_dict(self) -> dict[str, Any]:
@@ -96,6 +105,7 @@ class TokenThroughputMonitor(Callback):
         now = time.perf_counter()
         seconds = max(now - self._started - self._paused, 1e-9)
         # per device: every rank logs its own rate (rank zero's reaches the logger)
+        self.windows.append((self._tokens / seconds, self._flops / seconds))
         pl_module.log("train/tokens_per_sec", self._tokens / seconds, on_step=True, on_epoch=False)
         if self.peak_flops:
             pl_module.log("train/mfu", self._flops / seconds / self.peak_flops, on_step=True, on_epoch=False)
@@ -116,4 +126,18 @@ def training_compute(trainer: L.Trainer) -> dict[str, float]:
         if isinstance(callback, TokenThroughputMonitor):
             world = trainer.world_size
             return {"train_tokens": float(callback.total_tokens * world), "train_flops": callback.total_flops * world}
+    return {}
+
+
+def steady_throughput(trainer: L.Trainer) -> dict[str, float]:
+    """`tokens_per_sec` (this device's) and, on a GPU of known peak, `mfu`: the medians over the
+    logged windows after the first, which holds compile and warm-up ({} before a second window).
+    Timings: they belong in reports and MLflow, never in an output DVC hashes."""
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, TokenThroughputMonitor) and len(callback.windows) > 1:
+            steady = callback.windows[1:]
+            tokens = statistics.median(rate for rate, _ in steady)
+            flops = statistics.median(rate for _, rate in steady)
+            peak = callback.peak_flops
+            return {"tokens_per_sec": tokens, "model_flops_per_sec": flops} | ({"mfu": flops / peak} if peak else {})
     return {}
