@@ -131,6 +131,13 @@ def predict(loaded: LoadedModel, rows: pd.DataFrame, options: PredictOptions | N
         raise PipelineError(f"input has no {TEXT_COLUMN!r} column (columns: {', '.join(map(str, rows.columns))})")
     if len(rows) == 0:
         return []
+    texts = rows[TEXT_COLUMN]
+    empty = texts.isna() | texts.astype(str).str.strip().eq("")
+    if empty.any():
+        first = int(empty.to_numpy().nonzero()[0][0])
+        raise PipelineError(
+            f"row {first}: empty {TEXT_COLUMN!r} ({int(empty.sum())} of {len(rows)} rows); every row needs text"
+        )
     if loaded.use == CLASSIFY:
         return classify(loaded, rows[TEXT_COLUMN].astype(str).tolist(), options.batch_size)
     if loaded.use == FILL_MASKS:

@@ -7,8 +7,9 @@ data_path=folder)`; `mlflow.pyfunc.load_model(...)` and `mlflow models serve` th
 (and any column the fine-tune's template names, e.g. `lang`) and returns one text or label per
 row (llm_pipeline.inference says which); params (tracking.registry.PYFUNC_PARAMS) tune the decoding.
 
-It needs no mlflow import itself: MLflow finds this module by name, so the stages that register
-models do not import it (nor the inference code behind it).
+It imports mlflow only to report bad input (then MLflow is loaded: it called us): MLflow finds
+this module by name, so the stages that register models do not import it (nor the inference code
+behind it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from llm_pipeline.errors import PipelineError
 from llm_pipeline.inference import TEXT_COLUMN, LoadedModel, build_options, load_model_folder, predict
 
 
@@ -28,7 +30,16 @@ class FolderModel:
         self.loaded = loaded
 
     def predict(self, model_input: Any, params: Mapping[str, Any] | None = None) -> list[str]:
-        return predict(self.loaded, as_frame(model_input), build_options(params))
+        try:
+            return predict(self.loaded, as_frame(model_input), build_options(params))
+        except PipelineError as exc:
+            # bad input, said in one line: MLflow (loaded, since it called us) answers it with a
+            # 400 and this message, where any other exception becomes its generic "unexpected
+            # error" with a traceback
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def as_frame(model_input: Any) -> pd.DataFrame:

@@ -110,6 +110,9 @@ def test_bad_input_and_options_are_one_line(tmp_path):
     loaded = inference.load_model_folder(write_model_folder(tmp_path / "m", "bert", kind="classification"))
     with pytest.raises(PipelineError, match="no 'text' column"):
         inference.predict(loaded, pd.DataFrame({"sentence": ["a"]}))
+    for blank in ("", "  ", None):
+        with pytest.raises(PipelineError, match=r"^row 1: empty 'text' \(1 of 3 rows\); every row needs text$"):
+            inference.predict(loaded, pd.DataFrame({"text": ["a", blank, "b"]}))
     with pytest.raises(PipelineError, match="decoding option temperature"):
         inference.build_options({"temperature": -1})
     with pytest.raises(PipelineError, match="does not write text"):
