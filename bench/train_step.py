@@ -236,6 +236,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile both models (inductor); warmup steps absorb compilation"
     )
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs (a child process per side)")
     p.add_argument("--memory-child", choices=["ours", "hf"], help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -265,7 +266,10 @@ def main() -> None:
     )
     for family in families:
         speed = bench_speed(args, family)
-        memory = {side: bench_memory(args, family, side) / 2**20 for side in ("ours", "hf")}
+        memory = {
+            side: float("nan") if args.no_memory else bench_memory(args, family, side) / 2**20
+            for side in ("ours", "hf")
+        }
         line = (
             f"{family:<7}{speed['params'] / 1e6:>8.2f}M{speed['ours']:>12,.0f}{speed['hf']:>11,.0f}"
             f"{speed['ours'] / speed['hf']:>6.2f}x{memory['ours']:>15.0f}{memory['hf']:>13.0f}"
