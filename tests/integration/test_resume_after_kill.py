@@ -1,7 +1,7 @@
 """Exact resume: SIGKILL a training stage's CLI after its first checkpoint, rerun the same command,
 and the final weights equal, bit for bit, those of a run never stopped (CPU, same seed).
 
-Each family's pretraining is killed once; the GPT one twice in one run; a fine-tune once. The kill
+BERT's and T5's pretraining are killed once, GPT's twice in one run; a fine-tune once. The kill
 lands a random time after a checkpoint appears (the delay is in the failure message); the test
 checks the process really died mid-run and the rerun really resumed (its manifest names the
 checkpoint), so it cannot pass by finishing early or by retraining from step 0.
@@ -191,7 +191,8 @@ def kill_and_resume(stage, params, name, root, kills, seed, **sets):
     assert len(whole_rows) == 1 + TRAINER["max_steps"]
 
 
-@pytest.mark.parametrize("family", ["gpt", "bert", "t5"])
+# gpt: killed twice in one run below (and once by bench/gpu.sh --cpu-smoke's resume step)
+@pytest.mark.parametrize("family", ["bert", "t5"])
 def test_pretraining_resumes_bitwise_after_sigkill(workspace, family):
     root, params, _ = workspace
     kill_and_resume("pretrain", params, family, root, kills=1, seed=zlib.crc32(family.encode()), item=family)
