@@ -9,7 +9,8 @@ with tasks off and near dedup on, in a folder per run under --out. Peak RSS is t
 process tree (the stage, its forkserver and its workers), sampled every 50 ms. Workers: ingest's
 `engine.workers`; tokenize's Rust threads (RAYON_RS_NUM_CPUS). Prints a table, then on lines of
 their own `rss ratio <peak at the largest scale / peak at the one before>` (1 worker) and
-`speedup ratio <1-worker time / 2-worker time>` of ingest at the largest scale.
+`speedup ratio <1-worker time / 2-worker time>` of ingest at the largest scale, and
+`tokenize rss ratio` likewise.
 """
 
 from __future__ import annotations
@@ -159,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(scales) > 1:
         top, before = pick("ingest", scales[-1], workers[0]), pick("ingest", scales[-2], workers[0])
         lines.append(f"rss ratio {top['peak_rss_gb'] / before['peak_rss_gb']:.2f}")
+        if not args.no_tokenize:  # tokenize's too, on a line of its own that names it
+            top, before = pick("tokenize", scales[-1], workers[0]), pick("tokenize", scales[-2], workers[0])
+            lines.append(f"tokenize rss ratio {top['peak_rss_gb'] / before['peak_rss_gb']:.2f}")
     if len(workers) > 1:
         one, two = pick("ingest", scales[-1], workers[0]), pick("ingest", scales[-1], workers[1])
         lines.append(f"speedup ratio {one['seconds'] / two['seconds']:.2f}")
