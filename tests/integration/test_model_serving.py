@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from flows import processes
+from llm_pipeline.tracking.client import mlflow_client, tracking_uri
 from llm_pipeline.tracking.runs import stage_run
 from tests.integration.test_tracking_server_faults import free_port
 from tests.unit.model_folders import write_model_folder
@@ -52,16 +53,15 @@ def ping(url: str) -> bool:
 @pytest.fixture
 def served(tracking_dir):
     """Both models registered with the champion alias, each served on its own port."""
-    from mlflow.tracking import MlflowClient
-
-    client, servers = MlflowClient(), {}
+    servers = {}
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for seed, (name, (family, spec)) in enumerate(MODELS.items()):
         folder = write_model_folder(tracking_dir / name, family, seed=seed, **spec)
         with stage_run(f"finetune-{name}") as run:
             version = run.register_model(folder, name)
         assert version is not None
-        client.set_registered_model_alias(name, "champion", version)
+        # the client of the store this test registered in (mlflow's process-wide URI may be another test's)
+        mlflow_client().set_registered_model_alias(name, "champion", version)
     try:
         for name in MODELS:
             port = free_port()
@@ -86,6 +86,7 @@ def test_served_models_answer_as_in_process_refuse_bad_input_in_one_line_and_sto
         "serve-classifier": pd.DataFrame({"text": texts(5, seed=1)}),
         "serve-translator": pd.DataFrame({"text": texts(3, seed=2), "lang": ["de", "fr", "it"]}),
     }
+    mlflow.set_tracking_uri(tracking_uri())  # this test's store, whatever an earlier test set
     for name, (handle, url, port, log) in served.items():
         frame = rows[name]
         want = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(frame)
