@@ -301,30 +301,38 @@ def step_gpt_modern(ctx: argparse.Namespace, size: dict[str, Any]) -> dict[str, 
 
 
 def step_families(ctx: argparse.Namespace, size: dict[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+    """bench/train_step.py, one process per (preset, sequence length): the smoke's two tiny
+    families share one, a GPU's bert-base and t5-small take one each."""
+    groups: dict[tuple[str, int], list[str]] = {}
     for family, preset, seq_len in size["families"]:
-        command = [sys.executable, str(REPO / "bench" / "train_step.py"), "--family", family, "--preset", preset]
+        groups.setdefault((preset, seq_len), []).append(family)
+    steps = 1 if ctx.cpu_smoke else 5
+    result: dict[str, Any] = {}
+    for (preset, seq_len), families in groups.items():
+        command = [sys.executable, str(REPO / "bench" / "train_step.py"), "--preset", preset]
+        command += [arg for family in families for arg in ("--family", family)]
         # no peak-memory runs (two more processes per family): steps/s is the question here
         command += ["--seq-len", str(seq_len), "--batch", str(size["batch"]), "--no-memory"]
-        steps = 1 if ctx.cpu_smoke else 5
         if ctx.cpu_smoke:
-            command += ["--device", "cpu", "--warmup", "1", "--steps", "1", "--reps", "1"]
+            command += ["--device", "cpu", "--warmup", "1", "--steps", str(steps), "--reps", "1"]
         else:
             command += ["--device", "cuda", "--bf16", "--warmup", "3", "--steps", str(steps), "--reps", "3"]
         done = subprocess.run(command, env=cli_env(), capture_output=True, text=True, check=False)
         if done.returncode:
-            raise StepFailed(f"train_step.py {family} exited {done.returncode}: {done.stderr.strip()[-300:]}")
-        measured = json.loads(done.stderr.strip().splitlines()[-1])  # its JSON line per family
-        result[family] = {
-            "preset": preset,
-            "seq_len": seq_len,
-            "tokens_per_sec": measured["ours"],
-            "hf_tokens_per_sec": measured["hf"],
-            "ratio_to_hf": measured["ours"] / measured["hf"],
-            # seconds: one entry per repetition, each `steps` timed steps
-            "steps_per_sec": steps / statistics.median(measured["seconds"]["ours"]),
-            "params": measured["params"],
-        }
+            raise StepFailed(f"train_step.py {families} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+        # its stderr ends with one JSON line per family
+        for line in done.stderr.strip().splitlines()[-len(families) :]:
+            measured = json.loads(line)
+            result[measured["family"]] = {
+                "preset": preset,
+                "seq_len": seq_len,
+                "tokens_per_sec": measured["ours"],
+                "hf_tokens_per_sec": measured["hf"],
+                "ratio_to_hf": measured["ours"] / measured["hf"],
+                # seconds: one entry per repetition, each `steps` timed steps
+                "steps_per_sec": steps / statistics.median(measured["seconds"]["ours"]),
+                "params": measured["params"],
+            }
     return result
 
 
