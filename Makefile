@@ -18,7 +18,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: run test test-fast lint format install ui repro clean help serve stop status
+.PHONY: run test test-fast lint format install ui ui-check repro clean help serve stop status
 
 help:
 	@echo "make run    - whole pipeline end to end on the default corpus (under 40 min on 2 CPU cores after install)"
@@ -28,6 +28,7 @@ help:
 	@echo "make lint   - ruff (lint + format check) and mypy on the whole repo"
 	@echo "make format - apply ruff's import order and formatting"
 	@echo "make ui     - MLflow dashboard on http://127.0.0.1:$(MLFLOW_PORT)"
+	@echo "make ui-check - headless Chromium screenshots of both dashboards, each page checked (docs/screenshots/)"
 	@echo "make repro  - the same pipeline through 'dvc repro' (a dvc.lock torn by a kill is restored first)"
 	@echo "make serve  - Prefect server + deployments + worker, MLflow server on PostgreSQL (127.0.0.1; state in .services/)"
 	@echo "make stop   - stop everything make serve started;  make status - what runs"
@@ -86,6 +87,11 @@ test-fast: install
 ui: install
 	@MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlflow.db $(PY) -m llm_pipeline.dashboard_links --base http://127.0.0.1:$(MLFLOW_PORT)
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
+
+# scripts/ui_check.py: a small store and a Prefect server on free ports, each page's rendered DOM
+# checked, screenshots to docs/screenshots/ (needs chromium: apt-get install -y chromium)
+ui-check: install
+	$(PY) scripts/ui_check.py --out docs/screenshots
 
 # flows/services.py --help: every option (ports also from PREFECT_PORT / MLFLOW_PORT / PG_PORT, artifacts to S3)
 serve: install
