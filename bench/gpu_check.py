@@ -368,11 +368,10 @@ def step_fsdp(ctx: argparse.Namespace, size: dict[str, Any]) -> dict[str, Any]:
 
 
 def checkpointed_steps(folder: Path) -> list[int]:
-    try:
-        listing = json.loads((folder / "checkpoints.json").read_text())
-    except (OSError, ValueError):  # not there yet, or caught mid-rename
-        return []
-    return sorted(entry["step"] for entry in listing["checkpoints"].values())
+    """The steps the stage has checkpointed in `folder` (its list is replaced atomically)."""
+    from llm_pipeline.training.checkpointing import read_checkpoint_list
+
+    return sorted(entry["step"] for entry in read_checkpoint_list(folder)["checkpoints"].values())
 
 
 def reference_run(
@@ -576,10 +575,12 @@ def main(argv: list[str] | None = None) -> int:
     if ctx.step == "table":
         step_table(ctx, size)
         return 0
+    from llm_pipeline.errors import PipelineError
+
     started = time.perf_counter()
     try:
         result = STEPS[ctx.step](ctx, size)
-    except (StepFailed, OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+    except (StepFailed, PipelineError, OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
         record(
             ctx.out,
             ctx.step,
